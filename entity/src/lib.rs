@@ -1,0 +1,7 @@
+//! sea-orm entities for Switchboard's tables. The schema itself lives in `migration/`.
+
+pub mod conversation;
+pub mod event;
+pub mod member;
+pub mod message;
+pub mod user;

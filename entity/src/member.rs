@@ -1,0 +1,26 @@
+use sea_orm::entity::prelude::*;
+
+#[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+#[sea_orm(table_name = "conversation_members")]
+pub struct Model {
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub conversation_id: i64,
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub user_id: i64,
+    /// `owner`, `admin` or `member`.
+    pub role: String,
+    pub joined_at: DateTimeUtc,
+    /// The member sees the conversation's events from this event id on.
+    pub joined_event_id: i64,
+    /// Set when the member leaves or is removed: events after it are no longer theirs.
+    pub left_event_id: Option<i64>,
+    /// 0 until the member reads anything.
+    pub last_read_message_id: i64,
+    /// 0 until a device acknowledges anything.
+    pub last_delivered_message_id: i64,
+}
+
+#[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+pub enum Relation {}
+
+impl ActiveModelBehavior for ActiveModel {}

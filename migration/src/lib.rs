@@ -1,0 +1,15 @@
+//! Switchboard's schema. The same migrations run on SQLite and PostgreSQL; they are applied
+//! at start-up and by `switchboard migrate`.
+
+pub use sea_orm_migration::prelude::*;
+
+mod m20261122_000001_create_core;
+
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(m20261122_000001_create_core::Migration)]
+    }
+}

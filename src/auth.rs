@@ -1,0 +1,152 @@
+//! Passwords (Argon2id), tokens (HS256 JWT with the algorithm pinned) and the extractor that
+//! authenticates `/api` requests.
+
+use std::future::{Ready, ready};
+
+use actix_web::{FromRequest, HttpRequest, dev::Payload, http::header, web};
+use argon2::{Argon2, PasswordHasher, PasswordVerifier};
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use secrecy::ExposeSecret;
+use serde::{Deserialize, Serialize};
+
+use crate::config::AuthSettings;
+use crate::error::{AppError, AppResult};
+use crate::startup::AppState;
+
+/// The contract allows at most this much clock skew on `exp`.
+const LEEWAY_SECONDS: u64 = 5;
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Claims {
+    sub: String,
+    iat: i64,
+    exp: i64,
+}
+
+pub struct Tokens {
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+    validation: Validation,
+    ttl_seconds: i64,
+}
+
+impl Tokens {
+    pub fn new(settings: &AuthSettings) -> Self {
+        let secret = settings.jwt_secret.expose_secret().as_bytes();
+        // Only HS256: a token naming another algorithm (or `none`) is refused before its
+        // signature is looked at.
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.leeway = LEEWAY_SECONDS;
+        validation.set_required_spec_claims(&["exp", "sub"]);
+        Self {
+            encoding: EncodingKey::from_secret(secret),
+            decoding: DecodingKey::from_secret(secret),
+            validation,
+            ttl_seconds: i64::try_from(settings.token_ttl_seconds).unwrap_or(i64::MAX / 2),
+        }
+    }
+
+    pub fn issue(&self, user_id: i64) -> AppResult<String> {
+        let iat = chrono::Utc::now().timestamp();
+        let claims = Claims {
+            sub: user_id.to_string(),
+            iat,
+            exp: iat.saturating_add(self.ttl_seconds),
+        };
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
+            .map_err(AppError::internal)
+    }
+
+    /// The user id a valid token names.
+    pub fn verify(&self, token: &str) -> AppResult<i64> {
+        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
+            .map_err(|err| {
+                use jsonwebtoken::errors::ErrorKind;
+                match err.kind() {
+                    ErrorKind::ExpiredSignature => {
+                        AppError::unauthorized("token_expired", "the token has expired")
+                    }
+                    _ => AppError::unauthorized("invalid_token", "the token is not valid"),
+                }
+            })?;
+        data.claims
+            .sub
+            .parse::<i64>()
+            .ok()
+            .filter(|id| *id > 0)
+            .ok_or_else(|| {
+                AppError::unauthorized("invalid_token", "the token's subject is not a user id")
+            })
+    }
+}
+
+/// The authenticated caller of an `/api` route.
+#[derive(Debug, Clone, Copy)]
+pub struct AuthUser {
+    pub id: i64,
+}
+
+impl FromRequest for AuthUser {
+    type Error = AppError;
+    type Future = Ready<Result<Self, AppError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        ready(authenticate(req, None))
+    }
+}
+
+/// The bearer token from `Authorization`, or else `fallback` (the WebSocket's `?token=`).
+pub fn authenticate(req: &HttpRequest, fallback: Option<&str>) -> AppResult<AuthUser> {
+    let state = req
+        .app_data::<web::Data<AppState>>()
+        .ok_or_else(|| AppError::Unavailable {
+            message: "not ready".into(),
+        })?;
+    let token = match req.headers().get(header::AUTHORIZATION) {
+        Some(value) => bearer(value.to_str().unwrap_or_default()).ok_or_else(|| {
+            AppError::unauthorized("invalid_token", "expected Authorization: Bearer <token>")
+        })?,
+        None => fallback
+            .ok_or_else(|| AppError::unauthorized("missing_token", "authentication required"))?,
+    };
+    Ok(AuthUser {
+        id: state.tokens.verify(token)?,
+    })
+}
+
+fn bearer(value: &str) -> Option<&str> {
+    let (scheme, token) = value.split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
+/// Argon2id with the crate's recommended parameters; runs on the blocking pool.
+pub async fn hash_password(password: String) -> AppResult<String> {
+    web::block(move || {
+        Argon2::default()
+            .hash_password(password.as_bytes())
+            .map(|hash| hash.to_string())
+    })
+    .await
+    .map_err(AppError::internal)?
+    .map_err(AppError::internal)
+}
+
+/// Checks `password` against `hash`; with no hash (unknown user) it still spends the same
+/// work, so response time does not reveal which usernames exist.
+pub async fn verify_password(password: String, hash: Option<String>) -> AppResult<bool> {
+    web::block(move || {
+        let argon = Argon2::default();
+        match hash {
+            Some(hash) => argon
+                .verify_password(password.as_bytes(), hash.as_str())
+                .is_ok(),
+            None => {
+                let _ = argon.hash_password(password.as_bytes());
+                false
+            }
+        }
+    })
+    .await
+    .map_err(AppError::internal)
+}

@@ -1,0 +1,229 @@
+//! Settings: embedded defaults, then `config.toml` (or `--config PATH`), then
+//! `SWITCHBOARD__SECTION__KEY` environment variables. Unknown keys are refused so a typo
+//! cannot silently fall back to a default.
+
+use std::path::Path;
+
+use figment::{
+    Figment,
+    providers::{Env, Format, Toml},
+};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+
+/// The secret shipped in `config.toml` for local development; refused outside `dev_mode`.
+pub const DEV_JWT_SECRET: &str = "dev-only-insecure-secret-change-me";
+const DEFAULT_CONFIG: &str = "config.toml";
+const ENV_PREFIX: &str = "SWITCHBOARD__";
+
+#[derive(Debug, thiserror::Error)]
+#[error("configuration error: {0}")]
+pub struct ConfigError(String);
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    pub server: ServerSettings,
+    pub database: DatabaseSettings,
+    pub auth: AuthSettings,
+    pub websocket: WebSocketSettings,
+    pub log: LogSettings,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerSettings {
+    pub host: String,
+    pub port: u16,
+    /// Names this process in `hello` frames and presence keys; empty means generated at start.
+    pub instance_id: String,
+    /// Allows the shipped development secret. Never set it in production.
+    pub dev_mode: bool,
+    /// HTTP worker threads; 0 means one per core.
+    pub workers: usize,
+    /// How long a stopping instance waits for in-flight requests.
+    pub shutdown_timeout_seconds: u64,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        Self {
+            host: "127.0.0.1".into(),
+            port: 8080,
+            instance_id: String::new(),
+            dev_mode: false,
+            workers: 0,
+            shutdown_timeout_seconds: 10,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DatabaseSettings {
+    /// `sqlite://PATH?mode=rwc` or `postgres://user@host/db`.
+    pub url: String,
+    /// Read connections (SQLite) or all connections (PostgreSQL).
+    pub max_connections: u32,
+}
+
+impl Default for DatabaseSettings {
+    fn default() -> Self {
+        Self {
+            url: "sqlite://switchboard.db?mode=rwc".into(),
+            max_connections: 8,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthSettings {
+    pub jwt_secret: SecretString,
+    pub token_ttl_seconds: u64,
+}
+
+impl Default for AuthSettings {
+    fn default() -> Self {
+        Self {
+            jwt_secret: SecretString::from(""),
+            token_ttl_seconds: 86_400,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebSocketSettings {
+    pub ping_interval_seconds: u64,
+    /// A socket that sends nothing (not even a pong) for this long is closed.
+    pub client_timeout_seconds: u64,
+    /// Frames above this size close the socket with 1009.
+    pub max_frame_bytes: usize,
+    /// Bytes queued for one socket before it is closed with 4008.
+    pub outbound_queue_bytes: usize,
+    /// Events sent per database page while replaying `since`.
+    pub replay_page_size: u64,
+}
+
+impl Default for WebSocketSettings {
+    fn default() -> Self {
+        Self {
+            ping_interval_seconds: 30,
+            client_timeout_seconds: 60,
+            max_frame_bytes: 64 * 1024,
+            outbound_queue_bytes: 1024 * 1024,
+            replay_page_size: 500,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogSettings {
+    pub format: LogFormat,
+    /// A tracing filter; `RUST_LOG` overrides it.
+    pub level: String,
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Text,
+            level: "info,sqlx=warn,sea_orm=warn".into(),
+        }
+    }
+}
+
+impl Settings {
+    /// Loads `path` (or `config.toml` when it exists), then the environment, then validates.
+    pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut figment = Figment::new();
+        match path {
+            Some(path) if !path.exists() => {
+                return Err(ConfigError(format!(
+                    "config file {} does not exist",
+                    path.display()
+                )));
+            }
+            Some(path) => figment = figment.merge(Toml::file_exact(path)),
+            None => figment = figment.merge(Toml::file_exact(DEFAULT_CONFIG)),
+        }
+        let settings: Settings = figment
+            .merge(Env::prefixed(ENV_PREFIX).split("__"))
+            .extract()
+            .map_err(|err| ConfigError(err.to_string()))?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Checks what types alone cannot; each error names its key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let fail = |key: &str, why: &str| Err(ConfigError(format!("{key}: {why}")));
+        let url = &self.database.url;
+        if !(url.starts_with("sqlite:")
+            || url.starts_with("postgres://")
+            || url.starts_with("postgresql://"))
+        {
+            return fail("database.url", "must start with sqlite: or postgres://");
+        }
+        if self.database.max_connections == 0 {
+            return fail("database.max_connections", "must be at least 1");
+        }
+        let secret = self.auth.jwt_secret.expose_secret();
+        if secret.is_empty() {
+            return fail("auth.jwt_secret", "is missing");
+        }
+        if !self.server.dev_mode {
+            if secret == DEV_JWT_SECRET {
+                return fail(
+                    "auth.jwt_secret",
+                    "is the shipped development secret; set a real one or server.dev_mode = true",
+                );
+            }
+            if secret.len() < 32 {
+                return fail(
+                    "auth.jwt_secret",
+                    "must be at least 32 bytes outside dev_mode",
+                );
+            }
+        }
+        if self.auth.token_ttl_seconds == 0 {
+            return fail("auth.token_ttl_seconds", "must be at least 1");
+        }
+        let ws = &self.websocket;
+        if ws.ping_interval_seconds == 0 || ws.client_timeout_seconds <= ws.ping_interval_seconds {
+            return fail(
+                "websocket.client_timeout_seconds",
+                "must be greater than websocket.ping_interval_seconds (which must be at least 1)",
+            );
+        }
+        if ws.max_frame_bytes < 1024 {
+            return fail("websocket.max_frame_bytes", "must be at least 1024");
+        }
+        if ws.outbound_queue_bytes < ws.max_frame_bytes {
+            return fail(
+                "websocket.outbound_queue_bytes",
+                "must be at least websocket.max_frame_bytes",
+            );
+        }
+        if ws.replay_page_size == 0 || ws.replay_page_size > 10_000 {
+            return fail("websocket.replay_page_size", "must be between 1 and 10000");
+        }
+        if let Err(err) = self.log.level.parse::<tracing_subscriber::EnvFilter>() {
+            return fail("log.level", &err.to_string());
+        }
+        Ok(())
+    }
+
+    pub fn is_sqlite(&self) -> bool {
+        self.database.url.starts_with("sqlite:")
+    }
+}

@@ -1,0 +1,91 @@
+//! Database pools. SQLite runs in WAL mode with one write connection (SQLite allows one
+//! writer at a time; queuing writers in the pool avoids `SQLITE_BUSY` lock upgrades) and a
+//! pool of readers that never wait for it. PostgreSQL uses one pool for both.
+
+use std::time::Duration;
+
+use migration::{Migrator, MigratorTrait};
+use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
+use sea_orm::{ConnectOptions, Database, DatabaseBackend, DatabaseConnection, DbErr};
+
+use crate::config::DatabaseSettings;
+
+#[derive(Clone)]
+pub struct Db {
+    /// Every transaction that writes goes through this pool.
+    pub write: DatabaseConnection,
+    /// Reads that need no transaction.
+    pub read: DatabaseConnection,
+    pub backend: DatabaseBackend,
+}
+
+impl Db {
+    pub async fn connect(settings: &DatabaseSettings) -> Result<Self, DbErr> {
+        if settings.url.starts_with("sqlite:") {
+            let write = Database::connect(sqlite_options(&settings.url, 1, false)).await?;
+            // Create the schema through the writer before readers open the file read-only.
+            Migrator::up(&write, None).await?;
+            let read = Database::connect(sqlite_options(
+                &settings.url,
+                settings.max_connections,
+                true,
+            ))
+            .await?;
+            Ok(Self {
+                write,
+                read,
+                backend: DatabaseBackend::Sqlite,
+            })
+        } else {
+            let mut options = ConnectOptions::new(settings.url.clone());
+            options
+                .max_connections(settings.max_connections)
+                .acquire_timeout(Duration::from_secs(5))
+                .sqlx_logging(false);
+            let pool = Database::connect(options).await?;
+            migrate(&pool).await?;
+            Ok(Self {
+                write: pool.clone(),
+                read: pool,
+                backend: DatabaseBackend::Postgres,
+            })
+        }
+    }
+
+    pub fn is_postgres(&self) -> bool {
+        self.backend == DatabaseBackend::Postgres
+    }
+}
+
+/// Applies pending migrations. On PostgreSQL an advisory lock keeps instances that start
+/// together from racing each other.
+pub async fn migrate(db: &DatabaseConnection) -> Result<(), DbErr> {
+    use sea_orm::ConnectionTrait;
+    if db.get_database_backend() == DatabaseBackend::Postgres {
+        let txn = sea_orm::TransactionTrait::begin(db).await?;
+        txn.execute_unprepared("SELECT pg_advisory_xact_lock(7355608001)")
+            .await?;
+        Migrator::up(&txn, None).await?;
+        txn.commit().await
+    } else {
+        Migrator::up(db, None).await
+    }
+}
+
+fn sqlite_options(url: &str, connections: u32, read_only: bool) -> ConnectOptions {
+    let mut options = ConnectOptions::new(url.to_owned());
+    options
+        .max_connections(connections)
+        .min_connections(1)
+        .acquire_timeout(Duration::from_secs(10))
+        .sqlx_logging(false)
+        .map_sqlx_sqlite_opts(move |opts| {
+            opts.journal_mode(SqliteJournalMode::Wal)
+                // Durable across a process crash; an OS crash may lose the last commits.
+                .synchronous(SqliteSynchronous::Normal)
+                .busy_timeout(Duration::from_secs(5))
+                .foreign_keys(true)
+                .read_only(read_only)
+        });
+    options
+}

@@ -1,0 +1,278 @@
+//! Reading conversations as one member sees them: the list, one conversation, history.
+
+use std::collections::{HashMap, HashSet};
+
+use entity::{conversation, member, message, user};
+use sea_orm::prelude::*;
+use sea_orm::{Condition, ConnectionTrait, QueryOrder, QuerySelect};
+
+use super::views::{ConversationKind, ConversationView, MessageView, UserView, optional_id};
+use crate::db::Db;
+use crate::error::{AppError, AppResult};
+
+/// `"{low}:{high}"`: the key that keeps one direct conversation per pair.
+pub fn direct_key(a: i64, b: i64) -> String {
+    format!("{}:{}", a.min(b), a.max(b))
+}
+
+/// The conversation, if `user_id` is a current member; otherwise 404, whether or not it exists.
+pub async fn visible(
+    conn: &impl ConnectionTrait,
+    user_id: i64,
+    conversation_id: i64,
+) -> AppResult<(conversation::Model, member::Model)> {
+    let membership = member::Entity::find_by_id((conversation_id, user_id))
+        .one(conn)
+        .await?
+        .filter(|membership| membership.left_event_id.is_none());
+    let conversation = match membership {
+        Some(_) => {
+            conversation::Entity::find_by_id(conversation_id)
+                .one(conn)
+                .await?
+        }
+        None => None,
+    };
+    match (conversation, membership) {
+        (Some(conversation), Some(membership)) => Ok((conversation, membership)),
+        _ => Err(AppError::not_found("conversation not found")),
+    }
+}
+
+/// Views of the given conversations for `user_id`, keyed by id. Conversations the user was
+/// never a member of are skipped.
+pub async fn views_by_id(
+    conn: &impl ConnectionTrait,
+    user_id: i64,
+    ids: Vec<i64>,
+) -> Result<HashMap<i64, ConversationView>, DbErr> {
+    if ids.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let rows = conversation::Entity::find()
+        .filter(conversation::Column::Id.is_in(ids))
+        .all(conn)
+        .await?;
+    let views = build_views(conn, user_id, rows).await?;
+    Ok(views.into_iter().map(|view| (view.id, view)).collect())
+}
+
+/// Builds views in the order given, with a fixed number of queries whatever the count.
+pub async fn build_views(
+    conn: &impl ConnectionTrait,
+    user_id: i64,
+    rows: Vec<conversation::Model>,
+) -> Result<Vec<ConversationView>, DbErr> {
+    if rows.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ids: Vec<i64> = rows.iter().map(|row| row.id).collect();
+
+    let mine: HashMap<i64, member::Model> = member::Entity::find()
+        .filter(member::Column::UserId.eq(user_id))
+        .filter(member::Column::ConversationId.is_in(ids.clone()))
+        .all(conn)
+        .await?
+        .into_iter()
+        .map(|row| (row.conversation_id, row))
+        .collect();
+
+    let counts: HashMap<i64, i64> = member::Entity::find()
+        .select_only()
+        .column(member::Column::ConversationId)
+        .column_as(member::Column::UserId.count(), "n")
+        .filter(member::Column::ConversationId.is_in(ids.clone()))
+        .filter(member::Column::LeftEventId.is_null())
+        .group_by(member::Column::ConversationId)
+        .into_tuple::<(i64, i64)>()
+        .all(conn)
+        .await?
+        .into_iter()
+        .collect();
+
+    // The other member of each direct conversation.
+    let direct_ids: Vec<i64> = rows
+        .iter()
+        .filter(|row| row.kind == "direct")
+        .map(|row| row.id)
+        .collect();
+    let mut other_of: HashMap<i64, i64> = HashMap::new();
+    if !direct_ids.is_empty() {
+        for row in member::Entity::find()
+            .filter(member::Column::ConversationId.is_in(direct_ids))
+            .filter(member::Column::UserId.ne(user_id))
+            .all(conn)
+            .await?
+        {
+            other_of.insert(row.conversation_id, row.user_id);
+        }
+    }
+    let other_ids: HashSet<i64> = other_of.values().copied().collect();
+    let users: HashMap<i64, UserView> = if other_ids.is_empty() {
+        HashMap::new()
+    } else {
+        user::Entity::find()
+            .filter(user::Column::Id.is_in(other_ids))
+            .all(conn)
+            .await?
+            .into_iter()
+            .map(|row| (row.id, UserView::from(row)))
+            .collect()
+    };
+
+    let last_ids: Vec<i64> = rows.iter().filter_map(|row| row.last_message_id).collect();
+    let last_messages: HashMap<i64, MessageView> = if last_ids.is_empty() {
+        HashMap::new()
+    } else {
+        message::Entity::find()
+            .filter(message::Column::Id.is_in(last_ids))
+            .all(conn)
+            .await?
+            .into_iter()
+            .map(|row| (row.id, MessageView::from(row)))
+            .collect()
+    };
+
+    let unread = unread_counts(
+        conn,
+        user_id,
+        mine.values()
+            .map(|m| (m.conversation_id, m.last_read_message_id)),
+    )
+    .await?;
+
+    Ok(rows
+        .into_iter()
+        .filter_map(|row| {
+            let membership = mine.get(&row.id)?;
+            Some(ConversationView {
+                id: row.id,
+                kind: ConversationKind::parse(&row.kind),
+                name: row.name,
+                other_user: other_of
+                    .get(&row.id)
+                    .and_then(|other| users.get(other))
+                    .cloned(),
+                members_count: counts.get(&row.id).copied().unwrap_or(0),
+                created_at: row.created_at,
+                last_message: row
+                    .last_message_id
+                    .and_then(|id| last_messages.get(&id))
+                    .cloned(),
+                unread_count: unread.get(&row.id).copied().unwrap_or(0),
+                last_read_message_id: optional_id(membership.last_read_message_id),
+            })
+        })
+        .collect())
+}
+
+/// Messages from others after the reader's read pointer, per conversation, in one query.
+pub async fn unread_counts(
+    conn: &impl ConnectionTrait,
+    user_id: i64,
+    read_pointers: impl Iterator<Item = (i64, i64)>,
+) -> Result<HashMap<i64, i64>, DbErr> {
+    let mut any = Condition::any();
+    let mut empty = true;
+    for (conversation_id, last_read) in read_pointers {
+        empty = false;
+        any = any.add(
+            Condition::all()
+                .add(message::Column::ConversationId.eq(conversation_id))
+                .add(message::Column::Id.gt(last_read)),
+        );
+    }
+    if empty {
+        return Ok(HashMap::new());
+    }
+    Ok(message::Entity::find()
+        .select_only()
+        .column(message::Column::ConversationId)
+        .column_as(message::Column::Id.count(), "n")
+        .filter(any)
+        .filter(message::Column::SenderId.ne(user_id))
+        .filter(message::Column::DeletedAt.is_null())
+        .group_by(message::Column::ConversationId)
+        .into_tuple::<(i64, i64)>()
+        .all(conn)
+        .await?
+        .into_iter()
+        .collect())
+}
+
+/// The caller's conversations, most recent activity first.
+pub async fn list(db: &Db, user_id: i64, limit: u64) -> AppResult<Vec<ConversationView>> {
+    let ids: Vec<i64> = member::Entity::find()
+        .select_only()
+        .column(member::Column::ConversationId)
+        .filter(member::Column::UserId.eq(user_id))
+        .filter(member::Column::LeftEventId.is_null())
+        .into_tuple()
+        .all(&db.read)
+        .await?;
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let rows = conversation::Entity::find()
+        .filter(conversation::Column::Id.is_in(ids))
+        .order_by_desc(conversation::Column::LastActivityId)
+        .limit(limit)
+        .all(&db.read)
+        .await?;
+    Ok(build_views(&db.read, user_id, rows).await?)
+}
+
+pub async fn get(db: &Db, user_id: i64, conversation_id: i64) -> AppResult<ConversationView> {
+    let (conversation, _) = visible(&db.read, user_id, conversation_id).await?;
+    build_views(&db.read, user_id, vec![conversation])
+        .await?
+        .pop()
+        .ok_or_else(|| AppError::not_found("conversation not found"))
+}
+
+/// The direct conversation between the caller and `other_user_id`; 404 until one exists.
+pub async fn get_direct(db: &Db, user_id: i64, other_user_id: i64) -> AppResult<ConversationView> {
+    let conversation = conversation::Entity::find()
+        .filter(conversation::Column::DirectKey.eq(direct_key(user_id, other_user_id)))
+        .one(&db.read)
+        .await?
+        .ok_or_else(|| AppError::not_found("conversation not found"))?;
+    get(db, user_id, conversation.id).await
+}
+
+pub enum Window {
+    Latest,
+    Before(i64),
+    After(i64),
+}
+
+/// One page of history, ascending by id, and whether more lie beyond it.
+pub async fn history(
+    db: &Db,
+    user_id: i64,
+    conversation_id: i64,
+    window: Window,
+    limit: u64,
+) -> AppResult<(Vec<MessageView>, bool)> {
+    visible(&db.read, user_id, conversation_id).await?;
+    let query = message::Entity::find()
+        .filter(message::Column::ConversationId.eq(conversation_id))
+        .limit(limit + 1);
+    let query = match window {
+        Window::Latest => query.order_by_desc(message::Column::Id),
+        Window::Before(id) => query
+            .filter(message::Column::Id.lt(id))
+            .order_by_desc(message::Column::Id),
+        Window::After(id) => query
+            .filter(message::Column::Id.gt(id))
+            .order_by_asc(message::Column::Id),
+    };
+    let ascending = matches!(window, Window::After(_));
+    let mut rows = query.all(&db.read).await?;
+    let has_more = rows.len() as u64 > limit;
+    rows.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+    if !ascending {
+        rows.reverse();
+    }
+    Ok((rows.into_iter().map(MessageView::from).collect(), has_more))
+}

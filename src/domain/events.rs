@@ -1,0 +1,209 @@
+//! The event log. Every change a user must see is stored with the change and gets its
+//! `event_id` from the `events` table's primary key, in the same transaction.
+//!
+//! Ids are handed out and committed in the same order: every transaction that writes events
+//! goes through `Writer`, which serializes them (on PostgreSQL also across instances, with a
+//! transaction-scoped advisory lock taken before the first insert). So when a reader sees
+//! event N, every event below N is already committed, and a cursor never skips one that
+//! committed late.
+//!
+//! Which events a user sees: those of conversations they are a member of, from the event
+//! that added them up to the one that removed them, plus events addressed to them alone.
+//! Frames are rendered per reader from the stored payload, so sync, replay and live
+//! delivery produce the same shapes.
+
+use std::collections::{HashMap, HashSet};
+
+use entity::{event, member};
+use sea_orm::prelude::*;
+use sea_orm::{Condition, ConnectionTrait, QueryOrder, QuerySelect, Set};
+use serde::{Deserialize, Serialize};
+
+use super::conversations;
+use super::views::{ConversationView, MessageView};
+use crate::db::Db;
+use crate::realtime::Frame;
+use crate::realtime::protocol::ServerFrame;
+use crate::time::{self, Timestamp};
+
+/// What an event row stores. The serde tag is also written to the `kind` column.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum StoredEvent {
+    ConversationCreated {},
+    MessageCreated {
+        message: MessageView,
+    },
+    MessageRead {
+        reader_id: i64,
+        last_read_message_id: i64,
+        read_at: Timestamp,
+    },
+}
+
+impl StoredEvent {
+    fn kind(&self) -> &'static str {
+        match self {
+            Self::ConversationCreated {} => "conversation_created",
+            Self::MessageCreated { .. } => "message_created",
+            Self::MessageRead { .. } => "message_read",
+        }
+    }
+}
+
+/// Appends an event for every member of `conversation_id`; returns its id.
+pub async fn append(
+    conn: &impl ConnectionTrait,
+    conversation_id: i64,
+    stored: &StoredEvent,
+) -> Result<i64, DbErr> {
+    let payload = serde_json::to_string(stored).map_err(|err| DbErr::Custom(err.to_string()))?;
+    let row = event::ActiveModel {
+        conversation_id: Set(Some(conversation_id)),
+        user_id: Set(None),
+        kind: Set(stored.kind().to_owned()),
+        payload: Set(payload),
+        created_at: Set(time::now()),
+        ..Default::default()
+    }
+    .insert(conn)
+    .await?;
+    Ok(row.id)
+}
+
+/// Renders one event as `reader` sees it. `conversation` is the reader's view of the
+/// event's conversation (needed by `new_message` and `conversation_created`).
+pub fn render(
+    event_id: i64,
+    conversation_id: i64,
+    stored: &StoredEvent,
+    reader: i64,
+    conversation: Option<&ConversationView>,
+) -> Option<Frame> {
+    let frame = match stored {
+        StoredEvent::ConversationCreated {} => ServerFrame::ConversationCreated {
+            event_id,
+            conversation: conversation?,
+        },
+        StoredEvent::MessageCreated { message } if message.sender_id == reader => {
+            ServerFrame::MessageSent { event_id, message }
+        }
+        StoredEvent::MessageCreated { message } => ServerFrame::NewMessage {
+            event_id,
+            message,
+            conversation: conversation?,
+        },
+        StoredEvent::MessageRead {
+            reader_id,
+            last_read_message_id,
+            read_at,
+        } => ServerFrame::MessageRead {
+            event_id,
+            conversation_id,
+            reader_id: *reader_id,
+            last_read_message_id: *last_read_message_id,
+            read_at: *read_at,
+        },
+    };
+    Some(frame.to_frame())
+}
+
+/// Events `user_id` may see: their conversations within their membership, and their own.
+async fn visibility(db: &Db, user_id: i64) -> Result<Condition, DbErr> {
+    let memberships = member::Entity::find()
+        .filter(member::Column::UserId.eq(user_id))
+        .all(&db.read)
+        .await?;
+    let mut visible = Condition::any().add(event::Column::UserId.eq(user_id));
+    for membership in memberships {
+        let mut window = Condition::all()
+            .add(event::Column::ConversationId.eq(membership.conversation_id))
+            .add(event::Column::Id.gte(membership.joined_event_id));
+        if let Some(left) = membership.left_event_id {
+            window = window.add(event::Column::Id.lte(left));
+        }
+        visible = visible.add(window);
+    }
+    Ok(visible)
+}
+
+/// The newest event `user_id` can see, or 0.
+pub async fn last_visible_event(db: &Db, user_id: i64) -> Result<i64, DbErr> {
+    let visible = visibility(db, user_id).await?;
+    let newest: Option<Option<i64>> = event::Entity::find()
+        .select_only()
+        .column_as(event::Column::Id.max(), "newest")
+        .filter(visible)
+        .into_tuple()
+        .one(&db.read)
+        .await?;
+    Ok(newest.flatten().unwrap_or(0))
+}
+
+pub struct Page {
+    pub frames: Vec<Frame>,
+    /// The id of the last event in `frames`, or `after` when there were none.
+    pub last_event_id: i64,
+    pub has_more: bool,
+}
+
+/// `user_id`'s events after `after` (and up to `up_to`), oldest first, rendered for them.
+pub async fn frames_for_user(
+    db: &Db,
+    user_id: i64,
+    after: i64,
+    up_to: Option<i64>,
+    limit: u64,
+) -> Result<Page, DbErr> {
+    let mut query = event::Entity::find()
+        .filter(visibility(db, user_id).await?)
+        .filter(event::Column::Id.gt(after))
+        .order_by_asc(event::Column::Id)
+        .limit(limit + 1);
+    if let Some(up_to) = up_to {
+        query = query.filter(event::Column::Id.lte(up_to));
+    }
+    let mut rows = query.all(&db.read).await?;
+    let has_more = rows.len() as u64 > limit;
+    rows.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+    let last_event_id = rows.last().map_or(after, |row| row.id);
+
+    let decoded: Vec<(event::Model, StoredEvent)> = rows
+        .into_iter()
+        .filter_map(
+            |row| match serde_json::from_str::<StoredEvent>(&row.payload) {
+                Ok(stored) => Some((row, stored)),
+                Err(err) => {
+                    tracing::error!(event_id = row.id, error = %err, "unreadable event payload");
+                    None
+                }
+            },
+        )
+        .collect();
+    let conversation_ids: HashSet<i64> = decoded
+        .iter()
+        .filter_map(|(row, _)| row.conversation_id)
+        .collect();
+    let views: HashMap<i64, ConversationView> =
+        conversations::views_by_id(&db.read, user_id, conversation_ids.into_iter().collect())
+            .await?;
+
+    let frames = decoded
+        .iter()
+        .filter_map(|(row, stored)| {
+            let conversation_id = row.conversation_id.unwrap_or_default();
+            render(
+                row.id,
+                conversation_id,
+                stored,
+                user_id,
+                views.get(&conversation_id),
+            )
+        })
+        .collect();
+    Ok(Page {
+        frames,
+        last_event_id,
+        has_more,
+    })
+}

@@ -1,0 +1,115 @@
+//! The contract's JSON shapes, built from rows.
+
+use entity::{message, user};
+use serde::Serialize;
+
+use crate::time::{self, Timestamp};
+
+#[derive(Debug, Clone, Serialize)]
+pub struct UserView {
+    pub id: i64,
+    pub username: String,
+    pub display_name: String,
+    #[serde(with = "time")]
+    pub created_at: Timestamp,
+}
+
+impl From<user::Model> for UserView {
+    fn from(row: user::Model) -> Self {
+        Self {
+            id: row.id,
+            username: row.username,
+            display_name: row.display_name,
+            created_at: row.created_at,
+        }
+    }
+}
+
+/// Attachments arrive with the attachments feature; until then the list is always empty.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct AttachmentView {
+    pub id: i64,
+    pub filename: String,
+    pub mime_type: String,
+    pub size: i64,
+}
+
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct MessageView {
+    pub id: i64,
+    pub conversation_id: i64,
+    pub sender_id: i64,
+    pub recipient_id: Option<i64>,
+    pub message: String,
+    pub client_id: Option<String>,
+    #[serde(serialize_with = "time::serialize")]
+    pub created_at: Timestamp,
+    #[serde(serialize_with = "time::option::serialize")]
+    pub edited_at: Option<Timestamp>,
+    pub deleted: bool,
+    pub attachments: Vec<AttachmentView>,
+}
+
+impl From<message::Model> for MessageView {
+    fn from(row: message::Model) -> Self {
+        let deleted = row.deleted_at.is_some();
+        Self {
+            id: row.id,
+            conversation_id: row.conversation_id,
+            sender_id: row.sender_id,
+            recipient_id: row.recipient_id,
+            // A deleted message keeps id, sender and time, and nothing of its content.
+            message: if deleted { String::new() } else { row.body },
+            client_id: row.client_id,
+            created_at: row.created_at,
+            edited_at: row.edited_at,
+            deleted,
+            attachments: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConversationKind {
+    Direct,
+    Group,
+}
+
+impl ConversationKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Direct => "direct",
+            Self::Group => "group",
+        }
+    }
+
+    pub fn parse(kind: &str) -> Self {
+        if kind == "group" {
+            Self::Group
+        } else {
+            Self::Direct
+        }
+    }
+}
+
+/// A conversation as one member sees it: `other_user`, `unread_count` and
+/// `last_read_message_id` are the caller's.
+#[derive(Debug, Clone, Serialize)]
+pub struct ConversationView {
+    pub id: i64,
+    pub kind: ConversationKind,
+    pub name: Option<String>,
+    pub other_user: Option<UserView>,
+    pub members_count: i64,
+    #[serde(with = "time")]
+    pub created_at: Timestamp,
+    pub last_message: Option<MessageView>,
+    pub unread_count: i64,
+    pub last_read_message_id: Option<i64>,
+}
+
+/// `0` in the database means "nothing yet"; the API says null.
+pub fn optional_id(id: i64) -> Option<i64> {
+    (id > 0).then_some(id)
+}

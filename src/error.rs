@@ -1,0 +1,176 @@
+//! The one error type of the HTTP API. Every variant maps to a status and the contract's
+//! body `{"error": {"code", "message", "field"}}`; internal causes are logged, never sent.
+
+use std::borrow::Cow;
+
+use actix_web::{HttpResponse, ResponseError, http::StatusCode};
+use serde::Serialize;
+
+type Text = Cow<'static, str>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    /// 400: malformed JSON, bad query parameter or id.
+    #[error("{message}")]
+    BadRequest {
+        code: &'static str,
+        message: Text,
+        field: Option<Text>,
+    },
+    /// 401: missing, malformed, expired or wrongly signed credentials.
+    #[error("{message}")]
+    Unauthorized { code: &'static str, message: Text },
+    /// 403: known but not allowed.
+    #[error("{message}")]
+    Forbidden { code: &'static str, message: Text },
+    /// 404: absent or not visible to the caller.
+    #[error("{message}")]
+    NotFound { message: Text },
+    /// 409: conflicts with existing state.
+    #[error("{message}")]
+    Conflict {
+        code: &'static str,
+        message: Text,
+        field: Option<Text>,
+    },
+    #[error("{message}")]
+    PayloadTooLarge { message: Text },
+    #[error("{message}")]
+    UnsupportedMediaType { message: Text },
+    /// 422: a field fails validation.
+    #[error("{message}")]
+    Validation { field: Text, message: Text },
+    /// 503: not ready or draining.
+    #[error("{message}")]
+    Unavailable { message: Text },
+    /// 500: a server-side failure; the cause goes to the log only.
+    #[error("internal error: {0}")]
+    Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+pub type AppResult<T> = Result<T, AppError>;
+
+impl AppError {
+    pub fn bad_request(code: &'static str, message: impl Into<Text>, field: Option<&str>) -> Self {
+        Self::BadRequest {
+            code,
+            message: message.into(),
+            field: field.map(|f| Cow::Owned(f.to_owned())),
+        }
+    }
+
+    pub fn unauthorized(code: &'static str, message: impl Into<Text>) -> Self {
+        Self::Unauthorized {
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn forbidden(code: &'static str, message: impl Into<Text>) -> Self {
+        Self::Forbidden {
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn not_found(message: impl Into<Text>) -> Self {
+        Self::NotFound {
+            message: message.into(),
+        }
+    }
+
+    pub fn validation(field: impl Into<Text>, message: impl Into<Text>) -> Self {
+        Self::Validation {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+
+    pub fn internal(err: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Self::Internal(Box::new(err))
+    }
+
+    fn code(&self) -> &'static str {
+        match self {
+            Self::BadRequest { code, .. }
+            | Self::Unauthorized { code, .. }
+            | Self::Forbidden { code, .. }
+            | Self::Conflict { code, .. } => code,
+            Self::NotFound { .. } => "not_found",
+            Self::PayloadTooLarge { .. } => "payload_too_large",
+            Self::UnsupportedMediaType { .. } => "unsupported_media_type",
+            Self::Validation { .. } => "validation_failed",
+            Self::Unavailable { .. } => "unavailable",
+            Self::Internal(_) => "internal",
+        }
+    }
+
+    fn field(&self) -> Option<&str> {
+        match self {
+            Self::BadRequest { field, .. } | Self::Conflict { field, .. } => field.as_deref(),
+            Self::Validation { field, .. } => Some(field),
+            _ => None,
+        }
+    }
+}
+
+impl From<sea_orm::DbErr> for AppError {
+    fn from(err: sea_orm::DbErr) -> Self {
+        Self::internal(err)
+    }
+}
+
+impl From<sea_orm::TransactionError<AppError>> for AppError {
+    fn from(err: sea_orm::TransactionError<AppError>) -> Self {
+        match err {
+            sea_orm::TransactionError::Connection(err) => err.into(),
+            sea_orm::TransactionError::Transaction(err) => err,
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    error: ErrorDetail<'a>,
+}
+
+#[derive(Serialize)]
+struct ErrorDetail<'a> {
+    code: &'a str,
+    message: &'a str,
+    field: Option<&'a str>,
+}
+
+impl ResponseError for AppError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            Self::BadRequest { .. } => StatusCode::BAD_REQUEST,
+            Self::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
+            Self::Forbidden { .. } => StatusCode::FORBIDDEN,
+            Self::NotFound { .. } => StatusCode::NOT_FOUND,
+            Self::Conflict { .. } => StatusCode::CONFLICT,
+            Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::UnsupportedMediaType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::Validation { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let message = match self {
+            Self::Internal(err) => {
+                tracing::error!(error = %err, "request failed");
+                "internal server error".to_owned()
+            }
+            other => other.to_string(),
+        };
+        HttpResponse::build(self.status_code()).json(ErrorBody {
+            error: ErrorDetail {
+                code: self.code(),
+                message: &message,
+                field: self.field(),
+            },
+        })
+    }
+}

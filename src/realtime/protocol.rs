@@ -1,0 +1,75 @@
+//! The WebSocket wire protocol: what clients send and what the server sends.
+
+use serde::{Deserialize, Serialize};
+
+use crate::domain::views::{ConversationView, MessageView};
+use crate::extract::Id;
+use crate::time::{self, Timestamp};
+
+/// Frames a client may send.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ClientFrame {
+    Ping,
+    Typing {
+        conversation_id: Id,
+    },
+    /// The last event the client processed.
+    Ack {
+        event_id: Id,
+    },
+}
+
+/// Frames the server sends.
+#[derive(Debug, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerFrame<'a> {
+    Hello {
+        user_id: i64,
+        session_id: u64,
+        instance_id: &'a str,
+        last_event_id: i64,
+    },
+    NewMessage {
+        event_id: i64,
+        message: &'a MessageView,
+        conversation: &'a ConversationView,
+    },
+    MessageSent {
+        event_id: i64,
+        message: &'a MessageView,
+    },
+    ConversationCreated {
+        event_id: i64,
+        conversation: &'a ConversationView,
+    },
+    MessageRead {
+        event_id: i64,
+        conversation_id: i64,
+        reader_id: i64,
+        last_read_message_id: i64,
+        #[serde(serialize_with = "time::serialize")]
+        read_at: Timestamp,
+    },
+    Pong,
+    Error {
+        code: &'a str,
+        message: &'a str,
+    },
+}
+
+impl ServerFrame<'_> {
+    pub fn event_id(&self) -> Option<i64> {
+        match self {
+            Self::NewMessage { event_id, .. }
+            | Self::MessageSent { event_id, .. }
+            | Self::ConversationCreated { event_id, .. }
+            | Self::MessageRead { event_id, .. } => Some(*event_id),
+            Self::Hello { .. } | Self::Pong | Self::Error { .. } => None,
+        }
+    }
+
+    pub fn to_frame(&self) -> super::Frame {
+        super::Frame::new(self.event_id(), self)
+    }
+}

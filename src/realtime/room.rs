@@ -1,0 +1,130 @@
+//! `UserRoom`: all the sessions (devices) of one user on this process. It exists while the
+//! user has at least one session here and stops after the last one leaves.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use actix::prelude::*;
+
+use super::server::{ChatServer, Disconnect};
+use super::session::{Overflowed, WsSession};
+use super::{Frame, SessionId, SharedQueue, UserId};
+
+/// How often a room looks for sessions whose actor died without saying so.
+const PRUNE_INTERVAL: Duration = Duration::from_secs(30);
+
+struct Device {
+    addr: Addr<WsSession>,
+    queue: SharedQueue,
+}
+
+pub struct UserRoom {
+    user_id: UserId,
+    devices: HashMap<SessionId, Device>,
+    queue_limit: usize,
+    server: Addr<ChatServer>,
+}
+
+impl UserRoom {
+    pub fn new(user_id: UserId, queue_limit: usize, server: Addr<ChatServer>) -> Self {
+        Self {
+            user_id,
+            devices: HashMap::new(),
+            queue_limit,
+            server,
+        }
+    }
+
+    /// Sessions are removed when they stop; this catches any whose actor vanished without
+    /// running its `stopping` hook, so a room can never leak.
+    fn prune(&mut self) {
+        let user_id = self.user_id;
+        let server = &self.server;
+        self.devices.retain(|session_id, device| {
+            let alive = device.addr.connected();
+            if !alive {
+                server.do_send(Disconnect {
+                    user_id,
+                    session_id: *session_id,
+                });
+            }
+            alive
+        });
+    }
+}
+
+impl Actor for UserRoom {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.run_interval(PRUNE_INTERVAL, |room, _| room.prune());
+    }
+}
+
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Join {
+    pub session_id: SessionId,
+    pub session: Addr<WsSession>,
+    pub queue: SharedQueue,
+}
+
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Leave {
+    pub session_id: SessionId,
+    /// The server has forgotten this room: stop once the session is gone.
+    pub last: bool,
+}
+
+impl Handler<Join> for UserRoom {
+    type Result = ();
+
+    fn handle(&mut self, msg: Join, _: &mut Context<Self>) {
+        self.devices.insert(
+            msg.session_id,
+            Device {
+                addr: msg.session,
+                queue: msg.queue,
+            },
+        );
+    }
+}
+
+impl Handler<Leave> for UserRoom {
+    type Result = ();
+
+    fn handle(&mut self, msg: Leave, ctx: &mut Context<Self>) {
+        self.devices.remove(&msg.session_id);
+        if msg.last {
+            ctx.stop();
+        }
+    }
+}
+
+impl Handler<Frame> for UserRoom {
+    type Result = ();
+
+    /// Never waits for a socket: a session that cannot keep up is told it overflowed and
+    /// gets nothing more.
+    fn handle(&mut self, frame: Frame, _: &mut Context<Self>) {
+        let mut dead = false;
+        for device in self.devices.values() {
+            if device.queue.overflowed() {
+                continue;
+            }
+            if !device.addr.connected() {
+                dead = true;
+                continue;
+            }
+            if device.queue.push(frame.text.len(), self.queue_limit) {
+                device.addr.do_send(frame.clone());
+            } else {
+                device.addr.do_send(Overflowed);
+            }
+        }
+        if dead {
+            self.prune();
+        }
+    }
+}

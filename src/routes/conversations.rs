@@ -1,0 +1,172 @@
+use actix_web::{HttpResponse, web};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use crate::auth::AuthUser;
+use crate::domain::conversations::{self, Window};
+use crate::domain::views::{ConversationView, MessageView};
+use crate::domain::{events, messages};
+use crate::error::{AppError, AppResult};
+use crate::extract::{Id, OptionalJsonBody, Query};
+use crate::startup::AppState;
+
+#[derive(Deserialize)]
+pub struct ListQuery {
+    limit: Option<u64>,
+}
+
+#[derive(Serialize)]
+struct ConversationList {
+    conversations: Vec<ConversationView>,
+}
+
+fn limit_in(limit: Option<u64>, default: u64, max: u64) -> AppResult<u64> {
+    let limit = limit.unwrap_or(default);
+    if (1..=max).contains(&limit) {
+        Ok(limit)
+    } else {
+        Err(AppError::bad_request(
+            "bad_query",
+            format!("limit must be 1-{max}"),
+            Some("limit"),
+        ))
+    }
+}
+
+/// # GET /api/conversations?limit=
+pub async fn list(
+    state: web::Data<AppState>,
+    caller: AuthUser,
+    query: Query<ListQuery>,
+) -> AppResult<HttpResponse> {
+    let limit = limit_in(query.0.limit, 100, 200)?;
+    let conversations = conversations::list(&state.db, caller.id, limit).await?;
+    Ok(HttpResponse::Ok().json(ConversationList { conversations }))
+}
+
+/// # GET /api/conversations/{id}
+pub async fn get(
+    state: web::Data<AppState>,
+    caller: AuthUser,
+    path: web::Path<Id>,
+) -> AppResult<HttpResponse> {
+    Ok(HttpResponse::Ok()
+        .json(conversations::get(&state.db, caller.id, path.into_inner().0).await?))
+}
+
+/// # GET /api/conversations/direct/{other_user_id}
+pub async fn direct(
+    state: web::Data<AppState>,
+    caller: AuthUser,
+    path: web::Path<Id>,
+) -> AppResult<HttpResponse> {
+    Ok(HttpResponse::Ok()
+        .json(conversations::get_direct(&state.db, caller.id, path.into_inner().0).await?))
+}
+
+#[derive(Deserialize)]
+pub struct HistoryQuery {
+    before_id: Option<Id>,
+    after_id: Option<Id>,
+    limit: Option<u64>,
+}
+
+#[derive(Serialize)]
+struct HistoryPage {
+    messages: Vec<MessageView>,
+    has_more: bool,
+}
+
+/// # GET /api/conversations/{id}/messages?before_id=&after_id=&limit=
+pub async fn history(
+    state: web::Data<AppState>,
+    caller: AuthUser,
+    path: web::Path<Id>,
+    query: Query<HistoryQuery>,
+) -> AppResult<HttpResponse> {
+    let Query(query) = query;
+    let limit = limit_in(query.limit, 50, 100)?;
+    let window = match (query.before_id, query.after_id) {
+        (None, None) => Window::Latest,
+        (Some(Id(before)), None) => Window::Before(before),
+        (None, Some(Id(after))) => Window::After(after),
+        (Some(_), Some(_)) => {
+            return Err(AppError::bad_request(
+                "bad_query",
+                "give before_id or after_id, not both",
+                Some("after_id"),
+            ));
+        }
+    };
+    let (messages, has_more) =
+        conversations::history(&state.db, caller.id, path.into_inner().0, window, limit).await?;
+    Ok(HttpResponse::Ok().json(HistoryPage { messages, has_more }))
+}
+
+#[derive(Deserialize)]
+pub struct ReadBody {
+    message_id: Option<Id>,
+}
+
+/// # POST /api/conversations/{id}/read
+/// The body is optional; without `message_id` the conversation is read up to its latest message.
+pub async fn read(
+    state: web::Data<AppState>,
+    caller: AuthUser,
+    path: web::Path<Id>,
+    body: OptionalJsonBody<ReadBody>,
+) -> AppResult<HttpResponse> {
+    let message_id = body.0.and_then(|body| body.message_id).map(|Id(id)| id);
+    let read = messages::mark_read(
+        &state.db,
+        &state.writer,
+        caller.id,
+        path.into_inner().0,
+        message_id,
+    )
+    .await?;
+    Ok(HttpResponse::Ok().json(read))
+}
+
+#[derive(Deserialize)]
+pub struct SyncQuery {
+    since: Option<i64>,
+    limit: Option<u64>,
+}
+
+#[derive(Serialize)]
+struct SyncPage {
+    events: Vec<Box<RawValue>>,
+    last_event_id: i64,
+    has_more: bool,
+}
+
+/// # GET /api/sync?since=&limit=
+/// The caller's events after `since`, each in exactly its WebSocket frame's shape.
+pub async fn sync(
+    state: web::Data<AppState>,
+    caller: AuthUser,
+    query: Query<SyncQuery>,
+) -> AppResult<HttpResponse> {
+    let Query(query) = query;
+    let since = query.since.unwrap_or(0);
+    if since < 0 {
+        return Err(AppError::bad_request(
+            "bad_query",
+            "since must be 0 or an event id",
+            Some("since"),
+        ));
+    }
+    let limit = limit_in(query.limit, 100, 1000)?;
+    let page = events::frames_for_user(&state.db, caller.id, since, None, limit).await?;
+    let events = page
+        .frames
+        .into_iter()
+        .map(|frame| RawValue::from_string(frame.text.to_string()).map_err(AppError::internal))
+        .collect::<AppResult<Vec<_>>>()?;
+    Ok(HttpResponse::Ok().json(SyncPage {
+        events,
+        last_event_id: page.last_event_id,
+        has_more: page.has_more,
+    }))
+}

@@ -1,0 +1,66 @@
+use actix_web::{HttpResponse, web};
+use serde::{Deserialize, Serialize};
+
+use crate::auth::AuthUser;
+use crate::domain::users;
+use crate::domain::views::UserView;
+use crate::error::{AppError, AppResult};
+use crate::extract::{Id, Query};
+use crate::startup::AppState;
+
+/// # GET /api/users/me
+pub async fn me(state: web::Data<AppState>, caller: AuthUser) -> AppResult<HttpResponse> {
+    // A valid token for a user that no longer exists is a bad credential, not a missing page.
+    let user = users::get(&state.db, caller.id)
+        .await
+        .map_err(|_| AppError::unauthorized("invalid_token", "the token's user does not exist"))?;
+    Ok(HttpResponse::Ok().json(user))
+}
+
+/// # GET /api/users/{id}
+pub async fn get(
+    state: web::Data<AppState>,
+    _caller: AuthUser,
+    path: web::Path<Id>,
+) -> AppResult<HttpResponse> {
+    Ok(HttpResponse::Ok().json(users::get(&state.db, path.into_inner().0).await?))
+}
+
+#[derive(Deserialize)]
+pub struct SearchQuery {
+    q: Option<String>,
+    limit: Option<u64>,
+}
+
+#[derive(Serialize)]
+struct UserList {
+    users: Vec<UserView>,
+}
+
+/// # GET /api/users/search?q=&limit=
+pub async fn search(
+    state: web::Data<AppState>,
+    _caller: AuthUser,
+    query: Query<SearchQuery>,
+) -> AppResult<HttpResponse> {
+    let Query(query) = query;
+    let q = query.q.as_deref().map(str::trim).unwrap_or_default();
+    if q.chars().count() < 2 {
+        return Err(AppError::bad_request(
+            "bad_query",
+            "q must be at least 2 characters",
+            Some("q"),
+        ));
+    }
+    let limit = query.limit.unwrap_or(20);
+    if !(1..=50).contains(&limit) {
+        return Err(AppError::bad_request(
+            "bad_query",
+            "limit must be 1-50",
+            Some("limit"),
+        ));
+    }
+    Ok(HttpResponse::Ok().json(UserList {
+        users: users::search(&state.db, q, limit).await?,
+    }))
+}

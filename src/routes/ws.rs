@@ -1,0 +1,45 @@
+use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web_actors::ws;
+use serde::Deserialize;
+
+use crate::auth::authenticate;
+use crate::error::{AppError, AppResult};
+use crate::extract::Query;
+use crate::realtime::session::WsSession;
+use crate::startup::AppState;
+
+#[derive(Deserialize)]
+pub struct WsQuery {
+    token: Option<String>,
+    since: Option<i64>,
+}
+
+/// # GET /ws?token=<jwt>[&since=<event_id>]
+/// Authenticates before upgrading, so a bad token gets a plain 401.
+pub async fn connect(
+    req: HttpRequest,
+    stream: web::Payload,
+    state: web::Data<AppState>,
+    query: Query<WsQuery>,
+) -> AppResult<HttpResponse> {
+    let Query(query) = query;
+    let caller = authenticate(&req, query.token.as_deref())?;
+    if query.since.is_some_and(|since| since < 0) {
+        return Err(AppError::bad_request(
+            "bad_query",
+            "since must be 0 or an event id",
+            Some("since"),
+        ));
+    }
+    let session = WsSession::new(caller.id, query.since, state.clone());
+    ws::WsResponseBuilder::new(session, &req, stream)
+        .frame_size(state.settings.websocket.max_frame_bytes)
+        .start()
+        .map_err(|err| {
+            AppError::bad_request(
+                "not_websocket",
+                format!("expected a WebSocket upgrade: {err}"),
+                None,
+            )
+        })
+}

@@ -1,0 +1,155 @@
+//! Building and running the application. Tests build the same `Application` on port 0
+//! with their own database, so the code under test is the code that ships.
+
+use std::net::TcpListener;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+use actix::{Actor, Addr};
+use actix_web::body::BoxBody;
+use actix_web::dev::{Server, ServerHandle, ServiceResponse};
+use actix_web::http::header;
+use actix_web::middleware::{ErrorHandlerResponse, ErrorHandlers};
+use actix_web::{App, HttpServer, ResponseError, web};
+
+use crate::auth::Tokens;
+use crate::config::Settings;
+use crate::db::Db;
+use crate::domain::writer::Writer;
+use crate::error::AppError;
+use crate::extract::{not_found, path_error};
+use crate::realtime::server::ChatServer;
+use crate::routes;
+
+/// What every handler shares; one per process.
+pub struct AppState {
+    pub settings: Settings,
+    pub db: Db,
+    pub tokens: Tokens,
+    pub writer: Writer,
+    pub chat: Addr<ChatServer>,
+    pub instance_id: String,
+    /// Set while the instance drains; readiness turns to 503.
+    pub draining: AtomicBool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error("database: {0}")]
+    Database(#[from] sea_orm::DbErr),
+    #[error("cannot listen on {address}: {source}")]
+    Listen {
+        address: String,
+        source: std::io::Error,
+    },
+}
+
+pub struct Application {
+    port: u16,
+    server: Server,
+    state: web::Data<AppState>,
+}
+
+impl Application {
+    /// Connects and migrates the database, starts `ChatServer` and binds the listener.
+    /// Must run inside an actix system (`#[actix_web::main]` or `#[actix_web::test]`).
+    pub async fn build(settings: Settings) -> Result<Self, StartupError> {
+        let db = Db::connect(&settings.database).await?;
+        // One ChatServer for the whole process, shared by every worker thread.
+        let chat = ChatServer::new(settings.websocket.outbound_queue_bytes).start();
+        let instance_id = if settings.server.instance_id.is_empty() {
+            format!("sb-{:08x}", rand::random::<u32>())
+        } else {
+            settings.server.instance_id.clone()
+        };
+        let address = format!("{}:{}", settings.server.host, settings.server.port);
+        let listener = TcpListener::bind(&address).map_err(|source| StartupError::Listen {
+            address: address.clone(),
+            source,
+        })?;
+        let port = listener
+            .local_addr()
+            .map_err(|source| StartupError::Listen { address, source })?
+            .port();
+
+        let state = web::Data::new(AppState {
+            tokens: Tokens::new(&settings.auth),
+            writer: Writer::new(db.clone(), chat.clone()),
+            db,
+            chat,
+            instance_id,
+            draining: AtomicBool::new(false),
+            settings,
+        });
+        let shared = state.clone();
+        let mut server = HttpServer::new(move || {
+            App::new()
+                .app_data(shared.clone())
+                .app_data(web::PathConfig::default().error_handler(path_error))
+                .wrap(ErrorHandlers::new().default_handler_client(contract_body))
+                .configure(routes::configure)
+                .default_service(web::to(not_found))
+        })
+        .shutdown_timeout(state.settings.server.shutdown_timeout_seconds)
+        .client_disconnect_timeout(Duration::from_secs(5));
+        if state.settings.server.workers > 0 {
+            server = server.workers(state.settings.server.workers);
+        }
+        let server = server
+            .listen(listener)
+            .map_err(|source| StartupError::Listen {
+                address: "listener".into(),
+                source,
+            })?;
+        tracing::info!(port, instance_id = %state.instance_id, "listening");
+        Ok(Self {
+            port,
+            server: server.run(),
+            state,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn state(&self) -> web::Data<AppState> {
+        self.state.clone()
+    }
+
+    pub fn handle(&self) -> ServerHandle {
+        self.server.handle()
+    }
+
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        self.server.await
+    }
+}
+
+/// 4xx responses made by actix itself (405, an unmatched method) get the contract's body.
+fn contract_body<B>(res: ServiceResponse<B>) -> actix_web::Result<ErrorHandlerResponse<B>> {
+    let is_json = res
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.starts_with("application/json"));
+    if is_json {
+        return Ok(ErrorHandlerResponse::Response(res.map_into_left_body()));
+    }
+    let status = res.status();
+    let error = match status.as_u16() {
+        404 => AppError::not_found("not found"),
+        405 => AppError::bad_request("method_not_allowed", "method not allowed", None),
+        _ => AppError::bad_request(
+            "bad_request",
+            status.canonical_reason().unwrap_or("bad request"),
+            None,
+        ),
+    };
+    let mut body: actix_web::HttpResponse<BoxBody> = error.error_response();
+    *body.status_mut() = status;
+    let (req, _) = res.into_parts();
+    Ok(ErrorHandlerResponse::Response(
+        ServiceResponse::new(req, body).map_into_right_body(),
+    ))
+}
