@@ -1,0 +1,450 @@
+#![allow(dead_code)]
+
+use std::path::Path;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use actix_web::dev::ServerHandle;
+use actix_web::web;
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use switchboard::config::Settings;
+use switchboard::startup::{AppState, Application};
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+
+pub const TEST_SECRET: &str = "integration-test-secret-at-least-32-bytes";
+pub const PASSWORD: &str = "correct horse battery";
+
+/// Runs each listed test function once on SQLite and once on PostgreSQL.
+#[macro_export]
+macro_rules! on_both_databases {
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn sqlite() {
+                    super::$name($crate::helpers::Backend::Sqlite).await
+                }
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn postgres() {
+                    super::$name($crate::helpers::Backend::Postgres).await
+                }
+            }
+        )*
+    };
+}
+
+#[derive(Debug, Clone, Copy)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// The PostgreSQL server tests create their databases on.
+fn postgres_admin_url() -> String {
+    std::env::var("SWITCHBOARD_TEST_POSTGRES")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+static DATABASES: AtomicU32 = AtomicU32::new(0);
+static CLEANED: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
+
+/// A fresh, empty PostgreSQL database for one test.
+async fn fresh_postgres_database() -> String {
+    use sea_orm::{ConnectionTrait, Database};
+    let admin_url = postgres_admin_url();
+    let admin = Database::connect(&admin_url)
+        .await
+        .expect("PostgreSQL must run for the test suite (see README)");
+    CLEANED
+        .get_or_init(|| async {
+            // Databases left by earlier runs whose process is gone.
+            let rows = admin
+                .query_all_raw(sea_orm::Statement::from_string(
+                    admin.get_database_backend(),
+                    "SELECT datname FROM pg_database WHERE datname LIKE 'sb_test_%'",
+                ))
+                .await
+                .expect("list test databases");
+            for row in rows {
+                let name: String = row.try_get("", "datname").expect("datname");
+                let pid = name
+                    .split('_')
+                    .nth(2)
+                    .and_then(|pid| pid.parse::<u32>().ok());
+                if pid.is_some_and(|pid| !Path::new(&format!("/proc/{pid}")).exists()) {
+                    let _ = admin
+                        .execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                        .await;
+                }
+            }
+        })
+        .await;
+    let name = format!(
+        "sb_test_{}_{}",
+        std::process::id(),
+        DATABASES.fetch_add(1, Ordering::Relaxed)
+    );
+    admin
+        .execute_unprepared(&format!("CREATE DATABASE {name}"))
+        .await
+        .expect("create test database");
+    let base = admin_url
+        .rsplit_once('/')
+        .map(|(base, _)| base.to_owned())
+        .unwrap_or(admin_url);
+    format!("{base}/{name}")
+}
+
+/// The shipped `config.toml` with a test port, database and secret.
+pub fn test_settings(database_url: String) -> Settings {
+    let mut settings =
+        Settings::load(Some(Path::new("config.toml"))).expect("shipped config.toml loads");
+    settings.server.port = 0;
+    settings.server.workers = 2;
+    settings.server.shutdown_timeout_seconds = 1;
+    settings.server.dev_mode = false;
+    settings.server.instance_id = "test-instance".into();
+    settings.database.url = database_url;
+    settings.database.max_connections = 4;
+    settings.auth.jwt_secret = TEST_SECRET.into();
+    settings
+}
+
+pub struct TestApp {
+    pub address: String,
+    pub ws_address: String,
+    pub port: u16,
+    pub client: reqwest::Client,
+    pub state: web::Data<AppState>,
+    handle: ServerHandle,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        // The stop command is sent at once; the server's own thread carries it out.
+        let _ = self.handle.stop(false);
+    }
+}
+
+pub async fn spawn_app(backend: Backend) -> TestApp {
+    spawn_app_with(backend, |_| {}).await
+}
+
+/// Starts the application on its own thread and actix system, as a separate process would.
+pub async fn spawn_app_with(backend: Backend, customize: impl FnOnce(&mut Settings)) -> TestApp {
+    if std::env::var("TEST_LOG").is_ok() {
+        switchboard::telemetry::init(&Default::default());
+    }
+    let (database_url, dir) = match backend {
+        Backend::Sqlite => {
+            let dir = tempfile::tempdir().expect("temp dir");
+            (
+                format!("sqlite://{}?mode=rwc", dir.path().join("test.db").display()),
+                Some(dir),
+            )
+        }
+        Backend::Postgres => (fresh_postgres_database().await, None),
+    };
+    let mut settings = test_settings(database_url);
+    customize(&mut settings);
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        actix_rt::System::new().block_on(async move {
+            let app = Application::build(settings)
+                .await
+                .expect("application builds");
+            let _ = tx.send((app.port(), app.handle(), app.state()));
+            let _ = app.run_until_stopped().await;
+        });
+    });
+    let (port, handle, state) = rx.await.expect("application started");
+    TestApp {
+        address: format!("http://127.0.0.1:{port}"),
+        ws_address: format!("ws://127.0.0.1:{port}"),
+        port,
+        client: reqwest::Client::new(),
+        state,
+        handle,
+        _dir: dir,
+    }
+}
+
+/// A registered user with a token.
+#[derive(Debug, Clone)]
+pub struct TestUser {
+    pub id: i64,
+    pub username: String,
+    pub token: String,
+}
+
+static USERS: AtomicU32 = AtomicU32::new(0);
+
+/// A JSON response: status and body (`Value::Null` when the body is empty or not JSON).
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub body: Value,
+    pub headers: reqwest::header::HeaderMap,
+}
+
+impl Reply {
+    /// Asserts the contract's error body and returns its code.
+    pub fn error_code(&self) -> &str {
+        let error = &self.body["error"];
+        assert!(
+            error.is_object(),
+            "expected an error body, got {} {}",
+            self.status,
+            self.body
+        );
+        assert!(
+            error["message"].is_string(),
+            "error without message: {}",
+            self.body
+        );
+        assert!(
+            error.get("field").is_some(),
+            "error without field key: {}",
+            self.body
+        );
+        error["code"].as_str().expect("error code is a string")
+    }
+
+    pub fn error_field(&self) -> Option<&str> {
+        self.body["error"]["field"].as_str()
+    }
+}
+
+async fn reply(response: reqwest::Response) -> Reply {
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let bytes = response.bytes().await.expect("response body");
+    let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    assert!(
+        status < 500,
+        "server error {status}: {}",
+        String::from_utf8_lossy(&bytes)
+    );
+    Reply {
+        status,
+        body,
+        headers,
+    }
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.address, path)
+    }
+
+    pub async fn get(&self, token: Option<&str>, path: &str) -> Reply {
+        let mut request = self.client.get(self.url(path));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        reply(request.send().await.expect("request")).await
+    }
+
+    pub async fn send_json(
+        &self,
+        method: reqwest::Method,
+        token: Option<&str>,
+        path: &str,
+        body: &Value,
+    ) -> Reply {
+        let mut request = self.client.request(method, self.url(path)).json(body);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        reply(request.send().await.expect("request")).await
+    }
+
+    pub async fn post(&self, token: Option<&str>, path: &str, body: &Value) -> Reply {
+        self.send_json(reqwest::Method::POST, token, path, body)
+            .await
+    }
+
+    /// POST with a raw body and content type, for malformed input.
+    pub async fn post_raw(
+        &self,
+        token: Option<&str>,
+        path: &str,
+        content_type: &str,
+        body: impl Into<reqwest::Body>,
+    ) -> Reply {
+        let mut request = self
+            .client
+            .post(self.url(path))
+            .header("content-type", content_type)
+            .body(body);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        reply(request.send().await.expect("request")).await
+    }
+
+    pub async fn register(&self, username: &str) -> TestUser {
+        let reply = self
+            .post(
+                None,
+                "/api/auth/register",
+                &json!({"username": username, "password": PASSWORD}),
+            )
+            .await;
+        assert_eq!(reply.status, 201, "register {username}: {}", reply.body);
+        TestUser {
+            id: reply.body["user"]["id"].as_i64().expect("user id"),
+            username: reply.body["user"]["username"]
+                .as_str()
+                .expect("username")
+                .to_owned(),
+            token: reply.body["token"].as_str().expect("token").to_owned(),
+        }
+    }
+
+    /// A user with a unique name.
+    pub async fn user(&self, prefix: &str) -> TestUser {
+        let n = USERS.fetch_add(1, Ordering::Relaxed);
+        self.register(&format!("{prefix}{n}")).await
+    }
+
+    /// Sends a direct message and asserts 201; returns the message.
+    pub async fn dm(&self, from: &TestUser, to: &TestUser, text: &str) -> Value {
+        let reply = self
+            .post(
+                Some(&from.token),
+                "/api/messages",
+                &json!({"recipient_id": to.id, "message": text}),
+            )
+            .await;
+        assert_eq!(reply.status, 201, "send: {}", reply.body);
+        reply.body
+    }
+
+    pub async fn ws(&self, user: &TestUser) -> WsClient {
+        self.ws_at(&format!("/ws?token={}", user.token)).await
+    }
+
+    pub async fn ws_since(&self, user: &TestUser, since: i64) -> WsClient {
+        self.ws_at(&format!("/ws?token={}&since={since}", user.token))
+            .await
+    }
+
+    /// Opens a socket and reads its `hello`.
+    pub async fn ws_at(&self, path_and_query: &str) -> WsClient {
+        let (stream, _) =
+            tokio_tungstenite::connect_async(format!("{}{}", self.ws_address, path_and_query))
+                .await
+                .expect("websocket connects");
+        let mut client = WsClient {
+            stream,
+            hello: Value::Null,
+        };
+        let hello = client.next().await;
+        assert_eq!(hello["type"], "hello", "first frame must be hello: {hello}");
+        client.hello = hello;
+        client
+    }
+
+    /// The `switchboard_rooms` and `switchboard_sessions` gauges.
+    pub async fn live_counts(&self) -> (u64, u64) {
+        let text = self
+            .client
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("text");
+        let gauge = |name: &str| {
+            text.lines()
+                .find_map(|line| {
+                    line.strip_prefix(name)
+                        .and_then(|rest| rest.trim().parse::<u64>().ok())
+                })
+                .unwrap_or_else(|| panic!("{name} missing from /metrics"))
+        };
+        (gauge("switchboard_rooms "), gauge("switchboard_sessions "))
+    }
+}
+
+type Stream =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+pub struct WsClient {
+    pub stream: Stream,
+    /// The `hello` frame the server opened with.
+    pub hello: Value,
+}
+
+const FRAME_WAIT: Duration = Duration::from_secs(5);
+
+impl WsClient {
+    /// The next JSON text frame (pings are answered by the client library).
+    pub async fn next(&mut self) -> Value {
+        loop {
+            let message = tokio::time::timeout(FRAME_WAIT, self.stream.next())
+                .await
+                .expect("a frame within 5 s")
+                .expect("socket open")
+                .expect("frame");
+            match message {
+                WsMessage::Text(text) => return serde_json::from_str(&text).expect("JSON frame"),
+                WsMessage::Ping(_) | WsMessage::Pong(_) => continue,
+                other => panic!("expected a text frame, got {other:?}"),
+            }
+        }
+    }
+
+    /// The next frame of `kind`, skipping others.
+    pub async fn next_of(&mut self, kind: &str) -> Value {
+        loop {
+            let frame = self.next().await;
+            if frame["type"] == kind {
+                return frame;
+            }
+        }
+    }
+
+    /// Asserts nothing but pings arrives within `wait`.
+    pub async fn expect_silence(&mut self, wait: Duration) {
+        if let Ok(Some(Ok(message))) = tokio::time::timeout(wait, self.stream.next()).await {
+            match message {
+                WsMessage::Ping(_) | WsMessage::Pong(_) => {}
+                other => panic!("expected no frame, got {other:?}"),
+            }
+        }
+    }
+
+    pub async fn send(&mut self, frame: Value) {
+        self.stream
+            .send(WsMessage::Text(frame.to_string().into()))
+            .await
+            .expect("send frame");
+    }
+
+    pub async fn send_raw(&mut self, message: WsMessage) {
+        self.stream.send(message).await.expect("send frame");
+    }
+
+    /// Waits for the server's close frame and returns its code.
+    pub async fn close_code(&mut self) -> u16 {
+        loop {
+            let message = tokio::time::timeout(FRAME_WAIT, self.stream.next())
+                .await
+                .expect("close within 5 s");
+            match message {
+                Some(Ok(WsMessage::Close(Some(CloseFrame { code, .. })))) => {
+                    return u16::from(code);
+                }
+                Some(Ok(WsMessage::Close(None))) | None => panic!("closed without a code"),
+                Some(Ok(_)) => continue,
+                Some(Err(err)) => panic!("socket error before close: {err}"),
+            }
+        }
+    }
+}
