@@ -124,7 +124,18 @@ pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, AppError> {
         let inner = err.into_inner();
         match inner.classify() {
             serde_json::error::Category::Data => {
-                let field = if path == "." { "body".to_owned() } else { path };
+                // A missing field is reported at its parent; name the field itself.
+                let missing = inner
+                    .to_string()
+                    .strip_prefix("missing field `")
+                    .and_then(|rest| rest.split_once('`'))
+                    .map(|(name, _)| name.to_owned());
+                let field = match (missing, path.as_str()) {
+                    (Some(name), ".") => name,
+                    (Some(name), _) => format!("{path}.{name}"),
+                    (None, ".") => "body".to_owned(),
+                    (None, _) => path,
+                };
                 AppError::validation(field, inner.to_string())
             }
             _ => malformed(&inner),

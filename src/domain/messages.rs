@@ -39,6 +39,13 @@ pub fn validate_body(body: &str) -> AppResult<String> {
     if body.is_empty() {
         return Err(AppError::validation("message", "message must not be empty"));
     }
+    // PostgreSQL cannot store NUL in text; refused on every database alike.
+    if body.contains('\0') {
+        return Err(AppError::validation(
+            "message",
+            "message must not contain NUL characters",
+        ));
+    }
     if body.chars().count() > MAX_MESSAGE_CHARS {
         return Err(AppError::validation(
             "message",

@@ -122,6 +122,10 @@ pub async fn get(db: &Db, user_id: i64) -> AppResult<UserView> {
 
 /// Users whose username or display name contains `q` (case-insensitive), by username.
 pub async fn search(db: &Db, q: &str, limit: u64) -> AppResult<Vec<UserView>> {
+    // No stored name holds a NUL (PostgreSQL would refuse the pattern outright).
+    if q.contains('\0') {
+        return Ok(Vec::new());
+    }
     let escaped: String = q
         .to_lowercase()
         .chars()

@@ -125,7 +125,7 @@ pub struct TestApp {
 impl Drop for TestApp {
     fn drop(&mut self) {
         // The stop command is sent at once; the server's own thread carries it out.
-        let _ = self.handle.stop(false);
+        drop(self.handle.stop(false));
     }
 }
 
@@ -286,6 +286,51 @@ impl TestApp {
         reply(request.send().await.expect("request")).await
     }
 
+    /// A request with no body at all (no content type either).
+    pub async fn send_empty(
+        &self,
+        method: reqwest::Method,
+        token: Option<&str>,
+        path: &str,
+    ) -> Reply {
+        let mut request = self.client.request(method, self.url(path));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        reply(request.send().await.expect("request")).await
+    }
+
+    /// Sends a request built on `self.client` and reads the reply, for anything unusual.
+    pub async fn send_request(&self, request: reqwest::RequestBuilder) -> Reply {
+        reply(request.send().await.expect("request")).await
+    }
+
+    /// GET with a raw `Authorization` header value, for malformed credentials.
+    pub async fn get_with_authorization(&self, authorization: &str, path: &str) -> Reply {
+        let request = self
+            .client
+            .get(self.url(path))
+            .header("authorization", authorization);
+        reply(request.send().await.expect("request")).await
+    }
+
+    /// `POST /api/messages` as `from`; returns the reply whatever its status.
+    pub async fn send_message(&self, from: &TestUser, body: &Value) -> Reply {
+        self.post(Some(&from.token), "/api/messages", body).await
+    }
+
+    /// One page of `GET /api/conversations/{id}/messages?{query}`; asserts 200.
+    pub async fn history(&self, user: &TestUser, conversation_id: i64, query: &str) -> Value {
+        let reply = self
+            .get(
+                Some(&user.token),
+                &format!("/api/conversations/{conversation_id}/messages?{query}"),
+            )
+            .await;
+        assert_eq!(reply.status, 200, "history: {}", reply.body);
+        reply.body
+    }
+
     pub async fn register(&self, username: &str) -> TestUser {
         let reply = self
             .post(
@@ -370,6 +415,25 @@ impl TestApp {
         };
         (gauge("switchboard_rooms "), gauge("switchboard_sessions "))
     }
+}
+
+/// Asserts the contract's time format: RFC 3339 UTC with milliseconds, `2026-11-22T10:30:00.123Z`.
+pub fn assert_contract_time(value: &Value) {
+    let text = value
+        .as_str()
+        .unwrap_or_else(|| panic!("a time is a string: {value}"));
+    assert!(
+        chrono::DateTime::parse_from_rfc3339(text).is_ok(),
+        "not RFC 3339: {text}"
+    );
+    let bytes = text.as_bytes();
+    assert!(
+        text.len() == 24
+            && bytes[19] == b'.'
+            && bytes[20..23].iter().all(u8::is_ascii_digit)
+            && text.ends_with('Z'),
+        "not UTC with milliseconds: {text}"
+    );
 }
 
 type Stream =

@@ -2,6 +2,9 @@
 //! database (a SQLite file, or a fresh PostgreSQL database) and drives it over HTTP and
 //! WebSocket. `TEST_LOG=1` shows the server's logs.
 
+// Tests state their expectations with `expect`; a failed one is the test failing.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod helpers;
 
 mod auth;
