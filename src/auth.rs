@@ -50,19 +50,15 @@ impl Tokens {
 
     pub fn issue(&self, user_id: i64) -> AppResult<String> {
         let iat = chrono::Utc::now().timestamp();
-        let claims = Claims {
-            sub: user_id.to_string(),
-            iat,
-            exp: iat.saturating_add(self.ttl_seconds),
-        };
+        let claims = Claims { sub: user_id.to_string(), iat, exp: iat.saturating_add(self.ttl_seconds) };
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
             .map_err(AppError::internal)
     }
 
     /// The user id a valid token names.
     pub fn verify(&self, token: &str) -> AppResult<i64> {
-        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
-            .map_err(|err| {
+        let data =
+            jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation).map_err(|err| {
                 use jsonwebtoken::errors::ErrorKind;
                 match err.kind() {
                     ErrorKind::ExpiredSignature => {
@@ -76,9 +72,7 @@ impl Tokens {
             .parse::<i64>()
             .ok()
             .filter(|id| *id > 0)
-            .ok_or_else(|| {
-                AppError::unauthorized("invalid_token", "the token's subject is not a user id")
-            })
+            .ok_or_else(|| AppError::unauthorized("invalid_token", "the token's subject is not a user id"))
     }
 }
 
@@ -101,19 +95,14 @@ impl FromRequest for AuthUser {
 pub fn authenticate(req: &HttpRequest, fallback: Option<&str>) -> AppResult<AuthUser> {
     let state = req
         .app_data::<web::Data<AppState>>()
-        .ok_or_else(|| AppError::Unavailable {
-            message: "not ready".into(),
-        })?;
+        .ok_or_else(|| AppError::Unavailable { message: "not ready".into() })?;
     let token = match req.headers().get(header::AUTHORIZATION) {
         Some(value) => bearer(value.to_str().unwrap_or_default()).ok_or_else(|| {
             AppError::unauthorized("invalid_token", "expected Authorization: Bearer <token>")
         })?,
-        None => fallback
-            .ok_or_else(|| AppError::unauthorized("missing_token", "authentication required"))?,
+        None => fallback.ok_or_else(|| AppError::unauthorized("missing_token", "authentication required"))?,
     };
-    Ok(AuthUser {
-        id: state.tokens.verify(token)?,
-    })
+    Ok(AuthUser { id: state.tokens.verify(token)? })
 }
 
 fn bearer(value: &str) -> Option<&str> {
@@ -124,14 +113,10 @@ fn bearer(value: &str) -> Option<&str> {
 
 /// Argon2id with the crate's recommended parameters; runs on the blocking pool.
 pub async fn hash_password(password: String) -> AppResult<String> {
-    web::block(move || {
-        Argon2::default()
-            .hash_password(password.as_bytes())
-            .map(|hash| hash.to_string())
-    })
-    .await
-    .map_err(AppError::internal)?
-    .map_err(AppError::internal)
+    web::block(move || Argon2::default().hash_password(password.as_bytes()).map(|hash| hash.to_string()))
+        .await
+        .map_err(AppError::internal)?
+        .map_err(AppError::internal)
 }
 
 /// Checks `password` against `hash`; with no hash (unknown user) it still spends the same
@@ -140,9 +125,7 @@ pub async fn verify_password(password: String, hash: Option<String>) -> AppResul
     web::block(move || {
         let argon = Argon2::default();
         match hash {
-            Some(hash) => argon
-                .verify_password(password.as_bytes(), hash.as_str())
-                .is_ok(),
+            Some(hash) => argon.verify_password(password.as_bytes(), hash.as_str()).is_ok(),
             None => {
                 let _ = argon.hash_password(password.as_bytes());
                 false

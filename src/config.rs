@@ -26,8 +26,39 @@ pub struct Settings {
     pub server: ServerSettings,
     pub database: DatabaseSettings,
     pub auth: AuthSettings,
+    pub redis: RedisSettings,
+    pub presence: PresenceSettings,
     pub websocket: WebSocketSettings,
     pub log: LogSettings,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RedisSettings {
+    /// Empty: one instance, events relayed in-process, presence in memory.
+    pub url: String,
+    /// Starts every key and channel, so deployments can share a Redis.
+    pub prefix: String,
+}
+
+impl Default for RedisSettings {
+    fn default() -> Self {
+        Self { url: String::new(), prefix: "switchboard:".into() }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PresenceSettings {
+    /// An instance's heartbeat key lives this long; its users read offline within 2× this
+    /// after it dies.
+    pub ttl_seconds: u64,
+}
+
+impl Default for PresenceSettings {
+    fn default() -> Self {
+        Self { ttl_seconds: 30 }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -69,10 +100,7 @@ pub struct DatabaseSettings {
 
 impl Default for DatabaseSettings {
     fn default() -> Self {
-        Self {
-            url: "sqlite://switchboard.db?mode=rwc".into(),
-            max_connections: 8,
-        }
+        Self { url: "sqlite://switchboard.db?mode=rwc".into(), max_connections: 8 }
     }
 }
 
@@ -85,10 +113,7 @@ pub struct AuthSettings {
 
 impl Default for AuthSettings {
     fn default() -> Self {
-        Self {
-            jwt_secret: SecretString::from(""),
-            token_ttl_seconds: 86_400,
-        }
+        Self { jwt_secret: SecretString::from(""), token_ttl_seconds: 86_400 }
     }
 }
 
@@ -135,10 +160,7 @@ pub struct LogSettings {
 
 impl Default for LogSettings {
     fn default() -> Self {
-        Self {
-            format: LogFormat::Text,
-            level: "info,sqlx=warn,sea_orm=warn".into(),
-        }
+        Self { format: LogFormat::Text, level: "info,sqlx=warn,sea_orm=warn".into() }
     }
 }
 
@@ -148,10 +170,7 @@ impl Settings {
         let mut figment = Figment::new();
         match path {
             Some(path) if !path.exists() => {
-                return Err(ConfigError(format!(
-                    "config file {} does not exist",
-                    path.display()
-                )));
+                return Err(ConfigError(format!("config file {} does not exist", path.display())));
             }
             Some(path) => figment = figment.merge(Toml::file_exact(path)),
             None => figment = figment.merge(Toml::file_exact(DEFAULT_CONFIG)),
@@ -168,11 +187,16 @@ impl Settings {
     pub fn validate(&self) -> Result<(), ConfigError> {
         let fail = |key: &str, why: &str| Err(ConfigError(format!("{key}: {why}")));
         let url = &self.database.url;
-        if !(url.starts_with("sqlite:")
-            || url.starts_with("postgres://")
-            || url.starts_with("postgresql://"))
+        if !(url.starts_with("sqlite:") || url.starts_with("postgres://") || url.starts_with("postgresql://"))
         {
             return fail("database.url", "must start with sqlite: or postgres://");
+        }
+        let redis = &self.redis.url;
+        if !(redis.is_empty() || redis.starts_with("redis://") || redis.starts_with("rediss://")) {
+            return fail("redis.url", "must be empty or start with redis:// or rediss://");
+        }
+        if self.presence.ttl_seconds < 2 {
+            return fail("presence.ttl_seconds", "must be at least 2");
         }
         if self.database.max_connections == 0 {
             return fail("database.max_connections", "must be at least 1");
@@ -189,10 +213,7 @@ impl Settings {
                 );
             }
             if secret.len() < 32 {
-                return fail(
-                    "auth.jwt_secret",
-                    "must be at least 32 bytes outside dev_mode",
-                );
+                return fail("auth.jwt_secret", "must be at least 32 bytes outside dev_mode");
             }
         }
         if self.auth.token_ttl_seconds == 0 {
@@ -209,10 +230,7 @@ impl Settings {
             return fail("websocket.max_frame_bytes", "must be at least 1024");
         }
         if ws.outbound_queue_bytes < ws.max_frame_bytes {
-            return fail(
-                "websocket.outbound_queue_bytes",
-                "must be at least websocket.max_frame_bytes",
-            );
+            return fail("websocket.outbound_queue_bytes", "must be at least websocket.max_frame_bytes");
         }
         if ws.replay_page_size == 0 || ws.replay_page_size > 10_000 {
             return fail("websocket.replay_page_size", "must be between 1 and 10000");

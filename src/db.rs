@@ -25,17 +25,9 @@ impl Db {
             let write = Database::connect(sqlite_options(&settings.url, 1, false)).await?;
             // Create the schema through the writer before readers open the file read-only.
             Migrator::up(&write, None).await?;
-            let read = Database::connect(sqlite_options(
-                &settings.url,
-                settings.max_connections,
-                true,
-            ))
-            .await?;
-            Ok(Self {
-                write,
-                read,
-                backend: DatabaseBackend::Sqlite,
-            })
+            let read =
+                Database::connect(sqlite_options(&settings.url, settings.max_connections, true)).await?;
+            Ok(Self { write, read, backend: DatabaseBackend::Sqlite })
         } else {
             let mut options = ConnectOptions::new(settings.url.clone());
             options
@@ -44,11 +36,7 @@ impl Db {
                 .sqlx_logging(false);
             let pool = Database::connect(options).await?;
             migrate(&pool).await?;
-            Ok(Self {
-                write: pool.clone(),
-                read: pool,
-                backend: DatabaseBackend::Postgres,
-            })
+            Ok(Self { write: pool.clone(), read: pool, backend: DatabaseBackend::Postgres })
         }
     }
 
@@ -63,8 +51,7 @@ pub async fn migrate(db: &DatabaseConnection) -> Result<(), DbErr> {
     use sea_orm::ConnectionTrait;
     if db.get_database_backend() == DatabaseBackend::Postgres {
         let txn = sea_orm::TransactionTrait::begin(db).await?;
-        txn.execute_unprepared("SELECT pg_advisory_xact_lock(7355608001)")
-            .await?;
+        txn.execute_unprepared("SELECT pg_advisory_xact_lock(7355608001)").await?;
         Migrator::up(&txn, None).await?;
         txn.commit().await
     } else {

@@ -12,11 +12,7 @@ type Text = Cow<'static, str>;
 pub enum AppError {
     /// 400: malformed JSON, bad query parameter or id.
     #[error("{message}")]
-    BadRequest {
-        code: &'static str,
-        message: Text,
-        field: Option<Text>,
-    },
+    BadRequest { code: &'static str, message: Text, field: Option<Text> },
     /// 401: missing, malformed, expired or wrongly signed credentials.
     #[error("{message}")]
     Unauthorized { code: &'static str, message: Text },
@@ -28,11 +24,7 @@ pub enum AppError {
     NotFound { message: Text },
     /// 409: conflicts with existing state.
     #[error("{message}")]
-    Conflict {
-        code: &'static str,
-        message: Text,
-        field: Option<Text>,
-    },
+    Conflict { code: &'static str, message: Text, field: Option<Text> },
     #[error("{message}")]
     PayloadTooLarge { message: Text },
     #[error("{message}")]
@@ -52,38 +44,23 @@ pub type AppResult<T> = Result<T, AppError>;
 
 impl AppError {
     pub fn bad_request(code: &'static str, message: impl Into<Text>, field: Option<&str>) -> Self {
-        Self::BadRequest {
-            code,
-            message: message.into(),
-            field: field.map(|f| Cow::Owned(f.to_owned())),
-        }
+        Self::BadRequest { code, message: message.into(), field: field.map(|f| Cow::Owned(f.to_owned())) }
     }
 
     pub fn unauthorized(code: &'static str, message: impl Into<Text>) -> Self {
-        Self::Unauthorized {
-            code,
-            message: message.into(),
-        }
+        Self::Unauthorized { code, message: message.into() }
     }
 
     pub fn forbidden(code: &'static str, message: impl Into<Text>) -> Self {
-        Self::Forbidden {
-            code,
-            message: message.into(),
-        }
+        Self::Forbidden { code, message: message.into() }
     }
 
     pub fn not_found(message: impl Into<Text>) -> Self {
-        Self::NotFound {
-            message: message.into(),
-        }
+        Self::NotFound { message: message.into() }
     }
 
     pub fn validation(field: impl Into<Text>, message: impl Into<Text>) -> Self {
-        Self::Validation {
-            field: field.into(),
-            message: message.into(),
-        }
+        Self::Validation { field: field.into(), message: message.into() }
     }
 
     pub fn internal(err: impl std::error::Error + Send + Sync + 'static) -> Self {
@@ -166,11 +143,7 @@ impl ResponseError for AppError {
             other => other.to_string(),
         };
         HttpResponse::build(self.status_code()).json(ErrorBody {
-            error: ErrorDetail {
-                code: self.code(),
-                message: &message,
-                field: self.field(),
-            },
+            error: ErrorDetail { code: self.code(), message: &message, field: self.field() },
         })
     }
 }

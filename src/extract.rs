@@ -22,11 +22,7 @@ pub struct Id(pub i64);
 impl<'de> Deserialize<'de> for Id {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let value = i64::deserialize(deserializer)?;
-        if value > 0 {
-            Ok(Id(value))
-        } else {
-            Err(serde::de::Error::custom("must be a positive integer"))
-        }
+        if value > 0 { Ok(Id(value)) } else { Err(serde::de::Error::custom("must be a positive integer")) }
     }
 }
 
@@ -46,11 +42,7 @@ impl<T: DeserializeOwned + 'static> FromRequest for JsonBody<T> {
         Box::pin(async move {
             match body.await? {
                 Some(value) => Ok(JsonBody(value)),
-                None => Err(AppError::bad_request(
-                    "malformed_json",
-                    "a JSON body is required",
-                    None,
-                )),
+                None => Err(AppError::bad_request("malformed_json", "a JSON body is required", None)),
             }
         })
     }
@@ -111,9 +103,7 @@ fn read_json<T: DeserializeOwned + 'static>(
 }
 
 fn too_large() -> AppError {
-    AppError::PayloadTooLarge {
-        message: format!("JSON bodies are limited to {MAX_JSON_BYTES} bytes").into(),
-    }
+    AppError::PayloadTooLarge { message: format!("JSON bodies are limited to {MAX_JSON_BYTES} bytes").into() }
 }
 
 /// Syntax errors are 400; well-formed JSON whose values do not fit is 422 naming the field.

@@ -53,8 +53,6 @@ async fn main() -> ExitCode {
 }
 
 async fn serve(settings: Settings) -> Result<(), String> {
-    let app = Application::build(settings)
-        .await
-        .map_err(|err| err.to_string())?;
+    let app = Application::build(settings).await.map_err(|err| err.to_string())?;
     app.run_until_stopped().await.map_err(|err| err.to_string())
 }

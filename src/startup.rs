@@ -2,6 +2,7 @@
 //! with their own database, so the code under test is the code that ships.
 
 use std::net::TcpListener;
+use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
@@ -18,6 +19,8 @@ use crate::db::Db;
 use crate::domain::writer::Writer;
 use crate::error::AppError;
 use crate::extract::{not_found, path_error};
+use crate::realtime::presence::Presence;
+use crate::realtime::relay::{RedisRelay, Relay};
 use crate::realtime::server::ChatServer;
 use crate::routes;
 
@@ -28,6 +31,8 @@ pub struct AppState {
     pub tokens: Tokens,
     pub writer: Writer,
     pub chat: Addr<ChatServer>,
+    pub relay: Arc<Relay>,
+    pub presence: Arc<Presence>,
     pub instance_id: String,
     /// Set while the instance drains; readiness turns to 503.
     pub draining: AtomicBool,
@@ -37,11 +42,10 @@ pub struct AppState {
 pub enum StartupError {
     #[error("database: {0}")]
     Database(#[from] sea_orm::DbErr),
+    #[error("{0}")]
+    Redis(String),
     #[error("cannot listen on {address}: {source}")]
-    Listen {
-        address: String,
-        source: std::io::Error,
-    },
+    Listen { address: String, source: std::io::Error },
 }
 
 pub struct Application {
@@ -55,28 +59,44 @@ impl Application {
     /// Must run inside an actix system (`#[actix_web::main]` or `#[actix_web::test]`).
     pub async fn build(settings: Settings) -> Result<Self, StartupError> {
         let db = Db::connect(&settings.database).await?;
-        // One ChatServer for the whole process, shared by every worker thread.
-        let chat = ChatServer::new(settings.websocket.outbound_queue_bytes).start();
         let instance_id = if settings.server.instance_id.is_empty() {
             format!("sb-{:08x}", rand::random::<u32>())
         } else {
             settings.server.instance_id.clone()
         };
+        // One ChatServer for the whole process, shared by every worker thread.
+        let queue_limit = settings.websocket.outbound_queue_bytes;
+        let (counts, count_receiver) = tokio::sync::mpsc::unbounded_channel();
+        let (chat, relay) = if settings.redis.url.is_empty() {
+            let chat = ChatServer::new(queue_limit, None, counts).start();
+            (chat.clone(), Relay::Local(chat))
+        } else {
+            let (subscriber, commands) = tokio::sync::mpsc::unbounded_channel();
+            let chat = ChatServer::new(queue_limit, Some(subscriber), counts).start();
+            let redis =
+                RedisRelay::start(&settings.redis.url, &settings.redis.prefix, chat.clone(), commands)
+                    .map_err(StartupError::Redis)?;
+            (chat, Relay::Redis(redis))
+        };
+        let relay = Arc::new(relay);
+        let presence = Presence::new(
+            instance_id.clone(),
+            settings.presence.ttl_seconds,
+            relay.redis().map(|redis| (redis.clone(), settings.redis.prefix.clone())),
+        );
+        presence.clone().start(count_receiver, db.clone(), relay.clone());
         let address = format!("{}:{}", settings.server.host, settings.server.port);
-        let listener = TcpListener::bind(&address).map_err(|source| StartupError::Listen {
-            address: address.clone(),
-            source,
-        })?;
-        let port = listener
-            .local_addr()
-            .map_err(|source| StartupError::Listen { address, source })?
-            .port();
+        let listener = TcpListener::bind(&address)
+            .map_err(|source| StartupError::Listen { address: address.clone(), source })?;
+        let port = listener.local_addr().map_err(|source| StartupError::Listen { address, source })?.port();
 
         let state = web::Data::new(AppState {
             tokens: Tokens::new(&settings.auth),
-            writer: Writer::new(db.clone(), chat.clone()),
+            writer: Writer::new(db.clone(), relay.clone()),
             db,
             chat,
+            relay,
+            presence,
             instance_id,
             draining: AtomicBool::new(false),
             settings,
@@ -91,22 +111,18 @@ impl Application {
                 .default_service(web::to(not_found))
         })
         .shutdown_timeout(state.settings.server.shutdown_timeout_seconds)
+        // Argon2 runs on the blocking pool with 19 MiB per hash; few threads keep the
+        // allocator from holding that much per thread forever.
+        .worker_max_blocking_threads(2)
         .client_disconnect_timeout(Duration::from_secs(5));
         if state.settings.server.workers > 0 {
             server = server.workers(state.settings.server.workers);
         }
         let server = server
             .listen(listener)
-            .map_err(|source| StartupError::Listen {
-                address: "listener".into(),
-                source,
-            })?;
+            .map_err(|source| StartupError::Listen { address: "listener".into(), source })?;
         tracing::info!(port, instance_id = %state.instance_id, "listening");
-        Ok(Self {
-            port,
-            server: server.run(),
-            state,
-        })
+        Ok(Self { port, server: server.run(), state })
     }
 
     pub fn port(&self) -> u16 {
@@ -140,16 +156,10 @@ fn contract_body<B>(res: ServiceResponse<B>) -> actix_web::Result<ErrorHandlerRe
     let error = match status.as_u16() {
         404 => AppError::not_found("not found"),
         405 => AppError::bad_request("method_not_allowed", "method not allowed", None),
-        _ => AppError::bad_request(
-            "bad_request",
-            status.canonical_reason().unwrap_or("bad request"),
-            None,
-        ),
+        _ => AppError::bad_request("bad_request", status.canonical_reason().unwrap_or("bad request"), None),
     };
     let mut body: actix_web::HttpResponse<BoxBody> = error.error_response();
     *body.status_mut() = status;
     let (req, _) = res.into_parts();
-    Ok(ErrorHandlerResponse::Response(
-        ServiceResponse::new(req, body).map_into_right_body(),
-    ))
+    Ok(ErrorHandlerResponse::Response(ServiceResponse::new(req, body).map_into_right_body()))
 }

@@ -22,10 +22,7 @@ pub mod option {
     use super::Timestamp;
     use serde::Serializer;
 
-    pub fn serialize<S: Serializer>(
-        at: &Option<Timestamp>,
-        serializer: S,
-    ) -> Result<S::Ok, S::Error> {
+    pub fn serialize<S: Serializer>(at: &Option<Timestamp>, serializer: S) -> Result<S::Ok, S::Error> {
         match at {
             Some(at) => super::serialize(at, serializer),
             None => serializer.serialize_none(),

@@ -87,23 +87,13 @@ type Sent = Arc<Mutex<HashMap<String, Instant>>>;
 async fn main() -> Result<(), String> {
     let cli = Cli::parse();
     let (name, common, users, params) = match &cli.scenario {
-        Scenario::Dm {
-            common,
-            users,
-            rate,
-        } => ("dm", common, *users, format!("users={users} rate={rate}")),
-        Scenario::DmMax { common, senders } => {
-            ("dm-max", common, senders * 2, format!("senders={senders}"))
-        }
+        Scenario::Dm { common, users, rate } => ("dm", common, *users, format!("users={users} rate={rate}")),
+        Scenario::DmMax { common, senders } => ("dm-max", common, senders * 2, format!("senders={senders}")),
     };
-    let http = reqwest::Client::builder()
-        .pool_max_idle_per_host(256)
-        .build()
-        .map_err(|e| e.to_string())?;
+    let http = reqwest::Client::builder().pool_max_idle_per_host(256).build().map_err(|e| e.to_string())?;
     eprintln!("registering {users} users…");
     let accounts = register(&http, &common.url, users).await?;
-    let (senders, receivers): (Vec<_>, Vec<_>) =
-        accounts.chunks(2).map(|pair| (&pair[0], &pair[1])).unzip();
+    let (senders, receivers): (Vec<_>, Vec<_>) = accounts.chunks(2).map(|pair| (&pair[0], &pair[1])).unzip();
 
     let sent: Sent = Arc::new(Mutex::new(HashMap::new()));
     let (frames_tx, mut frames_rx) = mpsc::unbounded_channel::<(String, Instant)>();
@@ -118,11 +108,8 @@ async fn main() -> Result<(), String> {
     let errors = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let run_id: u32 = rand::random();
     let deadline = started + Duration::from_secs(common.duration);
-    let pairs: Vec<(i64, String)> = senders
-        .iter()
-        .zip(&receivers)
-        .map(|(s, r)| (r.id, s.token.clone()))
-        .collect();
+    let pairs: Vec<(i64, String)> =
+        senders.iter().zip(&receivers).map(|(s, r)| (r.id, s.token.clone())).collect();
     let pairs = Arc::new(pairs);
     let mut tasks = Vec::new();
     match &cli.scenario {
@@ -148,12 +135,8 @@ async fn main() -> Result<(), String> {
         }
         Scenario::DmMax { .. } => {
             for (index, (recipient, token)) in pairs.iter().cloned().enumerate() {
-                let (http, url, sent, errors) = (
-                    http.clone(),
-                    common.url.clone(),
-                    sent.clone(),
-                    errors.clone(),
-                );
+                let (http, url, sent, errors) =
+                    (http.clone(), common.url.clone(), sent.clone(), errors.clone());
                 tasks.push(tokio::spawn(async move {
                     let mut n = 0usize;
                     while Instant::now() < deadline {
@@ -239,11 +222,7 @@ async fn main() -> Result<(), String> {
     );
     if let Some(path) = &common.csv {
         let new = !path.exists();
-        let mut file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .map_err(|e| e.to_string())?;
+        let mut file = OpenOptions::new().create(true).append(true).open(path).map_err(|e| e.to_string())?;
         if new {
             writeln!(file, "scenario,label,params,sent,errors,delivered,lost,duplicated,msgs_per_s,p50_ms,p90_ms,p99_ms,max_ms,rss_kb,cpu_pct")
                 .map_err(|e| e.to_string())?;
@@ -297,9 +276,7 @@ async fn open_socket(
     frames: mpsc::UnboundedSender<(String, Instant)>,
 ) -> Result<(), String> {
     let ws_url = format!("{}/ws?token={token}", url.replacen("http", "ws", 1));
-    let (mut stream, _) = tokio_tungstenite::connect_async(ws_url)
-        .await
-        .map_err(|e| e.to_string())?;
+    let (mut stream, _) = tokio_tungstenite::connect_async(ws_url).await.map_err(|e| e.to_string())?;
     tokio::spawn(async move {
         #[derive(Deserialize)]
         struct Frame {
@@ -337,12 +314,7 @@ async fn send(
 ) {
     let body = serde_json::json!({"recipient_id": recipient, "message": "load test message", "client_id": client_id});
     let at = Instant::now();
-    let result = http
-        .post(format!("{url}/api/messages"))
-        .bearer_auth(token)
-        .json(&body)
-        .send()
-        .await;
+    let result = http.post(format!("{url}/api/messages")).bearer_auth(token).json(&body).send().await;
     match result {
         Ok(response) if response.status().is_success() => {
             sent.lock().await.insert(client_id, at);

@@ -26,11 +26,7 @@ pub async fn visible(
         .await?
         .filter(|membership| membership.left_event_id.is_none());
     let conversation = match membership {
-        Some(_) => {
-            conversation::Entity::find_by_id(conversation_id)
-                .one(conn)
-                .await?
-        }
+        Some(_) => conversation::Entity::find_by_id(conversation_id).one(conn).await?,
         None => None,
     };
     match (conversation, membership) {
@@ -49,10 +45,7 @@ pub async fn views_by_id(
     if ids.is_empty() {
         return Ok(HashMap::new());
     }
-    let rows = conversation::Entity::find()
-        .filter(conversation::Column::Id.is_in(ids))
-        .all(conn)
-        .await?;
+    let rows = conversation::Entity::find().filter(conversation::Column::Id.is_in(ids)).all(conn).await?;
     let views = build_views(conn, user_id, rows).await?;
     Ok(views.into_iter().map(|view| (view.id, view)).collect())
 }
@@ -91,11 +84,7 @@ pub async fn build_views(
         .collect();
 
     // The other member of each direct conversation.
-    let direct_ids: Vec<i64> = rows
-        .iter()
-        .filter(|row| row.kind == "direct")
-        .map(|row| row.id)
-        .collect();
+    let direct_ids: Vec<i64> = rows.iter().filter(|row| row.kind == "direct").map(|row| row.id).collect();
     let mut other_of: HashMap<i64, i64> = HashMap::new();
     if !direct_ids.is_empty() {
         for row in member::Entity::find()
@@ -133,13 +122,9 @@ pub async fn build_views(
             .collect()
     };
 
-    let unread = unread_counts(
-        conn,
-        user_id,
-        mine.values()
-            .map(|m| (m.conversation_id, m.last_read_message_id)),
-    )
-    .await?;
+    let unread =
+        unread_counts(conn, user_id, mine.values().map(|m| (m.conversation_id, m.last_read_message_id)))
+            .await?;
 
     Ok(rows
         .into_iter()
@@ -149,16 +134,10 @@ pub async fn build_views(
                 id: row.id,
                 kind: ConversationKind::parse(&row.kind),
                 name: row.name,
-                other_user: other_of
-                    .get(&row.id)
-                    .and_then(|other| users.get(other))
-                    .cloned(),
+                other_user: other_of.get(&row.id).and_then(|other| users.get(other)).cloned(),
                 members_count: counts.get(&row.id).copied().unwrap_or(0),
                 created_at: row.created_at,
-                last_message: row
-                    .last_message_id
-                    .and_then(|id| last_messages.get(&id))
-                    .cloned(),
+                last_message: row.last_message_id.and_then(|id| last_messages.get(&id)).cloned(),
                 unread_count: unread.get(&row.id).copied().unwrap_or(0),
                 last_read_message_id: optional_id(membership.last_read_message_id),
             })
@@ -255,17 +234,12 @@ pub async fn history(
     limit: u64,
 ) -> AppResult<(Vec<MessageView>, bool)> {
     visible(&db.read, user_id, conversation_id).await?;
-    let query = message::Entity::find()
-        .filter(message::Column::ConversationId.eq(conversation_id))
-        .limit(limit + 1);
+    let query =
+        message::Entity::find().filter(message::Column::ConversationId.eq(conversation_id)).limit(limit + 1);
     let query = match window {
         Window::Latest => query.order_by_desc(message::Column::Id),
-        Window::Before(id) => query
-            .filter(message::Column::Id.lt(id))
-            .order_by_desc(message::Column::Id),
-        Window::After(id) => query
-            .filter(message::Column::Id.gt(id))
-            .order_by_asc(message::Column::Id),
+        Window::Before(id) => query.filter(message::Column::Id.lt(id)).order_by_desc(message::Column::Id),
+        Window::After(id) => query.filter(message::Column::Id.gt(id)).order_by_asc(message::Column::Id),
     };
     let ascending = matches!(window, Window::After(_));
     let mut rows = query.all(&db.read).await?;

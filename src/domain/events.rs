@@ -31,14 +31,8 @@ use crate::time::{self, Timestamp};
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum StoredEvent {
     ConversationCreated {},
-    MessageCreated {
-        message: MessageView,
-    },
-    MessageRead {
-        reader_id: i64,
-        last_read_message_id: i64,
-        read_at: Timestamp,
-    },
+    MessageCreated { message: MessageView },
+    MessageRead { reader_id: i64, last_read_message_id: i64, read_at: Timestamp },
 }
 
 impl StoredEvent {
@@ -81,23 +75,16 @@ pub fn render(
     conversation: Option<&ConversationView>,
 ) -> Option<Frame> {
     let frame = match stored {
-        StoredEvent::ConversationCreated {} => ServerFrame::ConversationCreated {
-            event_id,
-            conversation: conversation?,
-        },
+        StoredEvent::ConversationCreated {} => {
+            ServerFrame::ConversationCreated { event_id, conversation: conversation? }
+        }
         StoredEvent::MessageCreated { message } if message.sender_id == reader => {
             ServerFrame::MessageSent { event_id, message }
         }
-        StoredEvent::MessageCreated { message } => ServerFrame::NewMessage {
-            event_id,
-            message,
-            conversation: conversation?,
-        },
-        StoredEvent::MessageRead {
-            reader_id,
-            last_read_message_id,
-            read_at,
-        } => ServerFrame::MessageRead {
+        StoredEvent::MessageCreated { message } => {
+            ServerFrame::NewMessage { event_id, message, conversation: conversation? }
+        }
+        StoredEvent::MessageRead { reader_id, last_read_message_id, read_at } => ServerFrame::MessageRead {
             event_id,
             conversation_id,
             reader_id: *reader_id,
@@ -110,10 +97,7 @@ pub fn render(
 
 /// Events `user_id` may see: their conversations within their membership, and their own.
 async fn visibility(db: &Db, user_id: i64) -> Result<Condition, DbErr> {
-    let memberships = member::Entity::find()
-        .filter(member::Column::UserId.eq(user_id))
-        .all(&db.read)
-        .await?;
+    let memberships = member::Entity::find().filter(member::Column::UserId.eq(user_id)).all(&db.read).await?;
     let mut visible = Condition::any().add(event::Column::UserId.eq(user_id));
     for membership in memberships {
         let mut window = Condition::all()
@@ -170,40 +154,24 @@ pub async fn frames_for_user(
 
     let decoded: Vec<(event::Model, StoredEvent)> = rows
         .into_iter()
-        .filter_map(
-            |row| match serde_json::from_str::<StoredEvent>(&row.payload) {
-                Ok(stored) => Some((row, stored)),
-                Err(err) => {
-                    tracing::error!(event_id = row.id, error = %err, "unreadable event payload");
-                    None
-                }
-            },
-        )
+        .filter_map(|row| match serde_json::from_str::<StoredEvent>(&row.payload) {
+            Ok(stored) => Some((row, stored)),
+            Err(err) => {
+                tracing::error!(event_id = row.id, error = %err, "unreadable event payload");
+                None
+            }
+        })
         .collect();
-    let conversation_ids: HashSet<i64> = decoded
-        .iter()
-        .filter_map(|(row, _)| row.conversation_id)
-        .collect();
+    let conversation_ids: HashSet<i64> = decoded.iter().filter_map(|(row, _)| row.conversation_id).collect();
     let views: HashMap<i64, ConversationView> =
-        conversations::views_by_id(&db.read, user_id, conversation_ids.into_iter().collect())
-            .await?;
+        conversations::views_by_id(&db.read, user_id, conversation_ids.into_iter().collect()).await?;
 
     let frames = decoded
         .iter()
         .filter_map(|(row, stored)| {
             let conversation_id = row.conversation_id.unwrap_or_default();
-            render(
-                row.id,
-                conversation_id,
-                stored,
-                user_id,
-                views.get(&conversation_id),
-            )
+            render(row.id, conversation_id, stored, user_id, views.get(&conversation_id))
         })
         .collect();
-    Ok(Page {
-        frames,
-        last_event_id,
-        has_more,
-    })
+    Ok(Page { frames, last_event_id, has_more })
 }

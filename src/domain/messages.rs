@@ -41,10 +41,7 @@ pub fn validate_body(body: &str) -> AppResult<String> {
     }
     // PostgreSQL cannot store NUL in text; refused on every database alike.
     if body.contains('\0') {
-        return Err(AppError::validation(
-            "message",
-            "message must not contain NUL characters",
-        ));
+        return Err(AppError::validation("message", "message must not contain NUL characters"));
     }
     if body.chars().count() > MAX_MESSAGE_CHARS {
         return Err(AppError::validation(
@@ -58,16 +55,11 @@ pub fn validate_body(body: &str) -> AppResult<String> {
 /// 1–64 of `[A-Za-z0-9_-]`.
 pub fn validate_client_id(client_id: &str) -> AppResult<()> {
     let valid = (1..=MAX_CLIENT_ID_LEN).contains(&client_id.len())
-        && client_id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        && client_id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
     if valid {
         Ok(())
     } else {
-        Err(AppError::validation(
-            "client_id",
-            "client_id must be 1-64 of [A-Za-z0-9_-]",
-        ))
+        Err(AppError::validation("client_id", "client_id must be 1-64 of [A-Za-z0-9_-]"))
     }
 }
 
@@ -90,11 +82,7 @@ async fn find_by_client_id(
 /// every other member's devices, `message_sent` to the sender's. A repeated `client_id`
 /// returns the stored message and changes nothing.
 pub async fn send(db: &Db, writer: &Writer, sender_id: i64, input: NewMessage) -> AppResult<Sent> {
-    let NewMessage {
-        target,
-        body,
-        client_id,
-    } = input;
+    let NewMessage { target, body, client_id } = input;
     if let Some(existing) = find_by_client_id(&db.read, sender_id, client_id.as_deref()).await? {
         return Ok(Sent::Existing(existing.into()));
     }
@@ -102,25 +90,15 @@ pub async fn send(db: &Db, writer: &Writer, sender_id: i64, input: NewMessage) -
     match target {
         Target::User(recipient_id) => {
             if recipient_id == sender_id {
-                return Err(AppError::validation(
-                    "recipient_id",
-                    "you cannot send a message to yourself",
-                ));
+                return Err(AppError::validation("recipient_id", "you cannot send a message to yourself"));
             }
             let found = user::Entity::find()
                 .filter(user::Column::Id.is_in([sender_id, recipient_id]))
                 .count(&db.read)
                 .await?;
             if found < 2 {
-                if user::Entity::find_by_id(sender_id)
-                    .one(&db.read)
-                    .await?
-                    .is_none()
-                {
-                    return Err(AppError::unauthorized(
-                        "invalid_token",
-                        "the token's user does not exist",
-                    ));
+                if user::Entity::find_by_id(sender_id).one(&db.read).await?.is_none() {
+                    return Err(AppError::unauthorized("invalid_token", "the token's user does not exist"));
                 }
                 return Err(AppError::not_found("recipient not found"));
             }
@@ -131,9 +109,10 @@ pub async fn send(db: &Db, writer: &Writer, sender_id: i64, input: NewMessage) -
     }
 
     let write = writer.begin().await?;
-    let txn = &write.txn;
+    let txn = write.txn();
     // Checked again under the lock: two concurrent retries store one message.
     if let Some(existing) = find_by_client_id(txn, sender_id, client_id.as_deref()).await? {
+        write.finish().await?;
         return Ok(Sent::Existing(existing.into()));
     }
     let mut created_event = None;
@@ -147,8 +126,7 @@ pub async fn send(db: &Db, writer: &Writer, sender_id: i64, input: NewMessage) -
             {
                 Some(conversation) => conversation,
                 None => {
-                    let (conversation, event_id) =
-                        create_direct(txn, key, sender_id, recipient_id).await?;
+                    let (conversation, event_id) = create_direct(txn, key, sender_id, recipient_id).await?;
                     created_event = Some(event_id);
                     conversation
                 }
@@ -183,14 +161,8 @@ pub async fn send(db: &Db, writer: &Writer, sender_id: i64, input: NewMessage) -
     .insert(txn)
     .await?;
     let view = MessageView::from(row);
-    let event_id = events::append(
-        txn,
-        conversation.id,
-        &StoredEvent::MessageCreated {
-            message: view.clone(),
-        },
-    )
-    .await?;
+    let event_id =
+        events::append(txn, conversation.id, &StoredEvent::MessageCreated { message: view.clone() }).await?;
     let mut active = conversation.clone().into_active_model();
     active.last_message_id = Set(Some(view.id));
     active.last_activity_id = Set(event_id);
@@ -199,54 +171,31 @@ pub async fn send(db: &Db, writer: &Writer, sender_id: i64, input: NewMessage) -
     let mut frames = Vec::with_capacity(members.len() * 2);
     let sent = Frame::new(
         Some(event_id),
-        &crate::realtime::protocol::ServerFrame::MessageSent {
-            event_id,
-            message: &view,
-        },
+        &crate::realtime::protocol::ServerFrame::MessageSent { event_id, message: &view },
     );
     for &member_id in &members {
         let needs_view = member_id != sender_id || created_event.is_some();
         let member_view = if needs_view {
-            build_views(txn, member_id, vec![conversation.clone()])
-                .await?
-                .pop()
+            build_views(txn, member_id, vec![conversation.clone()]).await?.pop()
         } else {
             None
         };
         if let (Some(created), Some(member_view)) = (created_event, member_view.as_ref()) {
             let stored = StoredEvent::ConversationCreated {};
-            if let Some(frame) = events::render(
-                created,
-                conversation.id,
-                &stored,
-                member_id,
-                Some(member_view),
-            ) {
-                frames.push(UserFrame {
-                    user_id: UserId(member_id),
-                    frame,
-                });
+            if let Some(frame) =
+                events::render(created, conversation.id, &stored, member_id, Some(member_view))
+            {
+                frames.push(UserFrame { user_id: UserId(member_id), frame });
             }
         }
         let frame = if member_id == sender_id {
             Some(sent.clone())
         } else {
-            let stored = StoredEvent::MessageCreated {
-                message: view.clone(),
-            };
-            events::render(
-                event_id,
-                conversation.id,
-                &stored,
-                member_id,
-                member_view.as_ref(),
-            )
+            let stored = StoredEvent::MessageCreated { message: view.clone() };
+            events::render(event_id, conversation.id, &stored, member_id, member_view.as_ref())
         };
         if let Some(frame) = frame {
-            frames.push(UserFrame {
-                user_id: UserId(member_id),
-                frame,
-            });
+            frames.push(UserFrame { user_id: UserId(member_id), frame });
         }
     }
     write.commit_and_deliver(frames).await?;
@@ -272,8 +221,7 @@ async fn create_direct(
     }
     .insert(txn)
     .await?;
-    let event_id =
-        events::append(txn, conversation.id, &StoredEvent::ConversationCreated {}).await?;
+    let event_id = events::append(txn, conversation.id, &StoredEvent::ConversationCreated {}).await?;
     for user_id in [sender_id, recipient_id] {
         member::ActiveModel {
             conversation_id: Set(conversation.id),
@@ -324,12 +272,12 @@ pub async fn mark_read(
     };
 
     let write = writer.begin().await?;
-    let txn = &write.txn;
+    let txn = write.txn();
     let (_, membership) = visible(txn, user_id, conversation_id).await?;
     if target <= membership.last_read_message_id {
         let last_read = membership.last_read_message_id;
-        let unread =
-            unread_counts(txn, user_id, std::iter::once((conversation_id, last_read))).await?;
+        let unread = unread_counts(txn, user_id, std::iter::once((conversation_id, last_read))).await?;
+        write.finish().await?;
         return Ok(ReadState {
             conversation_id,
             last_read_message_id: optional_id(last_read),
@@ -339,11 +287,8 @@ pub async fn mark_read(
     let mut active = membership.into_active_model();
     active.last_read_message_id = Set(target);
     active.update(txn).await?;
-    let stored = StoredEvent::MessageRead {
-        reader_id: user_id,
-        last_read_message_id: target,
-        read_at: time::now(),
-    };
+    let stored =
+        StoredEvent::MessageRead { reader_id: user_id, last_read_message_id: target, read_at: time::now() };
     let event_id = events::append(txn, conversation_id, &stored).await?;
     let unread = unread_counts(txn, user_id, std::iter::once((conversation_id, target))).await?;
     let members = member::Entity::find()
@@ -355,10 +300,7 @@ pub async fn mark_read(
     let frames = match events::render(event_id, conversation_id, &stored, user_id, None) {
         Some(frame) => members
             .iter()
-            .map(|row| UserFrame {
-                user_id: UserId(row.user_id),
-                frame: frame.clone(),
-            })
+            .map(|row| UserFrame { user_id: UserId(row.user_id), frame: frame.clone() })
             .collect(),
         None => Vec::new(),
     };
@@ -385,12 +327,5 @@ pub async fn mark_read_up_to(
     conversations::visible(&db.read, user_id, message.conversation_id)
         .await
         .map_err(|_| AppError::not_found("message not found"))?;
-    mark_read(
-        db,
-        writer,
-        user_id,
-        message.conversation_id,
-        Some(message_id),
-    )
-    .await
+    mark_read(db, writer, user_id, message.conversation_id, Some(message_id)).await
 }

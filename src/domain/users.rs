@@ -21,16 +21,13 @@ pub struct Registration {
 pub fn normalize_username(username: &str) -> AppResult<String> {
     let folded = username.to_ascii_lowercase();
     let valid = (3..=32).contains(&folded.len())
-        && folded.bytes().all(|b| {
-            b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'.' | b'-')
-        });
+        && folded
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'.' | b'-'));
     if valid {
         Ok(folded)
     } else {
-        Err(AppError::validation(
-            "username",
-            "username must be 3-32 of a-z, 0-9, _ . -",
-        ))
+        Err(AppError::validation("username", "username must be 3-32 of a-z, 0-9, _ . -"))
     }
 }
 
@@ -38,29 +35,17 @@ fn validate_password(password: &str) -> AppResult<()> {
     if (8..=128).contains(&password.chars().count()) {
         Ok(())
     } else {
-        Err(AppError::validation(
-            "password",
-            "password must be 8-128 characters",
-        ))
+        Err(AppError::validation("password", "password must be 8-128 characters"))
     }
 }
 
 fn validate_display_name(display_name: Option<&str>, username: &str) -> AppResult<String> {
-    let name = display_name
-        .map(str::trim)
-        .filter(|name| !name.is_empty())
-        .unwrap_or(username);
+    let name = display_name.map(str::trim).filter(|name| !name.is_empty()).unwrap_or(username);
     if name.chars().count() > 64 {
-        return Err(AppError::validation(
-            "display_name",
-            "display_name must be at most 64 characters",
-        ));
+        return Err(AppError::validation("display_name", "display_name must be at most 64 characters"));
     }
     if name.chars().any(char::is_control) {
-        return Err(AppError::validation(
-            "display_name",
-            "display_name must not contain control characters",
-        ));
+        return Err(AppError::validation("display_name", "display_name must not contain control characters"));
     }
     Ok(name.to_owned())
 }
@@ -95,20 +80,14 @@ pub async fn register(db: &Db, input: Registration) -> AppResult<UserView> {
 pub async fn login(db: &Db, username: &str, password: String) -> AppResult<UserView> {
     let row = match normalize_username(username) {
         Ok(username) => {
-            user::Entity::find()
-                .filter(user::Column::Username.eq(username))
-                .one(&db.read)
-                .await?
+            user::Entity::find().filter(user::Column::Username.eq(username)).one(&db.read).await?
         }
         Err(_) => None,
     };
     let hash = row.as_ref().map(|row| row.password_hash.clone());
     match (auth::verify_password(password, hash).await?, row) {
         (true, Some(row)) => Ok(row.into()),
-        _ => Err(AppError::unauthorized(
-            "invalid_credentials",
-            "invalid username or password",
-        )),
+        _ => Err(AppError::unauthorized("invalid_credentials", "invalid username or password")),
     }
 }
 

@@ -85,11 +85,7 @@ impl ConversationKind {
     }
 
     pub fn parse(kind: &str) -> Self {
-        if kind == "group" {
-            Self::Group
-        } else {
-            Self::Direct
-        }
+        if kind == "group" { Self::Group } else { Self::Direct }
     }
 }
 

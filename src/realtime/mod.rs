@@ -3,7 +3,9 @@
 //! events to the rooms. The actors hold no database handle and no business rules; they move
 //! frames that were serialized once per user.
 
+pub mod presence;
 pub mod protocol;
+pub mod relay;
 pub mod room;
 pub mod server;
 pub mod session;
@@ -31,6 +33,9 @@ pub struct SessionId(pub u64);
 pub struct Frame {
     /// Set for stored events; sessions use it to drop what a replay already sent.
     pub event_id: Option<i64>,
+    /// Over Redis: the event published before this one on the same user's channel, so a
+    /// session can tell it missed one.
+    pub prev_event_id: Option<i64>,
     pub text: ByteString,
 }
 
@@ -38,10 +43,7 @@ impl Frame {
     pub fn new(event_id: Option<i64>, frame: &impl Serialize) -> Self {
         // Our frame types serialize infallibly (string keys, no maps with non-string keys).
         let text = serde_json::to_string(frame).unwrap_or_default();
-        Self {
-            event_id,
-            text: ByteString::from(text),
-        }
+        Self { event_id, prev_event_id: None, text: ByteString::from(text) }
     }
 }
 

@@ -51,6 +51,13 @@ pub enum ServerFrame<'a> {
         #[serde(serialize_with = "time::serialize")]
         read_at: Timestamp,
     },
+    /// Ephemeral: to users who share a conversation, never stored.
+    Presence {
+        user_id: i64,
+        status: &'a str,
+        #[serde(serialize_with = "time::option::serialize")]
+        last_seen: Option<Timestamp>,
+    },
     Pong,
     Error {
         code: &'a str,
@@ -65,7 +72,7 @@ impl ServerFrame<'_> {
             | Self::MessageSent { event_id, .. }
             | Self::ConversationCreated { event_id, .. }
             | Self::MessageRead { event_id, .. } => Some(*event_id),
-            Self::Hello { .. } | Self::Pong | Self::Error { .. } => None,
+            Self::Hello { .. } | Self::Presence { .. } | Self::Pong | Self::Error { .. } => None,
         }
     }
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 use actix::prelude::*;
 
 use super::server::{ChatServer, Disconnect};
-use super::session::{Overflowed, WsSession};
+use super::session::{self, CatchUp, Overflowed, WsSession};
 use super::{Frame, SessionId, SharedQueue, UserId};
 
 /// How often a room looks for sessions whose actor died without saying so.
@@ -27,12 +27,7 @@ pub struct UserRoom {
 
 impl UserRoom {
     pub fn new(user_id: UserId, queue_limit: usize, server: Addr<ChatServer>) -> Self {
-        Self {
-            user_id,
-            devices: HashMap::new(),
-            queue_limit,
-            server,
-        }
+        Self { user_id, devices: HashMap::new(), queue_limit, server }
     }
 
     /// Sessions are removed when they stop; this catches any whose actor vanished without
@@ -43,10 +38,7 @@ impl UserRoom {
         self.devices.retain(|session_id, device| {
             let alive = device.addr.connected();
             if !alive {
-                server.do_send(Disconnect {
-                    user_id,
-                    session_id: *session_id,
-                });
+                server.do_send(Disconnect { user_id, session_id: *session_id });
             }
             alive
         });
@@ -81,13 +73,7 @@ impl Handler<Join> for UserRoom {
     type Result = ();
 
     fn handle(&mut self, msg: Join, _: &mut Context<Self>) {
-        self.devices.insert(
-            msg.session_id,
-            Device {
-                addr: msg.session,
-                queue: msg.queue,
-            },
-        );
+        self.devices.insert(msg.session_id, Device { addr: msg.session, queue: msg.queue });
     }
 }
 
@@ -125,6 +111,38 @@ impl Handler<Frame> for UserRoom {
         }
         if dead {
             self.prune();
+        }
+    }
+}
+
+/// Every session of this user re-reads the log from where it is.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct CatchUpAll;
+
+impl Handler<CatchUpAll> for UserRoom {
+    type Result = ();
+
+    fn handle(&mut self, _: CatchUpAll, _: &mut Context<Self>) {
+        for device in self.devices.values() {
+            device.addr.do_send(CatchUp);
+        }
+    }
+}
+
+/// Live relay is down (`on`) or back: sessions poll the log, or stop polling.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Polling {
+    pub on: bool,
+}
+
+impl Handler<Polling> for UserRoom {
+    type Result = ();
+
+    fn handle(&mut self, msg: Polling, _: &mut Context<Self>) {
+        for device in self.devices.values() {
+            device.addr.do_send(session::Polling { on: msg.on });
         }
     }
 }

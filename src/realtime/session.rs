@@ -1,6 +1,8 @@
 //! `WsSession`: one WebSocket. On start it registers with `ChatServer`, sends `hello`, replays
-//! the events after `since`, then goes live; live frames that the replay already covered are
-//! dropped by event id, so there is no gap and no duplicate at the seam.
+//! the events after `since`, then goes live. Event frames reach it in id order, so it keeps
+//! one number, the last event id it sent: anything at or below it is dropped (no duplicate at
+//! the seam), and a frame whose relay predecessor is above it means a publish was missed, so
+//! the session reads the log from that number before going on (no gap).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -18,6 +20,8 @@ use crate::startup::AppState;
 
 /// Close code for a client whose outbound queue overflowed; it should reconnect with `since`.
 pub const CLOSE_OVERFLOW: u16 = 4008;
+/// How often a session reads the log while live relay is down.
+const POLL_INTERVAL: Duration = Duration::from_millis(500);
 
 static NEXT_SESSION: AtomicU64 = AtomicU64::new(1);
 
@@ -26,13 +30,17 @@ pub struct WsSession {
     user_id: UserId,
     state: web::Data<AppState>,
     since: Option<i64>,
-    /// Live event frames up to this id were covered by `hello`/replay and are dropped.
-    covered_up_to: i64,
+    /// The newest event this socket has been given (by `hello`, replay or live).
+    last_sent: i64,
+    /// Set while live relay is down: the session reads the log on a timer instead.
+    polling: Option<SpawnHandle>,
     last_heard: Instant,
     queue: SharedQueue,
     /// A fragmented text message being reassembled.
     fragments: Option<Vec<u8>>,
 }
+
+type Ctx = ws::WebsocketContext<WsSession>;
 
 impl WsSession {
     pub fn new(user_id: i64, since: Option<i64>, state: web::Data<AppState>) -> Self {
@@ -41,43 +49,38 @@ impl WsSession {
             user_id: UserId(user_id),
             state,
             since,
-            covered_up_to: 0,
+            last_sent: 0,
+            polling: None,
             last_heard: Instant::now(),
             queue: SharedQueue::new(OutboundQueue::default()),
             fragments: None,
         }
     }
 
-    fn close(&mut self, ctx: &mut ws::WebsocketContext<Self>, code: CloseCode, description: &str) {
-        ctx.close(Some(CloseReason {
-            code,
-            description: Some(description.to_owned()),
-        }));
+    fn close(&mut self, ctx: &mut Ctx, code: CloseCode, description: &str) {
+        ctx.close(Some(CloseReason { code, description: Some(description.to_owned()) }));
         ctx.stop();
     }
 
-    fn send_error(&self, ctx: &mut ws::WebsocketContext<Self>, code: &str, message: &str) {
+    fn send_error(&self, ctx: &mut Ctx, code: &str, message: &str) {
         ctx.text(ServerFrame::Error { code, message }.to_frame().text);
     }
 
-    fn heartbeat(&self, ctx: &mut ws::WebsocketContext<Self>) {
+    fn heartbeat(&self, ctx: &mut Ctx) {
         let settings = &self.state.settings.websocket;
         let timeout = Duration::from_secs(settings.client_timeout_seconds);
-        ctx.run_interval(
-            Duration::from_secs(settings.ping_interval_seconds),
-            move |session, ctx| {
-                if session.last_heard.elapsed() > timeout {
-                    tracing::debug!(session = session.id.0, "closing a silent socket");
-                    session.close(ctx, CloseCode::Away, "no traffic within the client timeout");
-                } else {
-                    ctx.ping(b"");
-                }
-            },
-        );
+        ctx.run_interval(Duration::from_secs(settings.ping_interval_seconds), move |session, ctx| {
+            if session.last_heard.elapsed() > timeout {
+                tracing::debug!(session = session.id.0, "closing a silent socket");
+                session.close(ctx, CloseCode::Away, "no traffic within the client timeout");
+            } else {
+                ctx.ping(b"");
+            }
+        });
     }
 
     /// Registers with the server, then sends `hello` with the newest event this user can see.
-    fn open(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
+    fn open(&mut self, ctx: &mut Ctx) {
         let state = self.state.clone();
         let connect = Connect {
             user_id: self.user_id,
@@ -87,70 +90,94 @@ impl WsSession {
         };
         let user_id = self.user_id.0;
         let opened = async move {
-            // Registered before reading the log: anything committed after this read arrives live.
-            state
-                .chat
-                .send(connect)
-                .await
-                .map_err(|err| err.to_string())?;
-            events::last_visible_event(&state.db, user_id)
-                .await
-                .map_err(|err| err.to_string())
+            // Registered (and subscribed) before reading the log: anything committed after
+            // this read arrives live.
+            let relay_up = state.chat.send(connect).await.map_err(|err| err.to_string())?;
+            let newest =
+                events::last_visible_event(&state.db, user_id).await.map_err(|err| err.to_string())?;
+            Ok::<_, String>((relay_up, newest))
         };
-        ctx.wait(
-            opened
-                .into_actor(self)
-                .map(|result, session, ctx| match result {
-                    Ok(last_event_id) => {
-                        let hello = ServerFrame::Hello {
-                            user_id: session.user_id.0,
-                            session_id: session.id.0,
-                            instance_id: &session.state.instance_id,
-                            last_event_id,
-                        };
-                        ctx.text(hello.to_frame().text);
-                        session.covered_up_to = last_event_id;
-                        if let Some(since) = session.since.filter(|since| *since < last_event_id) {
-                            session.replay(ctx, since, last_event_id);
-                        }
+        ctx.wait(opened.into_actor(self).map(|result, session, ctx| match result {
+            Ok((relay_up, last_event_id)) => {
+                let hello = ServerFrame::Hello {
+                    user_id: session.user_id.0,
+                    session_id: session.id.0,
+                    instance_id: &session.state.instance_id,
+                    last_event_id,
+                };
+                ctx.text(hello.to_frame().text);
+                match session.since.filter(|since| *since < last_event_id) {
+                    Some(since) => {
+                        session.last_sent = since;
+                        session.replay(ctx, last_event_id);
                     }
-                    Err(err) => {
-                        tracing::warn!(error = %err, "could not open a session");
-                        session.close(ctx, CloseCode::Error, "temporarily unavailable");
-                    }
-                }),
-        );
+                    None => session.last_sent = last_event_id,
+                }
+                session.set_polling(ctx, !relay_up);
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "could not open a session");
+                session.close(ctx, CloseCode::Error, "temporarily unavailable");
+            }
+        }));
     }
 
-    /// Sends the user's events in `(after, up_to]`, one page at a time; live frames wait in
-    /// the mailbox meanwhile.
-    fn replay(&mut self, ctx: &mut ws::WebsocketContext<Self>, after: i64, up_to: i64) {
+    /// Sends the user's events in `(last_sent, up_to]`, one page at a time; live frames wait
+    /// in the mailbox meanwhile.
+    fn replay(&mut self, ctx: &mut Ctx, up_to: i64) {
         let state = self.state.clone();
         let user_id = self.user_id.0;
+        let after = self.last_sent;
         let limit = state.settings.websocket.replay_page_size;
-        let page = async move {
-            events::frames_for_user(&state.db, user_id, after, Some(up_to), limit).await
-        };
-        ctx.wait(
-            page.into_actor(self)
-                .map(move |result, session, ctx| match result {
-                    Ok(page) => {
-                        for frame in &page.frames {
-                            ctx.text(frame.text.clone());
-                        }
-                        if page.has_more {
-                            session.replay(ctx, page.last_event_id, up_to);
-                        }
-                    }
-                    Err(err) => {
-                        tracing::warn!(error = %err, "replay failed");
-                        session.close(ctx, CloseCode::Error, "temporarily unavailable");
-                    }
-                }),
-        );
+        let page =
+            async move { events::frames_for_user(&state.db, user_id, after, Some(up_to), limit).await };
+        ctx.wait(page.into_actor(self).map(move |result, session, ctx| match result {
+            Ok(page) => {
+                for frame in &page.frames {
+                    ctx.text(frame.text.clone());
+                }
+                session.last_sent = session.last_sent.max(page.last_event_id);
+                if page.has_more {
+                    session.replay(ctx, up_to);
+                } else {
+                    session.last_sent = session.last_sent.max(up_to);
+                }
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "replay failed");
+                session.close(ctx, CloseCode::Error, "temporarily unavailable");
+            }
+        }));
     }
 
-    fn on_text(&mut self, text: &str, ctx: &mut ws::WebsocketContext<Self>) {
+    /// Reads the log from `last_sent` to its current end; live frames wait meanwhile.
+    fn catch_up(&mut self, ctx: &mut Ctx) {
+        let state = self.state.clone();
+        let user_id = self.user_id.0;
+        let newest = async move { events::last_visible_event(&state.db, user_id).await };
+        ctx.wait(newest.into_actor(self).map(|result, session, ctx| match result {
+            Ok(newest) if newest > session.last_sent => session.replay(ctx, newest),
+            Ok(_) => {}
+            Err(err) => tracing::warn!(error = %err, "catch-up failed; the next one retries"),
+        }));
+    }
+
+    fn set_polling(&mut self, ctx: &mut Ctx, on: bool) {
+        match (on, self.polling.take()) {
+            (true, None) => {
+                self.polling = Some(ctx.run_interval(POLL_INTERVAL, |session, ctx| session.catch_up(ctx)));
+            }
+            (true, Some(handle)) => self.polling = Some(handle),
+            (false, Some(handle)) => {
+                ctx.cancel_future(handle);
+                // What was committed while relay was down comes from the log first.
+                self.catch_up(ctx);
+            }
+            (false, None) => {}
+        }
+    }
+
+    fn on_text(&mut self, text: &str, ctx: &mut Ctx) {
         match serde_json::from_str::<ClientFrame>(text) {
             Ok(ClientFrame::Ping) => ctx.text(ServerFrame::Pong.to_frame().text),
             // Typing and delivery receipts are accepted and arrive with their features.
@@ -158,21 +185,46 @@ impl WsSession {
             Err(err) => self.send_error(ctx, "bad_frame", &err.to_string()),
         }
     }
+
+    fn on_fragment(&mut self, item: Item, ctx: &mut Ctx) {
+        let max = self.state.settings.websocket.max_frame_bytes;
+        let (bytes, last) = match item {
+            Item::FirstText(bytes) => {
+                self.fragments = Some(Vec::new());
+                (bytes, false)
+            }
+            Item::FirstBinary(_) => {
+                return self.close(ctx, CloseCode::Unsupported, "binary frames are not supported");
+            }
+            Item::Continue(bytes) => (bytes, false),
+            Item::Last(bytes) => (bytes, true),
+        };
+        let Some(buffer) = self.fragments.as_mut() else {
+            return self.close(ctx, CloseCode::Protocol, "continuation without a first frame");
+        };
+        if buffer.len() + bytes.len() > max {
+            return self.close(ctx, CloseCode::Size, "message too large");
+        }
+        buffer.extend_from_slice(&bytes);
+        if last && let Some(buffer) = self.fragments.take() {
+            match String::from_utf8(buffer) {
+                Ok(text) => self.on_text(&text, ctx),
+                Err(_) => self.close(ctx, CloseCode::Invalid, "text frames must be UTF-8"),
+            }
+        }
+    }
 }
 
 impl Actor for WsSession {
-    type Context = ws::WebsocketContext<Self>;
+    type Context = Ctx;
 
-    fn started(&mut self, ctx: &mut Self::Context) {
+    fn started(&mut self, ctx: &mut Ctx) {
         self.heartbeat(ctx);
         self.open(ctx);
     }
 
-    fn stopping(&mut self, _: &mut Self::Context) -> Running {
-        self.state.chat.do_send(Disconnect {
-            user_id: self.user_id,
-            session_id: self.id,
-        });
+    fn stopping(&mut self, _: &mut Ctx) -> Running {
+        self.state.chat.do_send(Disconnect { user_id: self.user_id, session_id: self.id });
         Running::Stop
     }
 }
@@ -180,7 +232,7 @@ impl Actor for WsSession {
 impl Handler<Frame> for WsSession {
     type Result = ();
 
-    fn handle(&mut self, frame: Frame, ctx: &mut Self::Context) {
+    fn handle(&mut self, frame: Frame, ctx: &mut Ctx) {
         self.queue.written(frame.text.len());
         if self.queue.overflowed() {
             return self.close(
@@ -189,9 +241,19 @@ impl Handler<Frame> for WsSession {
                 "outbound queue overflow; reconnect with since",
             );
         }
-        if frame.event_id.is_some_and(|id| id <= self.covered_up_to) {
+        let Some(event_id) = frame.event_id else {
+            // Typing and presence: live only, never stored.
+            return ctx.text(frame.text);
+        };
+        if event_id <= self.last_sent {
             return;
         }
+        // A predecessor this socket never got, or no live relay: the log has this event and
+        // everything before it, in order.
+        if self.polling.is_some() || frame.prev_event_id.is_some_and(|prev| prev > self.last_sent) {
+            return self.catch_up(ctx);
+        }
+        self.last_sent = event_id;
         ctx.text(frame.text);
     }
 }
@@ -204,23 +266,45 @@ pub struct Overflowed;
 impl Handler<Overflowed> for WsSession {
     type Result = ();
 
-    fn handle(&mut self, _: Overflowed, ctx: &mut Self::Context) {
-        self.close(
-            ctx,
-            CloseCode::Other(CLOSE_OVERFLOW),
-            "outbound queue overflow; reconnect with since",
-        );
+    fn handle(&mut self, _: Overflowed, ctx: &mut Ctx) {
+        self.close(ctx, CloseCode::Other(CLOSE_OVERFLOW), "outbound queue overflow; reconnect with since");
+    }
+}
+
+/// Re-read the log from where this session is (after a relay gap or a failed publish).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct CatchUp;
+
+impl Handler<CatchUp> for WsSession {
+    type Result = ();
+
+    fn handle(&mut self, _: CatchUp, ctx: &mut Ctx) {
+        self.catch_up(ctx);
+    }
+}
+
+/// Live relay is down (poll the log) or back (catch up once, then live).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Polling {
+    pub on: bool,
+}
+
+impl Handler<Polling> for WsSession {
+    type Result = ();
+
+    fn handle(&mut self, msg: Polling, ctx: &mut Ctx) {
+        self.set_polling(ctx, msg.on);
     }
 }
 
 impl StreamHandler<Result<ws::Message, ProtocolError>> for WsSession {
-    fn handle(&mut self, item: Result<ws::Message, ProtocolError>, ctx: &mut Self::Context) {
+    fn handle(&mut self, item: Result<ws::Message, ProtocolError>, ctx: &mut Ctx) {
         self.last_heard = Instant::now();
         let message = match item {
             Ok(message) => message,
-            Err(ProtocolError::Overflow) => {
-                return self.close(ctx, CloseCode::Size, "frame too large");
-            }
+            Err(ProtocolError::Overflow) => return self.close(ctx, CloseCode::Size, "frame too large"),
             Err(err) => {
                 tracing::debug!(error = %err, "websocket protocol error");
                 return self.close(ctx, CloseCode::Protocol, "protocol error");
@@ -228,55 +312,15 @@ impl StreamHandler<Result<ws::Message, ProtocolError>> for WsSession {
         };
         match message {
             ws::Message::Text(text) => self.on_text(&text, ctx),
-            ws::Message::Binary(_) => self.close(
-                ctx,
-                CloseCode::Unsupported,
-                "binary frames are not supported",
-            ),
+            ws::Message::Binary(_) => {
+                self.close(ctx, CloseCode::Unsupported, "binary frames are not supported")
+            }
             ws::Message::Continuation(item) => self.on_fragment(item, ctx),
             ws::Message::Ping(payload) => ctx.pong(&payload),
             ws::Message::Pong(_) | ws::Message::Nop => {}
             ws::Message::Close(reason) => {
                 ctx.close(reason);
                 ctx.stop();
-            }
-        }
-    }
-}
-
-impl WsSession {
-    fn on_fragment(&mut self, item: Item, ctx: &mut ws::WebsocketContext<Self>) {
-        let max = self.state.settings.websocket.max_frame_bytes;
-        let (bytes, last) = match item {
-            Item::FirstText(bytes) => {
-                self.fragments = Some(Vec::new());
-                (bytes, false)
-            }
-            Item::FirstBinary(_) => {
-                return self.close(
-                    ctx,
-                    CloseCode::Unsupported,
-                    "binary frames are not supported",
-                );
-            }
-            Item::Continue(bytes) => (bytes, false),
-            Item::Last(bytes) => (bytes, true),
-        };
-        let Some(buffer) = self.fragments.as_mut() else {
-            return self.close(
-                ctx,
-                CloseCode::Protocol,
-                "continuation without a first frame",
-            );
-        };
-        if buffer.len() + bytes.len() > max {
-            return self.close(ctx, CloseCode::Size, "message too large");
-        }
-        buffer.extend_from_slice(&bytes);
-        if last && let Some(buffer) = self.fragments.take() {
-            match String::from_utf8(buffer) {
-                Ok(text) => self.on_text(&text, ctx),
-                Err(_) => self.close(ctx, CloseCode::Invalid, "text frames must be UTF-8"),
             }
         }
     }

@@ -27,26 +27,17 @@ struct Session {
 }
 
 /// # POST /api/auth/register
-pub async fn register(
-    state: web::Data<AppState>,
-    body: JsonBody<RegisterBody>,
-) -> AppResult<HttpResponse> {
+pub async fn register(state: web::Data<AppState>, body: JsonBody<RegisterBody>) -> AppResult<HttpResponse> {
     let JsonBody(body) = body;
-    let registration = Registration {
-        username: body.username,
-        password: body.password,
-        display_name: body.display_name,
-    };
+    let registration =
+        Registration { username: body.username, password: body.password, display_name: body.display_name };
     let user = users::register(&state.db, registration).await?;
     let token = state.tokens.issue(user.id)?;
     Ok(HttpResponse::Created().json(Session { token, user }))
 }
 
 /// # POST /api/auth/login
-pub async fn login(
-    state: web::Data<AppState>,
-    body: JsonBody<LoginBody>,
-) -> AppResult<HttpResponse> {
+pub async fn login(state: web::Data<AppState>, body: JsonBody<LoginBody>) -> AppResult<HttpResponse> {
     let JsonBody(body) = body;
     let user = users::login(&state.db, &body.username, body.password).await?;
     let token = state.tokens.issue(user.id)?;

@@ -25,11 +25,7 @@ fn limit_in(limit: Option<u64>, default: u64, max: u64) -> AppResult<u64> {
     if (1..=max).contains(&limit) {
         Ok(limit)
     } else {
-        Err(AppError::bad_request(
-            "bad_query",
-            format!("limit must be 1-{max}"),
-            Some("limit"),
-        ))
+        Err(AppError::bad_request("bad_query", format!("limit must be 1-{max}"), Some("limit")))
     }
 }
 
@@ -50,8 +46,7 @@ pub async fn get(
     caller: AuthUser,
     path: web::Path<Id>,
 ) -> AppResult<HttpResponse> {
-    Ok(HttpResponse::Ok()
-        .json(conversations::get(&state.db, caller.id, path.into_inner().0).await?))
+    Ok(HttpResponse::Ok().json(conversations::get(&state.db, caller.id, path.into_inner().0).await?))
 }
 
 /// # GET /api/conversations/direct/{other_user_id}
@@ -60,8 +55,7 @@ pub async fn direct(
     caller: AuthUser,
     path: web::Path<Id>,
 ) -> AppResult<HttpResponse> {
-    Ok(HttpResponse::Ok()
-        .json(conversations::get_direct(&state.db, caller.id, path.into_inner().0).await?))
+    Ok(HttpResponse::Ok().json(conversations::get_direct(&state.db, caller.id, path.into_inner().0).await?))
 }
 
 #[derive(Deserialize)]
@@ -117,14 +111,8 @@ pub async fn read(
     body: OptionalJsonBody<ReadBody>,
 ) -> AppResult<HttpResponse> {
     let message_id = body.0.and_then(|body| body.message_id).map(|Id(id)| id);
-    let read = messages::mark_read(
-        &state.db,
-        &state.writer,
-        caller.id,
-        path.into_inner().0,
-        message_id,
-    )
-    .await?;
+    let read =
+        messages::mark_read(&state.db, &state.writer, caller.id, path.into_inner().0, message_id).await?;
     Ok(HttpResponse::Ok().json(read))
 }
 
@@ -151,11 +139,7 @@ pub async fn sync(
     let Query(query) = query;
     let since = query.since.unwrap_or(0);
     if since < 0 {
-        return Err(AppError::bad_request(
-            "bad_query",
-            "since must be 0 or an event id",
-            Some("since"),
-        ));
+        return Err(AppError::bad_request("bad_query", "since must be 0 or an event id", Some("since")));
     }
     let limit = limit_in(query.limit, 100, 1000)?;
     let page = events::frames_for_user(&state.db, caller.id, since, None, limit).await?;

@@ -17,15 +17,16 @@ pub async fn live() -> HttpResponse {
 /// 200 while the database answers and the instance is not draining; 503 otherwise.
 pub async fn ready(state: web::Data<AppState>) -> AppResult<HttpResponse> {
     if state.draining.load(Ordering::Relaxed) {
-        return Err(AppError::Unavailable {
-            message: "draining".into(),
-        });
+        return Err(AppError::Unavailable { message: "draining".into() });
     }
     if let Err(err) = state.db.read.ping().await {
         tracing::warn!(error = %err, "readiness: database did not answer");
-        return Err(AppError::Unavailable {
-            message: "database unavailable".into(),
-        });
+        return Err(AppError::Unavailable { message: "database unavailable".into() });
+    }
+    if let Some(redis) = state.relay.redis()
+        && !redis.ping().await
+    {
+        return Err(AppError::Unavailable { message: "redis unavailable".into() });
     }
     Ok(HttpResponse::Ok().json(json!({"status": "ready"})))
 }
@@ -33,30 +34,31 @@ pub async fn ready(state: web::Data<AppState>) -> AppResult<HttpResponse> {
 /// # GET /metrics
 /// Prometheus text: the live-side gauges.
 pub async fn metrics(state: web::Data<AppState>) -> AppResult<HttpResponse> {
-    let stats = state
-        .chat
-        .send(GetStats)
-        .await
-        .map_err(AppError::internal)?;
+    let stats = state.chat.send(GetStats).await.map_err(AppError::internal)?;
     let mut body = String::new();
-    for (name, help, value) in [
-        (
-            "switchboard_rooms",
-            "User rooms (users with at least one socket) on this instance.",
-            stats.rooms,
-        ),
-        (
-            "switchboard_sessions",
-            "Open WebSocket sessions on this instance.",
-            stats.sessions,
-        ),
-    ] {
-        let _ = writeln!(
-            body,
-            "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
+    let mut gauge = |name: &str, kind: &str, help: &str, value: u64| {
+        let _ = writeln!(body, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
+    };
+    gauge("switchboard_rooms", "gauge", "User rooms (users with at least one socket) on this instance.", stats.rooms as u64);
+    gauge("switchboard_sessions", "gauge", "Open WebSocket sessions on this instance.", stats.sessions as u64);
+    if let Some(redis) = state.relay.redis() {
+        let counters = &redis.counters;
+        let read = |counter: &std::sync::atomic::AtomicU64| counter.load(Ordering::Relaxed);
+        gauge("switchboard_relay_published_total", "counter", "Frames published to Redis.", read(&counters.published));
+        gauge(
+            "switchboard_relay_publish_errors_total",
+            "counter",
+            "Redis publishes that failed or timed out.",
+            read(&counters.publish_errors),
         );
+        gauge("switchboard_relay_received_total", "counter", "Messages received from Redis.", read(&counters.received));
+        gauge(
+            "switchboard_relay_subscriptions_total",
+            "counter",
+            "Times the Redis subscriber (re)connected.",
+            read(&counters.reconnects),
+        );
+        gauge("switchboard_relay_up", "gauge", "1 while live relay through Redis works.", u64::from(redis.is_healthy()));
     }
-    Ok(HttpResponse::Ok()
-        .content_type("text/plain; version=0.0.4")
-        .body(body))
+    Ok(HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(body))
 }

@@ -33,27 +33,18 @@ pub async fn send(
             ));
         }
         (None, None) => {
-            return Err(AppError::validation(
-                "recipient_id",
-                "recipient_id or conversation_id is required",
-            ));
+            return Err(AppError::validation("recipient_id", "recipient_id or conversation_id is required"));
         }
     };
     let body_text = messages::validate_body(&body.message)?;
     if let Some(client_id) = &body.client_id {
         messages::validate_client_id(client_id)?;
     }
-    let input = NewMessage {
-        target,
-        body: body_text,
-        client_id: body.client_id,
-    };
-    Ok(
-        match messages::send(&state.db, &state.writer, caller.id, input).await? {
-            Sent::Created(message) => HttpResponse::Created().json(message),
-            Sent::Existing(message) => HttpResponse::Ok().json(message),
-        },
-    )
+    let input = NewMessage { target, body: body_text, client_id: body.client_id };
+    Ok(match messages::send(&state.db, &state.writer, caller.id, input).await? {
+        Sent::Created(message) => HttpResponse::Created().json(message),
+        Sent::Existing(message) => HttpResponse::Ok().json(message),
+    })
 }
 
 /// # PATCH /api/messages/{id}/read
@@ -62,7 +53,6 @@ pub async fn read_up_to(
     caller: AuthUser,
     path: web::Path<Id>,
 ) -> AppResult<HttpResponse> {
-    let read =
-        messages::mark_read_up_to(&state.db, &state.writer, caller.id, path.into_inner().0).await?;
+    let read = messages::mark_read_up_to(&state.db, &state.writer, caller.id, path.into_inner().0).await?;
     Ok(HttpResponse::Ok().json(read))
 }

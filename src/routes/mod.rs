@@ -17,22 +17,14 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route("/users/me", web::get().to(users::me))
             .route("/users/search", web::get().to(users::search))
             .route("/users/{id}", web::get().to(users::get))
+            .route("/users/{id}/presence", web::get().to(users::presence))
             .route("/messages", web::post().to(messages::send))
             .route("/messages/{id}/read", web::patch().to(messages::read_up_to))
             .route("/conversations", web::get().to(conversations::list))
-            .route(
-                "/conversations/direct/{other_user_id}",
-                web::get().to(conversations::direct),
-            )
+            .route("/conversations/direct/{other_user_id}", web::get().to(conversations::direct))
             .route("/conversations/{id}", web::get().to(conversations::get))
-            .route(
-                "/conversations/{id}/messages",
-                web::get().to(conversations::history),
-            )
-            .route(
-                "/conversations/{id}/read",
-                web::post().to(conversations::read),
-            )
+            .route("/conversations/{id}/messages", web::get().to(conversations::history))
+            .route("/conversations/{id}/read", web::post().to(conversations::read))
             .route("/sync", web::get().to(conversations::sync)),
     )
     .route("/ws", web::get().to(ws::connect))

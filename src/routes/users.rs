@@ -6,6 +6,7 @@ use crate::domain::users;
 use crate::domain::views::UserView;
 use crate::error::{AppError, AppResult};
 use crate::extract::{Id, Query};
+use crate::realtime::UserId;
 use crate::startup::AppState;
 
 /// # GET /api/users/me
@@ -46,21 +47,21 @@ pub async fn search(
     let Query(query) = query;
     let q = query.q.as_deref().map(str::trim).unwrap_or_default();
     if q.chars().count() < 2 {
-        return Err(AppError::bad_request(
-            "bad_query",
-            "q must be at least 2 characters",
-            Some("q"),
-        ));
+        return Err(AppError::bad_request("bad_query", "q must be at least 2 characters", Some("q")));
     }
     let limit = query.limit.unwrap_or(20);
     if !(1..=50).contains(&limit) {
-        return Err(AppError::bad_request(
-            "bad_query",
-            "limit must be 1-50",
-            Some("limit"),
-        ));
+        return Err(AppError::bad_request("bad_query", "limit must be 1-50", Some("limit")));
     }
-    Ok(HttpResponse::Ok().json(UserList {
-        users: users::search(&state.db, q, limit).await?,
-    }))
+    Ok(HttpResponse::Ok().json(UserList { users: users::search(&state.db, q, limit).await? }))
+}
+
+/// # GET /api/users/{id}/presence
+pub async fn presence(
+    state: web::Data<AppState>,
+    _caller: AuthUser,
+    path: web::Path<Id>,
+) -> AppResult<HttpResponse> {
+    let user = users::get(&state.db, path.into_inner().0).await?;
+    Ok(HttpResponse::Ok().json(state.presence.view(UserId(user.id)).await))
 }

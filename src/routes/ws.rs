@@ -25,21 +25,13 @@ pub async fn connect(
     let Query(query) = query;
     let caller = authenticate(&req, query.token.as_deref())?;
     if query.since.is_some_and(|since| since < 0) {
-        return Err(AppError::bad_request(
-            "bad_query",
-            "since must be 0 or an event id",
-            Some("since"),
-        ));
+        return Err(AppError::bad_request("bad_query", "since must be 0 or an event id", Some("since")));
     }
     let session = WsSession::new(caller.id, query.since, state.clone());
     ws::WsResponseBuilder::new(session, &req, stream)
         .frame_size(state.settings.websocket.max_frame_bytes)
         .start()
         .map_err(|err| {
-            AppError::bad_request(
-                "not_websocket",
-                format!("expected a WebSocket upgrade: {err}"),
-                None,
-            )
+            AppError::bad_request("not_websocket", format!("expected a WebSocket upgrade: {err}"), None)
         })
 }

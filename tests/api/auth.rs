@@ -10,22 +10,15 @@ fn now() -> i64 {
 
 /// A token signed as another service would sign it.
 fn mint(algorithm: Algorithm, secret: &str, claims: &Value) -> String {
-    jsonwebtoken::encode(
-        &Header::new(algorithm),
-        claims,
-        &EncodingKey::from_secret(secret.as_bytes()),
-    )
-    .expect("encode token")
+    jsonwebtoken::encode(&Header::new(algorithm), claims, &EncodingKey::from_secret(secret.as_bytes()))
+        .expect("encode token")
 }
 
 fn base64url(bytes: &[u8]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     let mut out = String::new();
     for chunk in bytes.chunks(3) {
-        let n = chunk
-            .iter()
-            .enumerate()
-            .fold(0u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
+        let n = chunk.iter().enumerate().fold(0u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
         for i in 0..=chunk.len() {
             out.push(char::from(ALPHABET[(n >> (18 - 6 * i) & 63) as usize]));
         }
@@ -69,11 +62,9 @@ fn assert_unauthorized(reply: &Reply, what: &str) {
 
 async fn registering_returns_201_with_a_token_and_the_user(backend: Backend) {
     let app = spawn_app(backend).await;
-    let reply = register_raw(
-        &app,
-        json!({"username": "alice", "password": PASSWORD, "display_name": "Alice A."}),
-    )
-    .await;
+    let reply =
+        register_raw(&app, json!({"username": "alice", "password": PASSWORD, "display_name": "Alice A."}))
+            .await;
     assert_eq!(reply.status, 201, "{}", reply.body);
     let user = &reply.body["user"];
     assert!(user["id"].as_i64().is_some_and(|id| id > 0), "{user}");
@@ -91,23 +82,13 @@ async fn registering_returns_201_with_a_token_and_the_user(backend: Backend) {
 
 async fn upper_case_usernames_are_folded_and_stored_lowercase(backend: Backend) {
     let app = spawn_app(backend).await;
-    let reply = register_raw(
-        &app,
-        json!({"username": "MiXeD.Case_1", "password": PASSWORD}),
-    )
-    .await;
+    let reply = register_raw(&app, json!({"username": "MiXeD.Case_1", "password": PASSWORD})).await;
     assert_eq!(reply.status, 201, "{}", reply.body);
     assert_eq!(reply.body["user"]["username"], "mixed.case_1");
 
     // Logging in works whatever the case the name is typed in.
     for name in ["mixed.case_1", "MIXED.CASE_1"] {
-        let login = app
-            .post(
-                None,
-                "/api/auth/login",
-                &json!({"username": name, "password": PASSWORD}),
-            )
-            .await;
+        let login = app.post(None, "/api/auth/login", &json!({"username": name, "password": PASSWORD})).await;
         assert_eq!(login.status, 200, "{name}: {}", login.body);
         assert_eq!(login.body["user"]["id"], reply.body["user"]["id"]);
     }
@@ -123,16 +104,8 @@ async fn the_display_name_defaults_to_the_username(backend: Backend) {
 async fn usernames_with_bad_characters_or_length_are_422(backend: Backend) {
     let app = spawn_app(backend).await;
     let too_long = "a".repeat(33);
-    for username in [
-        "ab",
-        too_long.as_str(),
-        "",
-        "has space",
-        "slash/name",
-        "émile",
-        "at@sign",
-        "tab\tname",
-    ] {
+    for username in ["ab", too_long.as_str(), "", "has space", "slash/name", "émile", "at@sign", "tab\tname"]
+    {
         let reply = register_raw(&app, json!({"username": username, "password": PASSWORD})).await;
         assert_invalid(&reply, "username");
     }
@@ -150,20 +123,13 @@ async fn passwords_must_be_8_to_128_characters(backend: Backend) {
         assert_invalid(&reply, "password");
     }
     // Characters are counted, not bytes: 8 two-byte characters is long enough.
-    for (username, password) in [
-        ("pw_eight", "12345678".to_owned()),
-        ("pw_max", "y".repeat(128)),
-        ("pw_multibyte", "é".repeat(8)),
-    ] {
+    for (username, password) in
+        [("pw_eight", "12345678".to_owned()), ("pw_max", "y".repeat(128)), ("pw_multibyte", "é".repeat(8))]
+    {
         let reply = register_raw(&app, json!({"username": username, "password": password})).await;
         assert_eq!(reply.status, 201, "{username}: {}", reply.body);
-        let login = app
-            .post(
-                None,
-                "/api/auth/login",
-                &json!({"username": username, "password": password}),
-            )
-            .await;
+        let login =
+            app.post(None, "/api/auth/login", &json!({"username": username, "password": password})).await;
         assert_eq!(login.status, 200, "{username}: {}", login.body);
     }
 }
@@ -179,11 +145,9 @@ async fn a_display_name_over_64_characters_is_422(backend: Backend) {
 
     // 64 characters fit, multi-byte ones too.
     let name = "ü".repeat(64);
-    let reply = register_raw(
-        &app,
-        json!({"username": "long_name", "password": PASSWORD, "display_name": name}),
-    )
-    .await;
+    let reply =
+        register_raw(&app, json!({"username": "long_name", "password": PASSWORD, "display_name": name}))
+            .await;
     assert_eq!(reply.status, 201, "{}", reply.body);
     assert_eq!(reply.body["user"]["display_name"], name.as_str());
 }
@@ -212,12 +176,7 @@ async fn of_two_concurrent_registrations_of_one_name_exactly_one_wins(backend: B
 
     let search = app
         .get(
-            Some(
-                first.body["token"]
-                    .as_str()
-                    .or(second.body["token"].as_str())
-                    .expect("token"),
-            ),
+            Some(first.body["token"].as_str().or(second.body["token"].as_str()).expect("token")),
             "/api/users/search?q=racer",
         )
         .await;
@@ -238,11 +197,9 @@ async fn a_registration_missing_a_field_is_422_naming_it(backend: Backend) {
 
 async fn unknown_fields_in_a_registration_are_ignored(backend: Backend) {
     let app = spawn_app(backend).await;
-    let reply = register_raw(
-        &app,
-        json!({"username": "extra", "password": PASSWORD, "is_admin": true, "id": 7}),
-    )
-    .await;
+    let reply =
+        register_raw(&app, json!({"username": "extra", "password": PASSWORD, "is_admin": true, "id": 7}))
+            .await;
     assert_eq!(reply.status, 201, "{}", reply.body);
 }
 
@@ -251,13 +208,7 @@ async fn unknown_fields_in_a_registration_are_ignored(backend: Backend) {
 async fn logging_in_returns_200_with_a_working_token(backend: Backend) {
     let app = spawn_app(backend).await;
     let user = app.register("dave").await;
-    let reply = app
-        .post(
-            None,
-            "/api/auth/login",
-            &json!({"username": "dave", "password": PASSWORD}),
-        )
-        .await;
+    let reply = app.post(None, "/api/auth/login", &json!({"username": "dave", "password": PASSWORD})).await;
     assert_eq!(reply.status, 200, "{}", reply.body);
     assert_eq!(reply.body["user"]["id"], user.id);
     assert_eq!(reply.body["user"]["username"], "dave");
@@ -270,27 +221,12 @@ async fn logging_in_returns_200_with_a_working_token(backend: Backend) {
 async fn unknown_users_and_wrong_passwords_get_the_same_401(backend: Backend) {
     let app = spawn_app(backend).await;
     app.register("erin").await;
-    let wrong_password = app
-        .post(
-            None,
-            "/api/auth/login",
-            &json!({"username": "erin", "password": "not the password"}),
-        )
-        .await;
-    let unknown_user = app
-        .post(
-            None,
-            "/api/auth/login",
-            &json!({"username": "nobody", "password": PASSWORD}),
-        )
-        .await;
-    let invalid_name = app
-        .post(
-            None,
-            "/api/auth/login",
-            &json!({"username": "no such user!", "password": PASSWORD}),
-        )
-        .await;
+    let wrong_password =
+        app.post(None, "/api/auth/login", &json!({"username": "erin", "password": "not the password"})).await;
+    let unknown_user =
+        app.post(None, "/api/auth/login", &json!({"username": "nobody", "password": PASSWORD})).await;
+    let invalid_name =
+        app.post(None, "/api/auth/login", &json!({"username": "no such user!", "password": PASSWORD})).await;
     for reply in [&wrong_password, &unknown_user, &invalid_name] {
         assert_eq!(reply.status, 401, "{}", reply.body);
         assert_eq!(reply.error_code(), "invalid_credentials");
@@ -303,22 +239,11 @@ async fn unknown_users_and_wrong_passwords_get_the_same_401(backend: Backend) {
 
 async fn a_request_without_a_token_is_401(backend: Backend) {
     let app = spawn_app(backend).await;
-    for path in [
-        "/api/users/me",
-        "/api/users/1",
-        "/api/users/search?q=ab",
-        "/api/conversations",
-    ] {
+    for path in ["/api/users/me", "/api/users/1", "/api/users/search?q=ab", "/api/conversations"] {
         let reply = app.get(None, path).await;
         assert_unauthorized(&reply, path);
     }
-    let reply = app
-        .post(
-            None,
-            "/api/messages",
-            &json!({"recipient_id": 1, "message": "hi"}),
-        )
-        .await;
+    let reply = app.post(None, "/api/messages", &json!({"recipient_id": 1, "message": "hi"})).await;
     assert_unauthorized(&reply, "send");
 }
 
@@ -346,11 +271,7 @@ async fn a_token_signed_with_another_secret_is_401(backend: Backend) {
     let app = spawn_app(backend).await;
     let user = app.user("forged").await;
     let claims = json!({"sub": user.id.to_string(), "iat": now(), "exp": now() + 600});
-    let token = mint(
-        Algorithm::HS256,
-        "a-different-secret-that-is-also-32-bytes-long",
-        &claims,
-    );
+    let token = mint(Algorithm::HS256, "a-different-secret-that-is-also-32-bytes-long", &claims);
     let reply = app.get(Some(&token), "/api/users/me").await;
     assert_unauthorized(&reply, "wrong secret");
 
@@ -359,9 +280,7 @@ async fn a_token_signed_with_another_secret_is_401(backend: Backend) {
     let good = mint(Algorithm::HS256, TEST_SECRET, &claims);
     let mut parts: Vec<&str> = good.split('.').collect();
     let other = base64url(
-        json!({"sub": victim.id.to_string(), "iat": now(), "exp": now() + 600})
-            .to_string()
-            .as_bytes(),
+        json!({"sub": victim.id.to_string(), "iat": now(), "exp": now() + 600}).to_string().as_bytes(),
     );
     parts[1] = &other;
     let reply = app.get(Some(&parts.join(".")), "/api/users/me").await;
@@ -470,9 +389,7 @@ async fn a_user_is_found_by_id_and_an_unknown_id_is_404(backend: Backend) {
     let app = spawn_app(backend).await;
     let caller = app.user("caller").await;
     let other = app.user("other").await;
-    let reply = app
-        .get(Some(&caller.token), &format!("/api/users/{}", other.id))
-        .await;
+    let reply = app.get(Some(&caller.token), &format!("/api/users/{}", other.id)).await;
     assert_eq!(reply.status, 200, "{}", reply.body);
     assert_eq!(reply.body["id"], other.id);
     assert_eq!(reply.body["username"], other.username.as_str());
@@ -486,17 +403,8 @@ async fn a_user_is_found_by_id_and_an_unknown_id_is_404(backend: Backend) {
 async fn a_user_id_that_is_not_a_positive_64_bit_integer_is_400(backend: Backend) {
     let app = spawn_app(backend).await;
     let caller = app.user("badid").await;
-    for id in [
-        "abc",
-        "0",
-        "-1",
-        "99999999999999999999999",
-        "1.5",
-        "9223372036854775808",
-    ] {
-        let reply = app
-            .get(Some(&caller.token), &format!("/api/users/{id}"))
-            .await;
+    for id in ["abc", "0", "-1", "99999999999999999999999", "1.5", "9223372036854775808"] {
+        let reply = app.get(Some(&caller.token), &format!("/api/users/{id}")).await;
         assert_eq!(reply.status, 400, "{id}: {}", reply.body);
         assert!(!reply.error_code().is_empty());
     }
@@ -505,11 +413,9 @@ async fn a_user_id_that_is_not_a_positive_64_bit_integer_is_400(backend: Backend
 async fn search_matches_username_and_display_name_case_insensitively(backend: Backend) {
     let app = spawn_app(backend).await;
     let caller = app.user("searcher").await;
-    for (username, display_name) in [
-        ("zebra_one", "Plain Name"),
-        ("plain_two", "The ZEBRA Keeper"),
-        ("unrelated", "Nothing Here"),
-    ] {
+    for (username, display_name) in
+        [("zebra_one", "Plain Name"), ("plain_two", "The ZEBRA Keeper"), ("unrelated", "Nothing Here")]
+    {
         let reply = register_raw(
             &app,
             json!({"username": username, "password": PASSWORD, "display_name": display_name}),
@@ -518,9 +424,7 @@ async fn search_matches_username_and_display_name_case_insensitively(backend: Ba
         assert_eq!(reply.status, 201, "{}", reply.body);
     }
     for q in ["zebra", "ZeBrA", "EBR"] {
-        let reply = app
-            .get(Some(&caller.token), &format!("/api/users/search?q={q}"))
-            .await;
+        let reply = app.get(Some(&caller.token), &format!("/api/users/search?q={q}")).await;
         assert_eq!(reply.status, 200, "{}", reply.body);
         let mut names: Vec<&str> = reply.body["users"]
             .as_array()
@@ -532,25 +436,19 @@ async fn search_matches_username_and_display_name_case_insensitively(backend: Ba
         assert_eq!(names, ["plain_two", "zebra_one"], "q={q}");
     }
     // Each result is a full user.
-    let reply = app
-        .get(Some(&caller.token), "/api/users/search?q=keeper")
-        .await;
+    let reply = app.get(Some(&caller.token), "/api/users/search?q=keeper").await;
     let found = &reply.body["users"][0];
     assert_eq!(found["display_name"], "The ZEBRA Keeper");
     assert!(found["id"].is_i64());
     assert_contract_time(&found["created_at"]);
 
     // The limit caps the list.
-    let reply = app
-        .get(Some(&caller.token), "/api/users/search?q=zebra&limit=1")
-        .await;
+    let reply = app.get(Some(&caller.token), "/api/users/search?q=zebra&limit=1").await;
     assert_eq!(reply.status, 200);
     assert_eq!(reply.body["users"].as_array().map(Vec::len), Some(1));
 
     // No match is an empty list, not 404.
-    let reply = app
-        .get(Some(&caller.token), "/api/users/search?q=quokka")
-        .await;
+    let reply = app.get(Some(&caller.token), "/api/users/search?q=quokka").await;
     assert_eq!(reply.status, 200);
     assert_eq!(reply.body["users"], json!([]));
 }
@@ -558,12 +456,9 @@ async fn search_matches_username_and_display_name_case_insensitively(backend: Ba
 async fn search_treats_percent_and_underscore_literally(backend: Backend) {
     let app = spawn_app(backend).await;
     let caller = app.user("literal").await;
-    for (username, display_name) in [
-        ("x_yz", "first"),
-        ("xayz", "second"),
-        ("pct_one", "50% off"),
-        ("pct_two", "50 percent"),
-    ] {
+    for (username, display_name) in
+        [("x_yz", "first"), ("xayz", "second"), ("pct_one", "50% off"), ("pct_two", "50 percent")]
+    {
         let reply = register_raw(
             &app,
             json!({"username": username, "password": PASSWORD, "display_name": display_name}),
@@ -573,23 +468,11 @@ async fn search_treats_percent_and_underscore_literally(backend: Backend) {
     }
     assert_eq!(search_names(&app, &caller, "x_").await, ["x_yz"]);
     assert_eq!(search_names(&app, &caller, "0%").await, ["pct_one"]);
-    assert_eq!(
-        search_names(&app, &caller, "%%").await,
-        Vec::<String>::new()
-    );
-    assert_eq!(
-        search_names(&app, &caller, "__").await,
-        Vec::<String>::new()
-    );
-    assert_eq!(
-        search_names(&app, &caller, "\\%").await,
-        Vec::<String>::new()
-    );
+    assert_eq!(search_names(&app, &caller, "%%").await, Vec::<String>::new());
+    assert_eq!(search_names(&app, &caller, "__").await, Vec::<String>::new());
+    assert_eq!(search_names(&app, &caller, "\\%").await, Vec::<String>::new());
     // A NUL can match no stored name, on any database.
-    assert_eq!(
-        search_names(&app, &caller, "x\0").await,
-        Vec::<String>::new()
-    );
+    assert_eq!(search_names(&app, &caller, "x\0").await, Vec::<String>::new());
 }
 
 /// The usernames `GET /api/users/search?q=` finds, sorted.
@@ -610,13 +493,7 @@ async fn search_names(app: &TestApp, caller: &TestUser, q: &str) -> Vec<String> 
 /// Percent-encodes a query value.
 fn percent_encode(q: &str) -> String {
     q.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() {
-                char::from(b).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
+        .map(|b| if b.is_ascii_alphanumeric() { char::from(b).to_string() } else { format!("%{b:02X}") })
         .collect()
 }
 
@@ -633,17 +510,13 @@ async fn search_refuses_short_queries_and_out_of_range_limits(backend: Backend) 
         ("q=ab&limit=-1", "limit"),
         ("q=ab&limit=many", "limit"),
     ] {
-        let reply = app
-            .get(Some(&caller.token), &format!("/api/users/search?{query}"))
-            .await;
+        let reply = app.get(Some(&caller.token), &format!("/api/users/search?{query}")).await;
         assert_eq!(reply.status, 400, "{query}: {}", reply.body);
         reply.error_code();
         assert_eq!(reply.error_field(), Some(field), "{query}");
     }
     for query in ["q=ab&limit=1", "q=ab&limit=50", "q=ab"] {
-        let reply = app
-            .get(Some(&caller.token), &format!("/api/users/search?{query}"))
-            .await;
+        let reply = app.get(Some(&caller.token), &format!("/api/users/search?{query}")).await;
         assert_eq!(reply.status, 200, "{query}: {}", reply.body);
     }
 }

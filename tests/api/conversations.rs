@@ -10,52 +10,32 @@ fn id_of(value: &Value) -> i64 {
 }
 
 fn conversation_of(message: &Value) -> i64 {
-    message["conversation_id"]
-        .as_i64()
-        .expect("conversation_id")
+    message["conversation_id"].as_i64().expect("conversation_id")
 }
 
 /// The caller's conversation list; asserts 200.
 async fn list(app: &TestApp, user: &TestUser) -> Vec<Value> {
     let reply = app.get(Some(&user.token), "/api/conversations").await;
     assert_eq!(reply.status, 200, "{}", reply.body);
-    reply.body["conversations"]
-        .as_array()
-        .expect("conversations")
-        .clone()
+    reply.body["conversations"].as_array().expect("conversations").clone()
 }
 
 /// `GET /api/conversations/{id}` as `user`; asserts 200.
 async fn conversation(app: &TestApp, user: &TestUser, id: i64) -> Value {
-    let reply = app
-        .get(Some(&user.token), &format!("/api/conversations/{id}"))
-        .await;
+    let reply = app.get(Some(&user.token), &format!("/api/conversations/{id}")).await;
     assert_eq!(reply.status, 200, "{}", reply.body);
     reply.body
 }
 
 fn ids(messages: &Value) -> Vec<i64> {
-    messages
-        .as_array()
-        .expect("messages")
-        .iter()
-        .map(id_of)
-        .collect()
+    messages.as_array().expect("messages").iter().map(id_of).collect()
 }
 
 /// `POST /api/conversations/{id}/read`, with no body when `message_id` is `None`.
-async fn read(
-    app: &TestApp,
-    user: &TestUser,
-    conversation_id: i64,
-    message_id: Option<i64>,
-) -> Reply {
+async fn read(app: &TestApp, user: &TestUser, conversation_id: i64, message_id: Option<i64>) -> Reply {
     let path = format!("/api/conversations/{conversation_id}/read");
     match message_id {
-        Some(id) => {
-            app.post(Some(&user.token), &path, &json!({"message_id": id}))
-                .await
-        }
+        Some(id) => app.post(Some(&user.token), &path, &json!({"message_id": id})).await,
         None => app.send_empty(Method::POST, Some(&user.token), &path).await,
     }
 }
@@ -84,31 +64,20 @@ async fn the_list_shows_the_most_recent_activity_first(backend: Backend) {
     let with_dave = conversation_of(&app.dm(&alice, &dave, "to dave").await);
 
     let order = |conversations: Vec<Value>| conversations.iter().map(id_of).collect::<Vec<_>>();
-    assert_eq!(
-        order(list(&app, &alice).await),
-        [with_dave, with_carol, with_bob]
-    );
+    assert_eq!(order(list(&app, &alice).await), [with_dave, with_carol, with_bob]);
 
     // A new message moves its conversation to the top, whoever sent it.
     app.dm(&bob, &alice, "bob again").await;
-    assert_eq!(
-        order(list(&app, &alice).await),
-        [with_bob, with_dave, with_carol]
-    );
+    assert_eq!(order(list(&app, &alice).await), [with_bob, with_dave, with_carol]);
     app.dm(&alice, &carol, "to carol").await;
-    assert_eq!(
-        order(list(&app, &alice).await),
-        [with_carol, with_bob, with_dave]
-    );
+    assert_eq!(order(list(&app, &alice).await), [with_carol, with_bob, with_dave]);
 
     // Each member sees only their own conversations.
     assert_eq!(order(list(&app, &bob).await), [with_bob]);
     assert_eq!(order(list(&app, &dave).await), [with_dave]);
 }
 
-async fn each_listed_conversation_has_its_last_message_and_the_caller_s_unread_count(
-    backend: Backend,
-) {
+async fn each_listed_conversation_has_its_last_message_and_the_caller_s_unread_count(backend: Backend) {
     let app = spawn_app(backend).await;
     let alice = app.user("alice").await;
     let bob = app.user("bob").await;
@@ -130,10 +99,7 @@ async fn each_listed_conversation_has_its_last_message_and_the_caller_s_unread_c
     assert_eq!(seen_by_alice["members_count"], 2);
     assert_contract_time(&seen_by_alice["created_at"]);
     assert_eq!(seen_by_alice["last_message"], last);
-    assert_eq!(
-        seen_by_alice["unread_count"], 1,
-        "bob's reply; her own do not count"
-    );
+    assert_eq!(seen_by_alice["unread_count"], 1, "bob's reply; her own do not count");
     assert!(seen_by_alice.get("last_read_message_id").is_some());
     assert_eq!(seen_by_alice["last_read_message_id"], Value::Null);
 
@@ -155,30 +121,18 @@ async fn the_list_limit_must_be_1_to_200(backend: Backend) {
     app.dm(&alice, &bob, "first").await;
     let newest = app.dm(&alice, &carol, "second").await;
 
-    let reply = app
-        .get(Some(&alice.token), "/api/conversations?limit=1")
-        .await;
+    let reply = app.get(Some(&alice.token), "/api/conversations?limit=1").await;
     assert_eq!(reply.status, 200, "{}", reply.body);
     let conversations = reply.body["conversations"].as_array().expect("list");
     assert_eq!(conversations.len(), 1);
     assert_eq!(conversations[0]["id"], newest["conversation_id"]);
 
-    let reply = app
-        .get(Some(&alice.token), "/api/conversations?limit=200")
-        .await;
+    let reply = app.get(Some(&alice.token), "/api/conversations?limit=200").await;
     assert_eq!(reply.status, 200, "{}", reply.body);
-    assert_eq!(
-        reply.body["conversations"].as_array().map(Vec::len),
-        Some(2)
-    );
+    assert_eq!(reply.body["conversations"].as_array().map(Vec::len), Some(2));
 
     for limit in ["0", "201", "-1", "many", "1.5", "99999999999999999999999"] {
-        let reply = app
-            .get(
-                Some(&alice.token),
-                &format!("/api/conversations?limit={limit}"),
-            )
-            .await;
+        let reply = app.get(Some(&alice.token), &format!("/api/conversations?limit={limit}")).await;
         assert_eq!(reply.status, 400, "limit={limit}: {}", reply.body);
         reply.error_code();
         assert_eq!(reply.error_field(), Some("limit"), "limit={limit}");
@@ -197,18 +151,11 @@ async fn a_conversation_is_fetched_by_id(backend: Backend) {
         assert_eq!(conversation(&app, user, id).await, listed[0]);
     }
 
-    let reply = app
-        .get(
-            Some(&alice.token),
-            &format!("/api/conversations/{}", id + 1000),
-        )
-        .await;
+    let reply = app.get(Some(&alice.token), &format!("/api/conversations/{}", id + 1000)).await;
     assert_eq!(reply.status, 404, "{}", reply.body);
     assert_eq!(reply.error_code(), "not_found");
     for bad in ["abc", "0", "-1", "99999999999999999999999"] {
-        let reply = app
-            .get(Some(&alice.token), &format!("/api/conversations/{bad}"))
-            .await;
+        let reply = app.get(Some(&alice.token), &format!("/api/conversations/{bad}")).await;
         assert_eq!(reply.status, 400, "{bad}: {}", reply.body);
         reply.error_code();
     }
@@ -237,22 +184,14 @@ async fn the_direct_conversation_is_404_until_a_message_then_the_same_both_ways(
     assert_eq!(from_bob.body["other_user"]["id"], alice.id);
     assert_eq!(from_alice.body["unread_count"], 1);
     assert_eq!(from_bob.body["unread_count"], 0);
-    assert_eq!(
-        from_alice.body,
-        conversation(&app, &alice, conversation_of(&message)).await
-    );
+    assert_eq!(from_alice.body, conversation(&app, &alice, conversation_of(&message)).await);
 
     // Nobody has a direct conversation with themselves or with a stranger.
-    for path in [
-        path_to(&alice),
-        "/api/conversations/direct/987654321".to_owned(),
-    ] {
+    for path in [path_to(&alice), "/api/conversations/direct/987654321".to_owned()] {
         let reply = app.get(Some(&alice.token), &path).await;
         assert_eq!(reply.status, 404, "{path}: {}", reply.body);
     }
-    let reply = app
-        .get(Some(&alice.token), "/api/conversations/direct/abc")
-        .await;
+    let reply = app.get(Some(&alice.token), "/api/conversations/direct/abc").await;
     assert_eq!(reply.status, 400, "{}", reply.body);
     reply.error_code();
 }
@@ -265,11 +204,7 @@ async fn history_pages_back_and_forward_over_120_messages(backend: Backend) {
     let mut sent = vec![app.dm(&alice, &bob, "message 0").await];
     for batch in (1..120).collect::<Vec<_>>().chunks(10) {
         let replies = join_all(batch.iter().map(|n| {
-            let (from, to) = if n % 3 == 0 {
-                (&bob, &alice)
-            } else {
-                (&alice, &bob)
-            };
+            let (from, to) = if n % 3 == 0 { (&bob, &alice) } else { (&alice, &bob) };
             let (app, text) = (&app, format!("message {n}"));
             async move { app.dm(from, to, &text).await }
         }))
@@ -279,10 +214,7 @@ async fn history_pages_back_and_forward_over_120_messages(backend: Backend) {
     sent.sort_by_key(id_of);
     let all: Vec<i64> = sent.iter().map(id_of).collect();
     assert_eq!(all.len(), 120);
-    assert!(
-        all.windows(2).all(|pair| pair[0] < pair[1]),
-        "ids are distinct"
-    );
+    assert!(all.windows(2).all(|pair| pair[0] < pair[1]), "ids are distinct");
     let conversation_id = conversation_of(&sent[0]);
     let page = |query: String| {
         let (app, alice) = (&app, &alice);
@@ -359,10 +291,7 @@ async fn bad_history_queries_are_400_naming_the_parameter(backend: Backend) {
         (format!("before_id={}&after_id={}", id + 1, id - 1), None),
     ] {
         let reply = app
-            .get(
-                Some(&alice.token),
-                &format!("/api/conversations/{conversation_id}/messages?{query}"),
-            )
+            .get(Some(&alice.token), &format!("/api/conversations/{conversation_id}/messages?{query}"))
             .await;
         assert_eq!(reply.status, 400, "{query}: {}", reply.body);
         reply.error_code();
@@ -375,9 +304,7 @@ async fn bad_history_queries_are_400_naming_the_parameter(backend: Backend) {
             ),
         }
     }
-    let reply = app
-        .get(Some(&alice.token), "/api/conversations/abc/messages")
-        .await;
+    let reply = app.get(Some(&alice.token), "/api/conversations/abc/messages").await;
     assert_eq!(reply.status, 400, "{}", reply.body);
     reply.error_code();
 }
@@ -406,17 +333,9 @@ async fn reading_with_no_body_reads_up_to_the_latest_message(backend: Backend) {
 
     // An empty JSON object is the same as no body.
     let newer = app.dm(&alice, &bob, "four").await;
-    assert_eq!(
-        conversation(&app, &bob, conversation_id).await["unread_count"],
-        1
-    );
-    let reply = app
-        .post(
-            Some(&bob.token),
-            &format!("/api/conversations/{conversation_id}/read"),
-            &json!({}),
-        )
-        .await;
+    assert_eq!(conversation(&app, &bob, conversation_id).await["unread_count"], 1);
+    let reply =
+        app.post(Some(&bob.token), &format!("/api/conversations/{conversation_id}/read"), &json!({})).await;
     assert_read_state(&reply, conversation_id, id_of(&newer), 0);
 }
 
@@ -430,41 +349,16 @@ async fn reading_up_to_a_message_never_moves_the_pointer_backwards(backend: Back
     let m3 = id_of(&last);
     let conversation_id = conversation_of(&last);
 
-    assert_read_state(
-        &read(&app, &bob, conversation_id, Some(m2)).await,
-        conversation_id,
-        m2,
-        1,
-    );
+    assert_read_state(&read(&app, &bob, conversation_id, Some(m2)).await, conversation_id, m2, 1);
     let seen = conversation(&app, &bob, conversation_id).await;
     assert_eq!(seen["last_read_message_id"], m2);
     assert_eq!(seen["unread_count"], 1);
 
     // An older message keeps the newer pointer.
-    assert_read_state(
-        &read(&app, &bob, conversation_id, Some(m1)).await,
-        conversation_id,
-        m2,
-        1,
-    );
-    assert_read_state(
-        &read(&app, &bob, conversation_id, Some(m2)).await,
-        conversation_id,
-        m2,
-        1,
-    );
-    assert_read_state(
-        &read(&app, &bob, conversation_id, None).await,
-        conversation_id,
-        m3,
-        0,
-    );
-    assert_read_state(
-        &read(&app, &bob, conversation_id, Some(m1)).await,
-        conversation_id,
-        m3,
-        0,
-    );
+    assert_read_state(&read(&app, &bob, conversation_id, Some(m1)).await, conversation_id, m2, 1);
+    assert_read_state(&read(&app, &bob, conversation_id, Some(m2)).await, conversation_id, m2, 1);
+    assert_read_state(&read(&app, &bob, conversation_id, None).await, conversation_id, m3, 0);
+    assert_read_state(&read(&app, &bob, conversation_id, Some(m1)).await, conversation_id, m3, 0);
     let seen = conversation(&app, &bob, conversation_id).await;
     assert_eq!(seen["last_read_message_id"], m3);
     assert_eq!(seen["unread_count"], 0);
@@ -491,13 +385,8 @@ async fn reading_up_to_a_message_of_another_conversation_is_404(backend: Backend
 
     // A message id that is not a positive integer is a bad field.
     for body in [json!({"message_id": "x"}), json!({"message_id": 0})] {
-        let reply = app
-            .post(
-                Some(&bob.token),
-                &format!("/api/conversations/{conversation_id}/read"),
-                &body,
-            )
-            .await;
+        let reply =
+            app.post(Some(&bob.token), &format!("/api/conversations/{conversation_id}/read"), &body).await;
         assert_eq!(reply.status, 422, "{body}: {}", reply.body);
         assert_eq!(reply.error_field(), Some("message_id"));
     }
@@ -514,28 +403,13 @@ async fn patching_a_message_as_read_moves_the_pointer_up_to_it(backend: Backend)
     let patch = |id: String| {
         let token = bob.token.clone();
         let app = &app;
-        async move {
-            app.send_empty(
-                Method::PATCH,
-                Some(&token),
-                &format!("/api/messages/{id}/read"),
-            )
-            .await
-        }
+        async move { app.send_empty(Method::PATCH, Some(&token), &format!("/api/messages/{id}/read")).await }
     };
 
     assert_read_state(&patch(m2.to_string()).await, conversation_id, m2, 1);
     assert_read_state(&patch(m1.to_string()).await, conversation_id, m2, 1);
-    assert_eq!(
-        conversation(&app, &bob, conversation_id).await["last_read_message_id"],
-        m2
-    );
-    assert_read_state(
-        &patch(id_of(&last).to_string()).await,
-        conversation_id,
-        id_of(&last),
-        0,
-    );
+    assert_eq!(conversation(&app, &bob, conversation_id).await["last_read_message_id"], m2);
+    assert_read_state(&patch(id_of(&last).to_string()).await, conversation_id, id_of(&last), 0);
 
     let reply = patch((id_of(&last) + 1000).to_string()).await;
     assert_eq!(reply.status, 404, "{}", reply.body);
@@ -560,43 +434,23 @@ async fn the_listed_unread_count_drops_after_reading_and_rises_with_new_messages
     let unread = |conversations: &[Value]| {
         conversations
             .iter()
-            .map(|c| {
-                (
-                    c["id"].as_i64().expect("id"),
-                    c["unread_count"].as_i64().expect("count"),
-                )
-            })
+            .map(|c| (c["id"].as_i64().expect("id"), c["unread_count"].as_i64().expect("count")))
             .collect::<Vec<_>>()
     };
     let with_alice = conversation_of(&from_alice[0]);
     let with_carol = conversation_of(&from_carol);
-    assert_eq!(
-        unread(&list(&app, &bob).await),
-        [(with_carol, 1), (with_alice, 4)]
-    );
+    assert_eq!(unread(&list(&app, &bob).await), [(with_carol, 1), (with_alice, 4)]);
 
     read(&app, &bob, with_alice, Some(id_of(&from_alice[1]))).await;
-    assert_eq!(
-        unread(&list(&app, &bob).await),
-        [(with_carol, 1), (with_alice, 2)]
-    );
+    assert_eq!(unread(&list(&app, &bob).await), [(with_carol, 1), (with_alice, 2)]);
     read(&app, &bob, with_carol, None).await;
-    assert_eq!(
-        unread(&list(&app, &bob).await),
-        [(with_carol, 0), (with_alice, 2)]
-    );
+    assert_eq!(unread(&list(&app, &bob).await), [(with_carol, 0), (with_alice, 2)]);
 
     // Bob's own message neither counts nor reads for him; Alice's next one counts.
     app.dm(&bob, &alice, "b0").await;
-    assert_eq!(
-        unread(&list(&app, &bob).await),
-        [(with_alice, 2), (with_carol, 0)]
-    );
+    assert_eq!(unread(&list(&app, &bob).await), [(with_alice, 2), (with_carol, 0)]);
     app.dm(&alice, &bob, "a4").await;
-    assert_eq!(
-        unread(&list(&app, &bob).await),
-        [(with_alice, 3), (with_carol, 0)]
-    );
+    assert_eq!(unread(&list(&app, &bob).await), [(with_alice, 3), (with_carol, 0)]);
     assert_eq!(unread(&list(&app, &alice).await), [(with_alice, 1)]);
 }
 

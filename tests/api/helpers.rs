@@ -54,9 +54,8 @@ static CLEANED: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
 async fn fresh_postgres_database() -> String {
     use sea_orm::{ConnectionTrait, Database};
     let admin_url = postgres_admin_url();
-    let admin = Database::connect(&admin_url)
-        .await
-        .expect("PostgreSQL must run for the test suite (see README)");
+    let admin =
+        Database::connect(&admin_url).await.expect("PostgreSQL must run for the test suite (see README)");
     CLEANED
         .get_or_init(|| async {
             // Databases left by earlier runs whose process is gone.
@@ -69,10 +68,7 @@ async fn fresh_postgres_database() -> String {
                 .expect("list test databases");
             for row in rows {
                 let name: String = row.try_get("", "datname").expect("datname");
-                let pid = name
-                    .split('_')
-                    .nth(2)
-                    .and_then(|pid| pid.parse::<u32>().ok());
+                let pid = name.split('_').nth(2).and_then(|pid| pid.parse::<u32>().ok());
                 if pid.is_some_and(|pid| !Path::new(&format!("/proc/{pid}")).exists()) {
                     let _ = admin
                         .execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
@@ -81,26 +77,15 @@ async fn fresh_postgres_database() -> String {
             }
         })
         .await;
-    let name = format!(
-        "sb_test_{}_{}",
-        std::process::id(),
-        DATABASES.fetch_add(1, Ordering::Relaxed)
-    );
-    admin
-        .execute_unprepared(&format!("CREATE DATABASE {name}"))
-        .await
-        .expect("create test database");
-    let base = admin_url
-        .rsplit_once('/')
-        .map(|(base, _)| base.to_owned())
-        .unwrap_or(admin_url);
+    let name = format!("sb_test_{}_{}", std::process::id(), DATABASES.fetch_add(1, Ordering::Relaxed));
+    admin.execute_unprepared(&format!("CREATE DATABASE {name}")).await.expect("create test database");
+    let base = admin_url.rsplit_once('/').map(|(base, _)| base.to_owned()).unwrap_or(admin_url);
     format!("{base}/{name}")
 }
 
 /// The shipped `config.toml` with a test port, database and secret.
 pub fn test_settings(database_url: String) -> Settings {
-    let mut settings =
-        Settings::load(Some(Path::new("config.toml"))).expect("shipped config.toml loads");
+    let mut settings = Settings::load(Some(Path::new("config.toml"))).expect("shipped config.toml loads");
     settings.server.port = 0;
     settings.server.workers = 2;
     settings.server.shutdown_timeout_seconds = 1;
@@ -141,10 +126,7 @@ pub async fn spawn_app_with(backend: Backend, customize: impl FnOnce(&mut Settin
     let (database_url, dir) = match backend {
         Backend::Sqlite => {
             let dir = tempfile::tempdir().expect("temp dir");
-            (
-                format!("sqlite://{}?mode=rwc", dir.path().join("test.db").display()),
-                Some(dir),
-            )
+            (format!("sqlite://{}?mode=rwc", dir.path().join("test.db").display()), Some(dir))
         }
         Backend::Postgres => (fresh_postgres_database().await, None),
     };
@@ -153,9 +135,7 @@ pub async fn spawn_app_with(backend: Backend, customize: impl FnOnce(&mut Settin
     let (tx, rx) = tokio::sync::oneshot::channel();
     std::thread::spawn(move || {
         actix_rt::System::new().block_on(async move {
-            let app = Application::build(settings)
-                .await
-                .expect("application builds");
+            let app = Application::build(settings).await.expect("application builds");
             let _ = tx.send((app.port(), app.handle(), app.state()));
             let _ = app.run_until_stopped().await;
         });
@@ -194,22 +174,9 @@ impl Reply {
     /// Asserts the contract's error body and returns its code.
     pub fn error_code(&self) -> &str {
         let error = &self.body["error"];
-        assert!(
-            error.is_object(),
-            "expected an error body, got {} {}",
-            self.status,
-            self.body
-        );
-        assert!(
-            error["message"].is_string(),
-            "error without message: {}",
-            self.body
-        );
-        assert!(
-            error.get("field").is_some(),
-            "error without field key: {}",
-            self.body
-        );
+        assert!(error.is_object(), "expected an error body, got {} {}", self.status, self.body);
+        assert!(error["message"].is_string(), "error without message: {}", self.body);
+        assert!(error.get("field").is_some(), "error without field key: {}", self.body);
         error["code"].as_str().expect("error code is a string")
     }
 
@@ -223,16 +190,8 @@ async fn reply(response: reqwest::Response) -> Reply {
     let headers = response.headers().clone();
     let bytes = response.bytes().await.expect("response body");
     let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-    assert!(
-        status < 500,
-        "server error {status}: {}",
-        String::from_utf8_lossy(&bytes)
-    );
-    Reply {
-        status,
-        body,
-        headers,
-    }
+    assert!(status < 500, "server error {status}: {}", String::from_utf8_lossy(&bytes));
+    Reply { status, body, headers }
 }
 
 impl TestApp {
@@ -263,8 +222,7 @@ impl TestApp {
     }
 
     pub async fn post(&self, token: Option<&str>, path: &str, body: &Value) -> Reply {
-        self.send_json(reqwest::Method::POST, token, path, body)
-            .await
+        self.send_json(reqwest::Method::POST, token, path, body).await
     }
 
     /// POST with a raw body and content type, for malformed input.
@@ -275,11 +233,7 @@ impl TestApp {
         content_type: &str,
         body: impl Into<reqwest::Body>,
     ) -> Reply {
-        let mut request = self
-            .client
-            .post(self.url(path))
-            .header("content-type", content_type)
-            .body(body);
+        let mut request = self.client.post(self.url(path)).header("content-type", content_type).body(body);
         if let Some(token) = token {
             request = request.bearer_auth(token);
         }
@@ -287,12 +241,7 @@ impl TestApp {
     }
 
     /// A request with no body at all (no content type either).
-    pub async fn send_empty(
-        &self,
-        method: reqwest::Method,
-        token: Option<&str>,
-        path: &str,
-    ) -> Reply {
+    pub async fn send_empty(&self, method: reqwest::Method, token: Option<&str>, path: &str) -> Reply {
         let mut request = self.client.request(method, self.url(path));
         if let Some(token) = token {
             request = request.bearer_auth(token);
@@ -307,10 +256,7 @@ impl TestApp {
 
     /// GET with a raw `Authorization` header value, for malformed credentials.
     pub async fn get_with_authorization(&self, authorization: &str, path: &str) -> Reply {
-        let request = self
-            .client
-            .get(self.url(path))
-            .header("authorization", authorization);
+        let request = self.client.get(self.url(path)).header("authorization", authorization);
         reply(request.send().await.expect("request")).await
     }
 
@@ -322,30 +268,19 @@ impl TestApp {
     /// One page of `GET /api/conversations/{id}/messages?{query}`; asserts 200.
     pub async fn history(&self, user: &TestUser, conversation_id: i64, query: &str) -> Value {
         let reply = self
-            .get(
-                Some(&user.token),
-                &format!("/api/conversations/{conversation_id}/messages?{query}"),
-            )
+            .get(Some(&user.token), &format!("/api/conversations/{conversation_id}/messages?{query}"))
             .await;
         assert_eq!(reply.status, 200, "history: {}", reply.body);
         reply.body
     }
 
     pub async fn register(&self, username: &str) -> TestUser {
-        let reply = self
-            .post(
-                None,
-                "/api/auth/register",
-                &json!({"username": username, "password": PASSWORD}),
-            )
-            .await;
+        let reply =
+            self.post(None, "/api/auth/register", &json!({"username": username, "password": PASSWORD})).await;
         assert_eq!(reply.status, 201, "register {username}: {}", reply.body);
         TestUser {
             id: reply.body["user"]["id"].as_i64().expect("user id"),
-            username: reply.body["user"]["username"]
-                .as_str()
-                .expect("username")
-                .to_owned(),
+            username: reply.body["user"]["username"].as_str().expect("username").to_owned(),
             token: reply.body["token"].as_str().expect("token").to_owned(),
         }
     }
@@ -359,11 +294,7 @@ impl TestApp {
     /// Sends a direct message and asserts 201; returns the message.
     pub async fn dm(&self, from: &TestUser, to: &TestUser, text: &str) -> Value {
         let reply = self
-            .post(
-                Some(&from.token),
-                "/api/messages",
-                &json!({"recipient_id": to.id, "message": text}),
-            )
+            .post(Some(&from.token), "/api/messages", &json!({"recipient_id": to.id, "message": text}))
             .await;
         assert_eq!(reply.status, 201, "send: {}", reply.body);
         reply.body
@@ -374,20 +305,15 @@ impl TestApp {
     }
 
     pub async fn ws_since(&self, user: &TestUser, since: i64) -> WsClient {
-        self.ws_at(&format!("/ws?token={}&since={since}", user.token))
-            .await
+        self.ws_at(&format!("/ws?token={}&since={since}", user.token)).await
     }
 
     /// Opens a socket and reads its `hello`.
     pub async fn ws_at(&self, path_and_query: &str) -> WsClient {
-        let (stream, _) =
-            tokio_tungstenite::connect_async(format!("{}{}", self.ws_address, path_and_query))
-                .await
-                .expect("websocket connects");
-        let mut client = WsClient {
-            stream,
-            hello: Value::Null,
-        };
+        let (stream, _) = tokio_tungstenite::connect_async(format!("{}{}", self.ws_address, path_and_query))
+            .await
+            .expect("websocket connects");
+        let mut client = WsClient { stream, hello: Value::Null };
         let hello = client.next().await;
         assert_eq!(hello["type"], "hello", "first frame must be hello: {hello}");
         client.hello = hello;
@@ -396,21 +322,11 @@ impl TestApp {
 
     /// The `switchboard_rooms` and `switchboard_sessions` gauges.
     pub async fn live_counts(&self) -> (u64, u64) {
-        let text = self
-            .client
-            .get(self.url("/metrics"))
-            .send()
-            .await
-            .expect("metrics")
-            .text()
-            .await
-            .expect("text");
+        let text =
+            self.client.get(self.url("/metrics")).send().await.expect("metrics").text().await.expect("text");
         let gauge = |name: &str| {
             text.lines()
-                .find_map(|line| {
-                    line.strip_prefix(name)
-                        .and_then(|rest| rest.trim().parse::<u64>().ok())
-                })
+                .find_map(|line| line.strip_prefix(name).and_then(|rest| rest.trim().parse::<u64>().ok()))
                 .unwrap_or_else(|| panic!("{name} missing from /metrics"))
         };
         (gauge("switchboard_rooms "), gauge("switchboard_sessions "))
@@ -419,13 +335,8 @@ impl TestApp {
 
 /// Asserts the contract's time format: RFC 3339 UTC with milliseconds, `2026-11-22T10:30:00.123Z`.
 pub fn assert_contract_time(value: &Value) {
-    let text = value
-        .as_str()
-        .unwrap_or_else(|| panic!("a time is a string: {value}"));
-    assert!(
-        chrono::DateTime::parse_from_rfc3339(text).is_ok(),
-        "not RFC 3339: {text}"
-    );
+    let text = value.as_str().unwrap_or_else(|| panic!("a time is a string: {value}"));
+    assert!(chrono::DateTime::parse_from_rfc3339(text).is_ok(), "not RFC 3339: {text}");
     let bytes = text.as_bytes();
     assert!(
         text.len() == 24
@@ -436,8 +347,7 @@ pub fn assert_contract_time(value: &Value) {
     );
 }
 
-type Stream =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+type Stream = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 pub struct WsClient {
     pub stream: Stream,
@@ -485,10 +395,7 @@ impl WsClient {
     }
 
     pub async fn send(&mut self, frame: Value) {
-        self.stream
-            .send(WsMessage::Text(frame.to_string().into()))
-            .await
-            .expect("send frame");
+        self.stream.send(WsMessage::Text(frame.to_string().into())).await.expect("send frame");
     }
 
     pub async fn send_raw(&mut self, message: WsMessage) {
@@ -498,9 +405,8 @@ impl WsClient {
     /// Waits for the server's close frame and returns its code.
     pub async fn close_code(&mut self) -> u16 {
         loop {
-            let message = tokio::time::timeout(FRAME_WAIT, self.stream.next())
-                .await
-                .expect("close within 5 s");
+            let message =
+                tokio::time::timeout(FRAME_WAIT, self.stream.next()).await.expect("close within 5 s");
             match message {
                 Some(Ok(WsMessage::Close(Some(CloseFrame { code, .. })))) => {
                     return u16::from(code);

@@ -75,15 +75,10 @@ async fn sending_a_direct_message_returns_201_with_the_whole_message(backend: Ba
     }
 
     // Without a client_id the message says null.
-    let reply = app
-        .send_message(&bob, &json!({"recipient_id": alice.id, "message": "hi"}))
-        .await;
+    let reply = app.send_message(&bob, &json!({"recipient_id": alice.id, "message": "hi"})).await;
     assert_eq!(reply.status, 201, "{}", reply.body);
     assert_eq!(reply.body["client_id"], Value::Null);
-    assert_eq!(
-        reply.body["conversation_id"], conversation_id,
-        "one conversation per pair"
-    );
+    assert_eq!(reply.body["conversation_id"], conversation_id, "one conversation per pair");
     assert_eq!(reply.body["recipient_id"], alice.id);
 }
 
@@ -92,18 +87,11 @@ async fn an_empty_or_whitespace_only_message_is_422(backend: Backend) {
     let alice = app.user("alice").await;
     let bob = app.user("bob").await;
     for text in ["", " ", "   \n\t  ", "\u{3000}\u{00a0}"] {
-        let reply = app
-            .send_message(&alice, &json!({"recipient_id": bob.id, "message": text}))
-            .await;
+        let reply = app.send_message(&alice, &json!({"recipient_id": bob.id, "message": text})).await;
         assert_invalid(&reply, "message", &format!("{text:?}"));
     }
     // Nothing was stored: the pair has no conversation yet.
-    let reply = app
-        .get(
-            Some(&alice.token),
-            &format!("/api/conversations/direct/{}", bob.id),
-        )
-        .await;
+    let reply = app.get(Some(&alice.token), &format!("/api/conversations/direct/{}", bob.id)).await;
     assert_eq!(reply.status, 404, "{}", reply.body);
 }
 
@@ -114,27 +102,18 @@ async fn a_message_may_be_2000_characters_but_not_2001(backend: Backend) {
     // Characters are counted, not bytes: 2000 four-byte emoji fit.
     for unit in ["a", "é", "€", "😀"] {
         let text = unit.repeat(2000);
-        let reply = app
-            .send_message(&alice, &json!({"recipient_id": bob.id, "message": text}))
-            .await;
+        let reply = app.send_message(&alice, &json!({"recipient_id": bob.id, "message": text})).await;
         assert_eq!(reply.status, 201, "2000 × {unit}: {}", reply.body);
         assert_eq!(reply.body["message"], text.as_str(), "stored intact");
 
-        let reply = app
-            .send_message(
-                &alice,
-                &json!({"recipient_id": bob.id, "message": unit.repeat(2001)}),
-            )
-            .await;
+        let reply =
+            app.send_message(&alice, &json!({"recipient_id": bob.id, "message": unit.repeat(2001)})).await;
         assert_invalid(&reply, "message", &format!("2001 × {unit}"));
     }
     // The limit applies after trimming.
     let text = "z".repeat(2000);
     let reply = app
-        .send_message(
-            &alice,
-            &json!({"recipient_id": bob.id, "message": format!("   {text}\n\n ")}),
-        )
+        .send_message(&alice, &json!({"recipient_id": bob.id, "message": format!("   {text}\n\n ")}))
         .await;
     assert_eq!(reply.status, 201, "{}", reply.body);
     assert_eq!(reply.body["message"], text.as_str());
@@ -147,43 +126,26 @@ async fn a_message_needs_exactly_one_target(backend: Backend) {
     let first = app.dm(&alice, &bob, "first").await;
     let conversation_id = first["conversation_id"].as_i64().expect("conversation");
     for (body, what) in [
-        (
-            json!({"recipient_id": bob.id, "conversation_id": conversation_id, "message": "x"}),
-            "both",
-        ),
+        (json!({"recipient_id": bob.id, "conversation_id": conversation_id, "message": "x"}), "both"),
         (json!({"message": "x"}), "neither"),
-        (
-            json!({"recipient_id": null, "conversation_id": null, "message": "x"}),
-            "both null",
-        ),
+        (json!({"recipient_id": null, "conversation_id": null, "message": "x"}), "both null"),
     ] {
         let reply = app.send_message(&alice, &body).await;
         assert_eq!(reply.status, 422, "{what}: {}", reply.body);
         assert_eq!(reply.error_code(), "validation_failed");
         assert!(
-            matches!(
-                reply.error_field(),
-                Some("recipient_id" | "conversation_id")
-            ),
+            matches!(reply.error_field(), Some("recipient_id" | "conversation_id")),
             "{what}: {}",
             reply.body
         );
     }
-    assert_eq!(
-        all_message_ids(&app, &alice, conversation_id).await,
-        [first["id"].as_i64().expect("id")]
-    );
+    assert_eq!(all_message_ids(&app, &alice, conversation_id).await, [first["id"].as_i64().expect("id")]);
 }
 
 async fn sending_to_yourself_is_422(backend: Backend) {
     let app = spawn_app(backend).await;
     let alice = app.user("alice").await;
-    let reply = app
-        .send_message(
-            &alice,
-            &json!({"recipient_id": alice.id, "message": "note to self"}),
-        )
-        .await;
+    let reply = app.send_message(&alice, &json!({"recipient_id": alice.id, "message": "note to self"})).await;
     assert_invalid(&reply, "recipient_id", "self-send");
     let list = app.get(Some(&alice.token), "/api/conversations").await;
     assert_eq!(list.body["conversations"], json!([]));
@@ -195,44 +157,20 @@ async fn values_of_the_wrong_json_type_are_422_naming_the_field(backend: Backend
     let bob = app.user("bob").await;
     let id = bob.id;
     for (body, field) in [
-        (
-            json!({"recipient_id": id.to_string(), "message": "x"}),
-            "recipient_id",
-        ),
+        (json!({"recipient_id": id.to_string(), "message": "x"}), "recipient_id"),
         (json!({"recipient_id": 1.5, "message": "x"}), "recipient_id"),
-        (
-            json!({"recipient_id": (id as f64) + 0.5, "message": "x"}),
-            "recipient_id",
-        ),
-        (
-            json!({"recipient_id": 1e30, "message": "x"}),
-            "recipient_id",
-        ),
-        (
-            json!({"recipient_id": u64::MAX, "message": "x"}),
-            "recipient_id",
-        ),
+        (json!({"recipient_id": (id as f64) + 0.5, "message": "x"}), "recipient_id"),
+        (json!({"recipient_id": 1e30, "message": "x"}), "recipient_id"),
+        (json!({"recipient_id": u64::MAX, "message": "x"}), "recipient_id"),
         (json!({"recipient_id": -1, "message": "x"}), "recipient_id"),
         (json!({"recipient_id": 0, "message": "x"}), "recipient_id"),
-        (
-            json!({"recipient_id": true, "message": "x"}),
-            "recipient_id",
-        ),
-        (
-            json!({"recipient_id": [id], "message": "x"}),
-            "recipient_id",
-        ),
-        (
-            json!({"conversation_id": "1", "message": "x"}),
-            "conversation_id",
-        ),
+        (json!({"recipient_id": true, "message": "x"}), "recipient_id"),
+        (json!({"recipient_id": [id], "message": "x"}), "recipient_id"),
+        (json!({"conversation_id": "1", "message": "x"}), "conversation_id"),
         (json!({"recipient_id": id, "message": 5}), "message"),
         (json!({"recipient_id": id, "message": null}), "message"),
         (json!({"recipient_id": id, "message": ["x"]}), "message"),
-        (
-            json!({"recipient_id": id, "message": "x", "client_id": 7}),
-            "client_id",
-        ),
+        (json!({"recipient_id": id, "message": "x", "client_id": 7}), "client_id"),
     ] {
         let reply = app.send_message(&alice, &body).await;
         assert_invalid(&reply, field, &body.to_string());
@@ -253,9 +191,7 @@ async fn a_missing_message_is_422_naming_it(backend: Backend) {
     let app = spawn_app(backend).await;
     let alice = app.user("alice").await;
     let bob = app.user("bob").await;
-    let reply = app
-        .send_message(&alice, &json!({"recipient_id": bob.id}))
-        .await;
+    let reply = app.send_message(&alice, &json!({"recipient_id": bob.id})).await;
     assert_invalid(&reply, "message", "no message");
 }
 
@@ -263,20 +199,10 @@ async fn a_message_with_a_nul_character_is_422_on_every_database(backend: Backen
     let app = spawn_app(backend).await;
     let alice = app.user("alice").await;
     let bob = app.user("bob").await;
-    let reply = app
-        .send_message(
-            &alice,
-            &json!({"recipient_id": bob.id, "message": "a\u{0}b"}),
-        )
-        .await;
+    let reply = app.send_message(&alice, &json!({"recipient_id": bob.id, "message": "a\u{0}b"})).await;
     assert_invalid(&reply, "message", "NUL");
     // Other control characters people type (tab, newline) are kept.
-    let reply = app
-        .send_message(
-            &alice,
-            &json!({"recipient_id": bob.id, "message": "a\tb\nc"}),
-        )
-        .await;
+    let reply = app.send_message(&alice, &json!({"recipient_id": bob.id, "message": "a\tb\nc"})).await;
     assert_eq!(reply.status, 201, "{}", reply.body);
     assert_eq!(reply.body["message"], "a\tb\nc");
 }
@@ -285,10 +211,7 @@ async fn two_first_messages_crossing_each_other_share_one_conversation(backend: 
     let app = spawn_app(backend).await;
     let alice = app.user("alice").await;
     let bob = app.user("bob").await;
-    let (a, b) = tokio::join!(
-        app.dm(&alice, &bob, "hi bob"),
-        app.dm(&bob, &alice, "hi alice")
-    );
+    let (a, b) = tokio::join!(app.dm(&alice, &bob, "hi bob"), app.dm(&bob, &alice, "hi alice"));
     assert_eq!(a["conversation_id"], b["conversation_id"]);
     for user in [&alice, &bob] {
         let list = app.get(Some(&user.token), "/api/conversations").await;
@@ -311,20 +234,14 @@ async fn a_bad_client_id_is_422(backend: Backend) {
         "ümlaut".to_owned(),
     ] {
         let reply = app
-            .send_message(
-                &alice,
-                &json!({"recipient_id": bob.id, "message": "x", "client_id": client_id}),
-            )
+            .send_message(&alice, &json!({"recipient_id": bob.id, "message": "x", "client_id": client_id}))
             .await;
         assert_invalid(&reply, "client_id", &format!("{client_id:?}"));
     }
     let longest = format!("{}q-_Z", "Az9".repeat(20));
     assert_eq!(longest.len(), 64);
     let reply = app
-        .send_message(
-            &alice,
-            &json!({"recipient_id": bob.id, "message": "x", "client_id": longest}),
-        )
+        .send_message(&alice, &json!({"recipient_id": bob.id, "message": "x", "client_id": longest}))
         .await;
     assert_eq!(reply.status, 201, "{}", reply.body);
     assert_eq!(reply.body["client_id"], longest.as_str());
@@ -333,12 +250,7 @@ async fn a_bad_client_id_is_422(backend: Backend) {
 async fn an_unknown_recipient_is_404(backend: Backend) {
     let app = spawn_app(backend).await;
     let alice = app.user("alice").await;
-    let reply = app
-        .send_message(
-            &alice,
-            &json!({"recipient_id": 987_654_321, "message": "anyone?"}),
-        )
-        .await;
+    let reply = app.send_message(&alice, &json!({"recipient_id": 987_654_321, "message": "anyone?"})).await;
     assert_eq!(reply.status, 404, "{}", reply.body);
     assert_eq!(reply.error_code(), "not_found");
 }
@@ -356,14 +268,8 @@ async fn malformed_json_is_400(backend: Backend) {
         "{'recipient_id': 1}",
         trailing.as_str(),
     ] {
-        let reply = app
-            .post_raw(
-                Some(&alice.token),
-                "/api/messages",
-                "application/json",
-                body.to_owned(),
-            )
-            .await;
+        let reply =
+            app.post_raw(Some(&alice.token), "/api/messages", "application/json", body.to_owned()).await;
         assert_eq!(reply.status, 400, "{body:?}: {}", reply.body);
         assert!(!reply.error_code().is_empty());
     }
@@ -380,35 +286,18 @@ async fn a_body_that_is_not_json_by_content_type_is_415(backend: Backend) {
         "application/jsonp",
         "multipart/form-data; boundary=x",
     ] {
-        let reply = app
-            .post_raw(
-                Some(&alice.token),
-                "/api/messages",
-                content_type,
-                body.clone(),
-            )
-            .await;
+        let reply = app.post_raw(Some(&alice.token), "/api/messages", content_type, body.clone()).await;
         assert_eq!(reply.status, 415, "{content_type}: {}", reply.body);
         assert_eq!(reply.error_code(), "unsupported_media_type");
     }
     // No content type at all.
-    let request = app
-        .client
-        .post(app.url("/api/messages"))
-        .bearer_auth(&alice.token)
-        .body(body.clone());
+    let request = app.client.post(app.url("/api/messages")).bearer_auth(&alice.token).body(body.clone());
     let reply = app.send_request(request).await;
     assert_eq!(reply.status, 415, "{}", reply.body);
     reply.error_code();
     // Parameters and case do not matter.
-    let reply = app
-        .post_raw(
-            Some(&alice.token),
-            "/api/messages",
-            "Application/JSON; charset=utf-8",
-            body,
-        )
-        .await;
+    let reply =
+        app.post_raw(Some(&alice.token), "/api/messages", "Application/JSON; charset=utf-8", body).await;
     assert_eq!(reply.status, 201, "{}", reply.body);
 }
 
@@ -417,28 +306,14 @@ async fn a_body_over_64_kib_is_413(backend: Backend) {
     let alice = app.user("alice").await;
     let bob = app.user("bob").await;
     let body = json!({"recipient_id": bob.id, "message": "x".repeat(64 * 1024)}).to_string();
-    let reply = app
-        .post_raw(
-            Some(&alice.token),
-            "/api/messages",
-            "application/json",
-            body,
-        )
-        .await;
+    let reply = app.post_raw(Some(&alice.token), "/api/messages", "application/json", body).await;
     assert_eq!(reply.status, 413, "{}", reply.body);
     assert_eq!(reply.error_code(), "payload_too_large");
 
     // Just under the limit the body is read, and judged on its content.
     let padding = "p".repeat(60 * 1024);
     let body = json!({"recipient_id": bob.id, "message": "fits", "padding": padding}).to_string();
-    let reply = app
-        .post_raw(
-            Some(&alice.token),
-            "/api/messages",
-            "application/json",
-            body,
-        )
-        .await;
+    let reply = app.post_raw(Some(&alice.token), "/api/messages", "application/json", body).await;
     assert_eq!(reply.status, 201, "{}", reply.body);
 }
 
@@ -460,10 +335,7 @@ async fn unknown_fields_are_ignored(backend: Backend) {
         )
         .await;
     assert_eq!(reply.status, 201, "{}", reply.body);
-    assert_eq!(
-        reply.body["sender_id"], alice.id,
-        "the sender is the caller"
-    );
+    assert_eq!(reply.body["sender_id"], alice.id, "the sender is the caller");
     assert_eq!(reply.body["deleted"], false);
 }
 
@@ -472,10 +344,7 @@ async fn a_retry_with_the_same_client_id_returns_200_and_the_original(backend: B
     let alice = app.user("alice").await;
     let bob = app.user("bob").await;
     let first = app
-        .send_message(
-            &alice,
-            &json!({"recipient_id": bob.id, "message": "original", "client_id": "retry-1"}),
-        )
+        .send_message(&alice, &json!({"recipient_id": bob.id, "message": "original", "client_id": "retry-1"}))
         .await;
     assert_eq!(first.status, 201, "{}", first.body);
 
@@ -489,9 +358,7 @@ async fn a_retry_with_the_same_client_id_returns_200_and_the_original(backend: B
         assert_eq!(retry.status, 200, "{}", retry.body);
         assert_eq!(retry.body, first.body, "the original, unchanged");
     }
-    let conversation_id = first.body["conversation_id"]
-        .as_i64()
-        .expect("conversation");
+    let conversation_id = first.body["conversation_id"].as_i64().expect("conversation");
     // Retrying by conversation id finds the same message too.
     let retry = app
         .send_message(
@@ -502,16 +369,10 @@ async fn a_retry_with_the_same_client_id_returns_200_and_the_original(backend: B
     assert_eq!(retry.status, 200, "{}", retry.body);
     assert_eq!(retry.body["id"], first.body["id"]);
 
-    assert_eq!(
-        all_message_ids(&app, &bob, conversation_id).await,
-        [first.body["id"].as_i64().expect("id")]
-    );
+    assert_eq!(all_message_ids(&app, &bob, conversation_id).await, [first.body["id"].as_i64().expect("id")]);
     // A new client_id is a new message.
     let next = app
-        .send_message(
-            &alice,
-            &json!({"recipient_id": bob.id, "message": "original", "client_id": "retry-2"}),
-        )
+        .send_message(&alice, &json!({"recipient_id": bob.id, "message": "original", "client_id": "retry-2"}))
         .await;
     assert_eq!(next.status, 201, "{}", next.body);
     assert_ne!(next.body["id"], first.body["id"]);
@@ -530,22 +391,14 @@ async fn ten_concurrent_retries_store_exactly_one_message(backend: Backend) {
         (created, repeated),
         (1, 9),
         "{:?}",
-        replies
-            .iter()
-            .map(|r| (r.status, &r.body))
-            .collect::<Vec<_>>()
+        replies.iter().map(|r| (r.status, &r.body)).collect::<Vec<_>>()
     );
     let id = &replies[0].body["id"];
     assert!(id.is_i64());
     assert!(replies.iter().all(|reply| &reply.body["id"] == id));
 
-    let conversation_id = replies[0].body["conversation_id"]
-        .as_i64()
-        .expect("conversation");
-    assert_eq!(
-        all_message_ids(&app, &alice, conversation_id).await,
-        [id.as_i64().expect("id")]
-    );
+    let conversation_id = replies[0].body["conversation_id"].as_i64().expect("conversation");
+    assert_eq!(all_message_ids(&app, &alice, conversation_id).await, [id.as_i64().expect("id")]);
     let list = app.get(Some(&bob.token), "/api/conversations").await;
     assert_eq!(list.body["conversations"][0]["unread_count"], 1);
 }
@@ -561,10 +414,7 @@ async fn the_same_client_id_from_another_sender_is_another_message(backend: Back
         )
         .await;
     let from_bob = app
-        .send_message(
-            &bob,
-            &json!({"recipient_id": alice.id, "message": "from bob", "client_id": "shared"}),
-        )
+        .send_message(&bob, &json!({"recipient_id": alice.id, "message": "from bob", "client_id": "shared"}))
         .await;
     assert_eq!(from_alice.status, 201, "{}", from_alice.body);
     assert_eq!(from_bob.status, 201, "{}", from_bob.body);
@@ -572,10 +422,7 @@ async fn the_same_client_id_from_another_sender_is_another_message(backend: Back
     assert_eq!(from_bob.body["message"], "from bob");
     assert_eq!(from_bob.body["sender_id"], bob.id);
     let conversation_id = from_alice.body["conversation_id"].as_i64().expect("id");
-    assert_eq!(
-        all_message_ids(&app, &alice, conversation_id).await.len(),
-        2
-    );
+    assert_eq!(all_message_ids(&app, &alice, conversation_id).await.len(), 2);
 }
 
 async fn sending_by_conversation_id_reaches_the_other_member(backend: Backend) {
@@ -584,12 +431,8 @@ async fn sending_by_conversation_id_reaches_the_other_member(backend: Backend) {
     let bob = app.user("bob").await;
     let first = app.dm(&alice, &bob, "first").await;
     let conversation_id = first["conversation_id"].as_i64().expect("conversation");
-    let reply = app
-        .send_message(
-            &bob,
-            &json!({"conversation_id": conversation_id, "message": "reply"}),
-        )
-        .await;
+    let reply =
+        app.send_message(&bob, &json!({"conversation_id": conversation_id, "message": "reply"})).await;
     assert_eq!(reply.status, 201, "{}", reply.body);
     assert_eq!(reply.body["conversation_id"], conversation_id);
     assert_eq!(reply.body["sender_id"], bob.id);
@@ -606,24 +449,14 @@ async fn sending_into_a_conversation_you_are_not_in_is_404(backend: Backend) {
     let absent = conversation_id + 1000;
     let mut bodies = Vec::new();
     for target in [conversation_id, absent] {
-        let reply = app
-            .send_message(
-                &mallory,
-                &json!({"conversation_id": target, "message": "let me in"}),
-            )
-            .await;
+        let reply =
+            app.send_message(&mallory, &json!({"conversation_id": target, "message": "let me in"})).await;
         assert_eq!(reply.status, 404, "{target}: {}", reply.body);
         assert_eq!(reply.error_code(), "not_found");
         bodies.push(reply.body);
     }
-    assert_eq!(
-        bodies[0], bodies[1],
-        "a hidden conversation reads like an absent one"
-    );
-    assert_eq!(
-        all_message_ids(&app, &alice, conversation_id).await,
-        [first["id"].as_i64().expect("id")]
-    );
+    assert_eq!(bodies[0], bodies[1], "a hidden conversation reads like an absent one");
+    assert_eq!(all_message_ids(&app, &alice, conversation_id).await, [first["id"].as_i64().expect("id")]);
 }
 
 async fn a_third_user_can_neither_see_nor_write_into_a_pair_s_conversation(backend: Backend) {
@@ -639,10 +472,7 @@ async fn a_third_user_can_neither_see_nor_write_into_a_pair_s_conversation(backe
     for path in [
         format!("/api/conversations/{conversation_id}"),
         format!("/api/conversations/{conversation_id}/messages"),
-        format!(
-            "/api/conversations/{conversation_id}/messages?before_id={}",
-            message_id + 1
-        ),
+        format!("/api/conversations/{conversation_id}/messages?before_id={}", message_id + 1),
         format!("/api/conversations/{conversation_id}/messages?after_id=1"),
     ] {
         let reply = app.get(token, &path).await;
@@ -651,11 +481,7 @@ async fn a_third_user_can_neither_see_nor_write_into_a_pair_s_conversation(backe
         assert!(!reply.body.to_string().contains("between us"));
     }
     let reply = app
-        .send_empty(
-            reqwest::Method::POST,
-            token,
-            &format!("/api/conversations/{conversation_id}/read"),
-        )
+        .send_empty(reqwest::Method::POST, token, &format!("/api/conversations/{conversation_id}/read"))
         .await;
     assert_eq!(reply.status, 404, "read: {}", reply.body);
     reply.error_code();
@@ -667,44 +493,25 @@ async fn a_third_user_can_neither_see_nor_write_into_a_pair_s_conversation(backe
         )
         .await;
     assert_eq!(reply.status, 404, "read up to: {}", reply.body);
-    let reply = app
-        .send_empty(
-            reqwest::Method::PATCH,
-            token,
-            &format!("/api/messages/{message_id}/read"),
-        )
-        .await;
+    let reply =
+        app.send_empty(reqwest::Method::PATCH, token, &format!("/api/messages/{message_id}/read")).await;
     assert_eq!(reply.status, 404, "patch read: {}", reply.body);
     reply.error_code();
-    let reply = app
-        .send_message(
-            &carol,
-            &json!({"conversation_id": conversation_id, "message": "hi both"}),
-        )
-        .await;
+    let reply =
+        app.send_message(&carol, &json!({"conversation_id": conversation_id, "message": "hi both"})).await;
     assert_eq!(reply.status, 404, "send: {}", reply.body);
 
     // Carol's own view holds nothing of theirs, and theirs nothing of hers.
     let list = app.get(token, "/api/conversations").await;
     assert_eq!(list.body["conversations"], json!([]));
     for other in [&alice, &bob] {
-        let reply = app
-            .get(token, &format!("/api/conversations/direct/{}", other.id))
-            .await;
+        let reply = app.get(token, &format!("/api/conversations/direct/{}", other.id)).await;
         assert_eq!(reply.status, 404, "{}", reply.body);
     }
-    assert_eq!(
-        all_message_ids(&app, &bob, conversation_id).await,
-        [message_id]
-    );
+    assert_eq!(all_message_ids(&app, &bob, conversation_id).await, [message_id]);
     let page = app.history(&bob, conversation_id, "").await;
     assert_eq!(page["messages"][0]["message"], "between us");
-    let bob_view = app
-        .get(
-            Some(&bob.token),
-            &format!("/api/conversations/{conversation_id}"),
-        )
-        .await;
+    let bob_view = app.get(Some(&bob.token), &format!("/api/conversations/{conversation_id}")).await;
     assert_eq!(bob_view.body["unread_count"], 1);
     assert_eq!(bob_view.body["last_read_message_id"], Value::Null);
 }

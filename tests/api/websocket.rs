@@ -46,12 +46,7 @@ async fn a_direct_message_reaches_every_device_of_both_users(backend: Backend) {
 
     // A refresh shows the same message.
     let conversation_id = sent["conversation_id"].as_i64().expect("conversation id");
-    let history = app
-        .get(
-            Some(&bob.token),
-            &format!("/api/conversations/{conversation_id}/messages"),
-        )
-        .await;
+    let history = app.get(Some(&bob.token), &format!("/api/conversations/{conversation_id}/messages")).await;
     assert_eq!(history.body["messages"], json!([sent]));
     let list = app.get(Some(&bob.token), "/api/conversations").await;
     assert_eq!(list.body["conversations"][0]["last_message"], sent);
@@ -81,10 +76,7 @@ async fn the_first_message_announces_the_new_conversation(backend: Backend) {
     // The second message in the same conversation announces nothing new.
     app.dm(&bob, &alice, "second").await;
     assert_eq!(bob_socket.next().await["type"], "message_sent");
-    assert_eq!(
-        alice_socket.next_of("new_message").await["message"]["message"],
-        "second"
-    );
+    assert_eq!(alice_socket.next_of("new_message").await["message"]["message"], "second");
 }
 
 async fn a_read_receipt_reaches_the_other_side(backend: Backend) {
@@ -95,34 +87,18 @@ async fn a_read_receipt_reaches_the_other_side(backend: Backend) {
     let conversation_id = sent["conversation_id"].as_i64().expect("conversation id");
     let mut alice_socket = app.ws(&alice).await;
 
-    let reply = app
-        .post(
-            Some(&bob.token),
-            &format!("/api/conversations/{conversation_id}/read"),
-            &json!({}),
-        )
-        .await;
+    let reply =
+        app.post(Some(&bob.token), &format!("/api/conversations/{conversation_id}/read"), &json!({})).await;
     assert_eq!(reply.status, 200, "{}", reply.body);
     let receipt = alice_socket.next_of("message_read").await;
     assert_eq!(receipt["conversation_id"], conversation_id);
     assert_eq!(receipt["reader_id"], bob.id);
     assert_eq!(receipt["last_read_message_id"], sent["id"]);
-    assert!(
-        receipt["read_at"]
-            .as_str()
-            .is_some_and(|at| at.ends_with('Z'))
-    );
+    assert!(receipt["read_at"].as_str().is_some_and(|at| at.ends_with('Z')));
 
     // Reading again changes nothing and sends nothing.
-    app.post(
-        Some(&bob.token),
-        &format!("/api/conversations/{conversation_id}/read"),
-        &json!({}),
-    )
-    .await;
-    alice_socket
-        .expect_silence(Duration::from_millis(300))
-        .await;
+    app.post(Some(&bob.token), &format!("/api/conversations/{conversation_id}/read"), &json!({})).await;
+    alice_socket.expect_silence(Duration::from_millis(300)).await;
 }
 
 async fn since_replays_what_was_missed_then_goes_live(backend: Backend) {
@@ -132,14 +108,8 @@ async fn since_replays_what_was_missed_then_goes_live(backend: Backend) {
     let first = app.dm(&alice, &bob, "before").await;
 
     let bob_socket = app.ws(&bob).await;
-    let seen = bob_socket.hello["last_event_id"]
-        .as_i64()
-        .expect("last_event_id");
-    assert!(
-        seen > 0,
-        "hello reports the newest visible event: {}",
-        bob_socket.hello
-    );
+    let seen = bob_socket.hello["last_event_id"].as_i64().expect("last_event_id");
+    assert!(seen > 0, "hello reports the newest visible event: {}", bob_socket.hello);
     drop(bob_socket);
 
     // Bob is offline while three messages arrive.
@@ -157,10 +127,7 @@ async fn since_replays_what_was_missed_then_goes_live(backend: Backend) {
         assert!(event_id > last, "event ids increase");
         last = event_id;
     }
-    assert_eq!(
-        bob_socket.hello["last_event_id"], last,
-        "hello named the newest event"
-    );
+    assert_eq!(bob_socket.hello["last_event_id"], last, "hello named the newest event");
     assert_ne!(first["id"], missed[0]["id"]);
 
     // Then live, with nothing repeated.
@@ -184,11 +151,7 @@ async fn the_seam_between_replay_and_live_has_no_gap_and_no_duplicate(backend: B
         tokio::spawn(async move {
             let mut ids = Vec::new();
             for n in 0..MESSAGES {
-                ids.push(
-                    app.dm(&alice, &bob, &format!("burst {n}")).await["id"]
-                        .as_i64()
-                        .expect("id"),
-                );
+                ids.push(app.dm(&alice, &bob, &format!("burst {n}")).await["id"].as_i64().expect("id"));
             }
             ids
         })
@@ -223,31 +186,16 @@ async fn sync_returns_the_same_frames_as_the_socket(backend: Backend) {
     let bob = app.user("bob").await;
     let mut bob_socket = app.ws(&bob).await;
     let sent = app.dm(&alice, &bob, "one").await;
-    app.post(
-        Some(&bob.token),
-        &format!("/api/conversations/{}/read", sent["conversation_id"]),
-        &json!({}),
-    )
-    .await;
+    app.post(Some(&bob.token), &format!("/api/conversations/{}/read", sent["conversation_id"]), &json!({}))
+        .await;
     app.dm(&alice, &bob, "two").await;
 
     let mut live = Vec::new();
     for _ in 0..4 {
         live.push(bob_socket.next().await);
     }
-    let kinds: Vec<&str> = live
-        .iter()
-        .map(|frame| frame["type"].as_str().unwrap_or_default())
-        .collect();
-    assert_eq!(
-        kinds,
-        [
-            "conversation_created",
-            "new_message",
-            "message_read",
-            "new_message"
-        ]
-    );
+    let kinds: Vec<&str> = live.iter().map(|frame| frame["type"].as_str().unwrap_or_default()).collect();
+    assert_eq!(kinds, ["conversation_created", "new_message", "message_read", "new_message"]);
 
     let page = app.get(Some(&bob.token), "/api/sync?since=0&limit=2").await;
     assert_eq!(page.status, 200);
@@ -256,14 +204,10 @@ async fn sync_returns_the_same_frames_as_the_socket(backend: Backend) {
     assert_eq!(events.len(), 2);
     let next = page.body["last_event_id"].as_i64().expect("cursor");
     assert_eq!(Some(next), events[1]["event_id"].as_i64());
-    let rest = app
-        .get(Some(&bob.token), &format!("/api/sync?since={next}"))
-        .await;
+    let rest = app.get(Some(&bob.token), &format!("/api/sync?since={next}")).await;
     assert_eq!(rest.body["has_more"], false);
-    let all: Vec<Value> = events
-        .into_iter()
-        .chain(rest.body["events"].as_array().expect("events").clone())
-        .collect();
+    let all: Vec<Value> =
+        events.into_iter().chain(rest.body["events"].as_array().expect("events").clone()).collect();
     assert_eq!(all.len(), 4);
     for (synced, frame) in all.iter().zip(&live) {
         assert_eq!(synced["type"], frame["type"]);
@@ -278,25 +222,12 @@ async fn sync_returns_the_same_frames_as_the_socket(backend: Backend) {
         .iter()
         .map(|e| e["type"].as_str().unwrap_or_default())
         .collect();
-    assert_eq!(
-        alice_kinds,
-        [
-            "conversation_created",
-            "message_sent",
-            "message_read",
-            "message_sent"
-        ]
-    );
+    assert_eq!(alice_kinds, ["conversation_created", "message_sent", "message_read", "message_sent"]);
     // A stranger sees none of it.
     let carol = app.user("carol").await;
     let page = app.get(Some(&carol.token), "/api/sync?since=0").await;
     assert_eq!(page.body["events"], json!([]));
-    assert_eq!(
-        app.get(Some(&carol.token), "/api/sync?since=abc")
-            .await
-            .status,
-        400
-    );
+    assert_eq!(app.get(Some(&carol.token), "/api/sync?since=abc").await.status, 400);
 }
 
 // Protocol rules need no database variety; they run on SQLite.
@@ -304,12 +235,7 @@ async fn sync_returns_the_same_frames_as_the_socket(backend: Backend) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bad_token_is_refused_with_401_before_the_upgrade() {
     let app = spawn_app(Backend::Sqlite).await;
-    for query in [
-        "",
-        "?token=",
-        "?token=not.a.jwt",
-        "?token=eyJhbGciOiJub25lIn0.eyJzdWIiOiIxIn0.",
-    ] {
+    for query in ["", "?token=", "?token=not.a.jwt", "?token=eyJhbGciOiJub25lIn0.eyJzdWIiOiIxIn0."] {
         let err = tokio_tungstenite::connect_async(format!("{}/ws{query}", app.ws_address))
             .await
             .expect_err("the upgrade is refused");
@@ -336,26 +262,13 @@ async fn hello_comes_first_and_the_token_may_come_as_a_header() {
     assert_eq!(socket.hello["last_event_id"], 0);
     assert!(socket.hello["session_id"].is_number());
 
-    let mut request = format!("{}/ws", app.ws_address)
-        .into_client_request()
-        .expect("request");
-    request.headers_mut().insert(
-        "Authorization",
-        format!("Bearer {}", alice.token).parse().expect("header"),
-    );
-    let (stream, _) = tokio_tungstenite::connect_async(request)
-        .await
-        .expect("header token accepted");
-    let mut client = WsClient {
-        stream,
-        hello: Value::Null,
-    };
+    let mut request = format!("{}/ws", app.ws_address).into_client_request().expect("request");
+    request.headers_mut().insert("Authorization", format!("Bearer {}", alice.token).parse().expect("header"));
+    let (stream, _) = tokio_tungstenite::connect_async(request).await.expect("header token accepted");
+    let mut client = WsClient { stream, hello: Value::Null };
     let hello = client.next().await;
     assert_eq!(hello["type"], "hello");
-    assert_ne!(
-        hello["session_id"], socket.hello["session_id"],
-        "each socket has its own session"
-    );
+    assert_ne!(hello["session_id"], socket.hello["session_id"], "each socket has its own session");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -365,13 +278,9 @@ async fn ping_gets_pong_and_a_malformed_frame_gets_bad_frame_without_closing() {
     let mut socket = app.ws(&alice).await;
     socket.send(json!({"type": "ping"})).await;
     assert_eq!(socket.next().await, json!({"type": "pong"}));
-    for bad in [
-        "not json",
-        "{\"type\":\"dance\"}",
-        "{\"no_type\":1}",
-        "{\"type\":\"ack\",\"event_id\":\"x\"}",
-        "[]",
-    ] {
+    for bad in
+        ["not json", "{\"type\":\"dance\"}", "{\"no_type\":1}", "{\"type\":\"ack\",\"event_id\":\"x\"}", "[]"]
+    {
         socket.send_raw(WsMessage::Text(bad.into())).await;
         let frame = socket.next().await;
         assert_eq!(frame["type"], "error", "{bad}");
@@ -380,9 +289,7 @@ async fn ping_gets_pong_and_a_malformed_frame_gets_bad_frame_without_closing() {
     }
     // Typing and ack frames are accepted silently.
     socket.send(json!({"type": "ack", "event_id": 1})).await;
-    socket
-        .send(json!({"type": "typing", "conversation_id": 1}))
-        .await;
+    socket.send(json!({"type": "typing", "conversation_id": 1})).await;
     socket.send(json!({"type": "ping"})).await;
     assert_eq!(socket.next().await, json!({"type": "pong"}), "still open");
 }
@@ -392,9 +299,7 @@ async fn a_binary_frame_closes_with_1003() {
     let app = spawn_app(Backend::Sqlite).await;
     let alice = app.user("alice").await;
     let mut socket = app.ws(&alice).await;
-    socket
-        .send_raw(WsMessage::Binary(vec![1, 2, 3].into()))
-        .await;
+    socket.send_raw(WsMessage::Binary(vec![1, 2, 3].into())).await;
     assert_eq!(socket.close_code().await, 1003);
 }
 
@@ -403,10 +308,7 @@ async fn a_frame_over_64_kib_closes_with_1009() {
     let app = spawn_app(Backend::Sqlite).await;
     let alice = app.user("alice").await;
     let mut socket = app.ws(&alice).await;
-    let big = format!(
-        "{{\"type\":\"ping\",\"pad\":\"{}\"}}",
-        "x".repeat(70 * 1024)
-    );
+    let big = format!("{{\"type\":\"ping\",\"pad\":\"{}\"}}", "x".repeat(70 * 1024));
     socket.send_raw(WsMessage::Text(big.into())).await;
     assert_eq!(socket.close_code().await, 1009);
 }
@@ -441,10 +343,8 @@ async fn a_client_that_stops_reading_is_closed_with_4008_and_slows_nobody() {
     // Bob's socket has a tiny receive buffer and he never reads.
     let socket = tokio::net::TcpSocket::new_v4().expect("socket");
     socket.set_recv_buffer_size(4096).expect("rcvbuf");
-    let tcp = socket
-        .connect(format!("127.0.0.1:{}", app.port).parse().expect("addr"))
-        .await
-        .expect("connect");
+    let tcp =
+        socket.connect(format!("127.0.0.1:{}", app.port).parse().expect("addr")).await.expect("connect");
     let (bob_stream, _) = tokio_tungstenite::client_async(
         format!("{}/ws?token={}", app.ws_address, bob.token),
         tokio_tungstenite::MaybeTlsStream::Plain(tcp),
@@ -463,13 +363,8 @@ async fn a_client_that_stops_reading_is_closed_with_4008_and_slows_nobody() {
         app.dm(&alice, &bob, &text).await;
     }
     // Alice's device got every confirmation: nothing waited for Bob.
-    alice_reader
-        .await
-        .expect("alice received every message_sent");
-    let mut bob_client = WsClient {
-        stream: bob_stream,
-        hello: Value::Null,
-    };
+    alice_reader.await.expect("alice received every message_sent");
+    let mut bob_client = WsClient { stream: bob_stream, hello: Value::Null };
     assert_eq!(bob_client.close_code().await, 4008);
 }
 
@@ -494,20 +389,13 @@ async fn rooms_and_sessions_are_gone_after_many_connect_and_disconnect_cycles() 
         if counts == (1, 1) {
             break;
         }
-        assert!(
-            Instant::now() < deadline,
-            "rooms and sessions leaked: {counts:?}"
-        );
+        assert!(Instant::now() < deadline, "rooms and sessions leaked: {counts:?}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     drop(held);
     let deadline = Instant::now() + Duration::from_secs(5);
     while app.live_counts().await != (0, 0) {
-        assert!(
-            Instant::now() < deadline,
-            "the last room stays: {:?}",
-            app.live_counts().await
-        );
+        assert!(Instant::now() < deadline, "the last room stays: {:?}", app.live_counts().await);
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }

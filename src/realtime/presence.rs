@@ -1,0 +1,346 @@
+//! Presence: who is online, and where. Without Redis it lives in this process's memory.
+//! With Redis, admins read it with `redis-cli` (see the README):
+//!
+//! - `{prefix}instance:{instance_id}`: STRING, this instance's heartbeat, TTL `presence.ttl_seconds`.
+//! - `{prefix}presence:{user_id}`: HASH instance_id → that user's sessions there, TTL 2×ttl.
+//! - `{prefix}sessions:{instance_id}`: HASH user_id → sessions, TTL 2×ttl.
+//! - `{prefix}last_seen:{user_id}`: STRING, RFC 3339, when the user was last seen online.
+//!
+//! A user is online while some instance whose heartbeat key exists holds a session of
+//! theirs. An instance killed without cleanup stops refreshing its heartbeat, so its users
+//! read offline within one TTL; a janitor on a live instance then removes its leftovers and
+//! tells those users' contacts that they went offline.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use entity::member;
+use sea_orm::QuerySelect;
+use sea_orm::prelude::*;
+use serde::Serialize;
+use tokio::sync::{Mutex, mpsc};
+
+use super::protocol::ServerFrame;
+use super::relay::{RedisRelay, Relay};
+use super::{UserFrame, UserId};
+use crate::db::Db;
+use crate::time::{self, Timestamp};
+
+/// Sent by `ChatServer` whenever a user's number of sessions on this instance changes.
+#[derive(Debug, Clone, Copy)]
+pub struct SessionCount {
+    pub user_id: UserId,
+    pub sessions: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PresenceView {
+    pub user_id: i64,
+    pub status: &'static str,
+    #[serde(serialize_with = "time::option::serialize")]
+    pub last_seen: Option<Timestamp>,
+}
+
+pub struct Presence {
+    instance_id: String,
+    ttl: Duration,
+    /// This instance's users and their session counts.
+    local: Mutex<HashMap<UserId, usize>>,
+    /// Without Redis: when each user was last seen.
+    last_seen: Mutex<HashMap<UserId, Timestamp>>,
+    redis: Option<(Arc<RedisRelay>, String)>,
+}
+
+impl Presence {
+    pub fn new(instance_id: String, ttl_seconds: u64, redis: Option<(Arc<RedisRelay>, String)>) -> Arc<Self> {
+        Arc::new(Self {
+            instance_id,
+            ttl: Duration::from_secs(ttl_seconds),
+            local: Mutex::new(HashMap::new()),
+            last_seen: Mutex::new(HashMap::new()),
+            redis,
+        })
+    }
+
+    fn key(&self, kind: &str, id: impl std::fmt::Display) -> String {
+        let prefix = self.redis.as_ref().map_or("", |(_, prefix)| prefix.as_str());
+        format!("{prefix}{kind}:{id}")
+    }
+
+    /// Whether `user_id` has a session on any live instance.
+    pub async fn is_online(&self, user_id: UserId) -> bool {
+        if self.local.lock().await.get(&user_id).is_some_and(|n| *n > 0) {
+            return true;
+        }
+        let Some((relay, _)) = &self.redis else { return false };
+        let Some(mut conn) = relay.connection().await else { return false };
+        let holders: HashMap<String, i64> = redis::cmd("HGETALL")
+            .arg(self.key("presence", user_id.0))
+            .query_async(&mut conn)
+            .await
+            .unwrap_or_default();
+        for (instance, sessions) in holders {
+            if sessions > 0 {
+                let alive: bool = redis::cmd("EXISTS")
+                    .arg(self.key("instance", &instance))
+                    .query_async(&mut conn)
+                    .await
+                    .unwrap_or(false);
+                if alive {
+                    return true;
+                }
+            }
+        }
+        false
+    }
+
+    pub async fn view(&self, user_id: UserId) -> PresenceView {
+        let online = self.is_online(user_id).await;
+        let last_seen = if online { Some(time::now()) } else { self.last_seen(user_id).await };
+        PresenceView { user_id: user_id.0, status: if online { "online" } else { "offline" }, last_seen }
+    }
+
+    async fn last_seen(&self, user_id: UserId) -> Option<Timestamp> {
+        if let Some((relay, _)) = &self.redis {
+            let mut conn = relay.connection().await?;
+            let at: Option<String> =
+                redis::cmd("GET").arg(self.key("last_seen", user_id.0)).query_async(&mut conn).await.ok()?;
+            return at.and_then(|at| chrono::DateTime::parse_from_rfc3339(&at).ok()).map(|at| at.to_utc());
+        }
+        self.last_seen.lock().await.get(&user_id).copied()
+    }
+
+    /// Records a local change; returns the user's new global status if it changed.
+    async fn apply(&self, change: SessionCount) -> Option<bool> {
+        let before = self.is_online(change.user_id).await;
+        {
+            let mut local = self.local.lock().await;
+            if change.sessions == 0 {
+                local.remove(&change.user_id);
+            } else {
+                local.insert(change.user_id, change.sessions);
+            }
+        }
+        let now = time::now();
+        if change.sessions == 0 {
+            self.last_seen.lock().await.insert(change.user_id, now);
+        }
+        if let Some((relay, _)) = &self.redis
+            && let Some(mut conn) = relay.connection().await
+        {
+            let user = change.user_id.0;
+            let ttl = self.ttl.as_secs() * 2;
+            let mut pipe = redis::pipe();
+            if change.sessions > 0 {
+                pipe.cmd("HSET")
+                    .arg(self.key("presence", user))
+                    .arg(&self.instance_id)
+                    .arg(change.sessions)
+                    .ignore();
+                pipe.cmd("EXPIRE").arg(self.key("presence", user)).arg(ttl).ignore();
+                pipe.cmd("HSET")
+                    .arg(self.key("sessions", &self.instance_id))
+                    .arg(user)
+                    .arg(change.sessions)
+                    .ignore();
+            } else {
+                pipe.cmd("HDEL").arg(self.key("presence", user)).arg(&self.instance_id).ignore();
+                pipe.cmd("HDEL").arg(self.key("sessions", &self.instance_id)).arg(user).ignore();
+                pipe.cmd("SET").arg(self.key("last_seen", user)).arg(time::format(&now)).ignore();
+            }
+            pipe.cmd("EXPIRE").arg(self.key("sessions", &self.instance_id)).arg(ttl).ignore();
+            if let Err(err) = pipe.query_async::<()>(&mut conn).await {
+                tracing::debug!(error = %err, "presence update failed; the heartbeat rewrites it");
+            }
+        }
+        let after = self.is_online(change.user_id).await;
+        (before != after).then_some(after)
+    }
+
+    /// Rewrites this instance's heartbeat and the TTLs of its users' keys.
+    async fn heartbeat(&self) {
+        let Some((relay, _)) = &self.redis else { return };
+        let Some(mut conn) = relay.connection().await else { return };
+        let ttl = self.ttl.as_secs();
+        let local: Vec<(UserId, usize)> = self.local.lock().await.iter().map(|(u, n)| (*u, *n)).collect();
+        let mut pipe = redis::pipe();
+        let beat = serde_json::json!({"instance_id": self.instance_id, "at": time::format(&time::now())})
+            .to_string();
+        pipe.cmd("SET").arg(self.key("instance", &self.instance_id)).arg(beat).arg("EX").arg(ttl).ignore();
+        for chunk in local.chunks(500) {
+            for (user, sessions) in chunk {
+                pipe.cmd("HSET")
+                    .arg(self.key("presence", user.0))
+                    .arg(&self.instance_id)
+                    .arg(*sessions)
+                    .ignore();
+                pipe.cmd("EXPIRE").arg(self.key("presence", user.0)).arg(ttl * 2).ignore();
+                pipe.cmd("HSET")
+                    .arg(self.key("sessions", &self.instance_id))
+                    .arg(user.0)
+                    .arg(*sessions)
+                    .ignore();
+            }
+        }
+        pipe.cmd("EXPIRE").arg(self.key("sessions", &self.instance_id)).arg(ttl * 2).ignore();
+        if let Err(err) = pipe.query_async::<()>(&mut conn).await {
+            tracing::debug!(error = %err, "presence heartbeat failed");
+        }
+    }
+
+    /// Finds instances whose heartbeat expired; one live instance cleans up after each and
+    /// returns the users that went offline with it.
+    async fn sweep_dead_instances(&self) -> Vec<UserId> {
+        let Some((relay, prefix)) = &self.redis else { return Vec::new() };
+        let Some(mut conn) = relay.connection().await else { return Vec::new() };
+        let pattern = format!("{prefix}sessions:*");
+        // SCAN, not KEYS: it never blocks Redis for long.
+        let keys: Vec<String> = {
+            use redis::AsyncCommands;
+            match conn.scan_match::<_, String>(&pattern).await {
+                Ok(mut iter) => {
+                    let mut keys = Vec::new();
+                    while let Some(Ok(key)) = iter.next_item().await {
+                        keys.push(key);
+                    }
+                    keys
+                }
+                Err(_) => Vec::new(),
+            }
+        };
+        let mut offline = Vec::new();
+        for key in keys {
+            let Some(instance) = key.strip_prefix(&format!("{prefix}sessions:")).map(str::to_owned) else {
+                continue;
+            };
+            if instance == self.instance_id {
+                continue;
+            }
+            let alive: bool = redis::cmd("EXISTS")
+                .arg(self.key("instance", &instance))
+                .query_async(&mut conn)
+                .await
+                .unwrap_or(true);
+            if alive {
+                continue;
+            }
+            let claimed: Option<String> = redis::cmd("SET")
+                .arg(self.key("janitor", &instance))
+                .arg(&self.instance_id)
+                .arg("NX")
+                .arg("EX")
+                .arg(self.ttl.as_secs().max(1))
+                .query_async(&mut conn)
+                .await
+                .unwrap_or(None);
+            if claimed.is_none() {
+                continue;
+            }
+            let users: HashMap<String, i64> =
+                redis::cmd("HGETALL").arg(&key).query_async(&mut conn).await.unwrap_or_default();
+            let _: Result<(), _> = redis::cmd("DEL").arg(&key).query_async(&mut conn).await;
+            let now = time::format(&time::now());
+            for user in users.keys().filter_map(|user| user.parse::<i64>().ok()) {
+                let _: Result<(), _> = redis::pipe()
+                    .cmd("HDEL")
+                    .arg(self.key("presence", user))
+                    .arg(&instance)
+                    .ignore()
+                    .cmd("SET")
+                    .arg(self.key("last_seen", user))
+                    .arg(&now)
+                    .ignore()
+                    .query_async(&mut conn)
+                    .await;
+                if !self.is_online(UserId(user)).await {
+                    offline.push(UserId(user));
+                }
+            }
+            tracing::info!(instance = %instance, users = offline.len(), "cleaned up after a dead instance");
+        }
+        offline
+    }
+
+    /// Runs presence for this instance: applies session counts, pushes `presence` frames to
+    /// the users who share a conversation, and (with Redis) keeps the keys fresh.
+    pub fn start(
+        self: Arc<Self>,
+        mut changes: mpsc::UnboundedReceiver<SessionCount>,
+        db: Db,
+        relay: Arc<Relay>,
+    ) {
+        let presence = self.clone();
+        let (db2, relay2) = (db.clone(), relay.clone());
+        actix::spawn(async move {
+            while let Some(change) = changes.recv().await {
+                if let Some(online) = presence.apply(change).await {
+                    announce(&db, &relay, &presence, change.user_id, online).await;
+                }
+            }
+        });
+        if self.redis.is_some() {
+            actix::spawn(async move {
+                let mut beat = tokio::time::interval((self.ttl / 3).max(Duration::from_millis(200)));
+                let mut beats = 0u64;
+                loop {
+                    beat.tick().await;
+                    self.heartbeat().await;
+                    beats += 1;
+                    if beats % 3 == 0 {
+                        for user in self.sweep_dead_instances().await {
+                            announce(&db2, &relay2, &self, user, false).await;
+                        }
+                    }
+                }
+            });
+        }
+    }
+}
+
+/// Sends `presence` to every user who shares a conversation with `user_id`.
+async fn announce(db: &Db, relay: &Relay, presence: &Presence, user_id: UserId, online: bool) {
+    let peers = match peers_of(db, user_id.0).await {
+        Ok(peers) => peers,
+        Err(err) => {
+            tracing::warn!(error = %err, "presence: cannot list peers");
+            return;
+        }
+    };
+    if peers.is_empty() {
+        return;
+    }
+    let last_seen = if online { Some(time::now()) } else { presence.last_seen(user_id).await };
+    let status = if online { "online" } else { "offline" };
+    let frame = ServerFrame::Presence { user_id: user_id.0, status, last_seen }.to_frame();
+    let frames =
+        peers.into_iter().map(|peer| UserFrame { user_id: UserId(peer), frame: frame.clone() }).collect();
+    relay.publish(frames).await;
+}
+
+/// Users who share at least one conversation with `user_id` (current members only).
+async fn peers_of(db: &Db, user_id: i64) -> Result<Vec<i64>, DbErr> {
+    let conversations: Vec<i64> = member::Entity::find()
+        .select_only()
+        .column(member::Column::ConversationId)
+        .filter(member::Column::UserId.eq(user_id))
+        .filter(member::Column::LeftEventId.is_null())
+        .into_tuple()
+        .all(&db.read)
+        .await?;
+    if conversations.is_empty() {
+        return Ok(Vec::new());
+    }
+    let peers: HashSet<i64> = member::Entity::find()
+        .select_only()
+        .column(member::Column::UserId)
+        .filter(member::Column::ConversationId.is_in(conversations))
+        .filter(member::Column::UserId.ne(user_id))
+        .filter(member::Column::LeftEventId.is_null())
+        .into_tuple::<i64>()
+        .all(&db.read)
+        .await?
+        .into_iter()
+        .collect();
+    Ok(peers.into_iter().collect())
+}

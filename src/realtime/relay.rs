@@ -1,0 +1,329 @@
+//! The relay: how a persisted event reaches the rooms of its users on every instance.
+//!
+//! Without Redis, frames go straight to this process's `ChatServer`. With Redis, every frame
+//! is published on its user's channel (`{prefix}user:{id}`), and each instance subscribes to
+//! the channels of the users it holds sessions for, its own included. Why per-user channels:
+//! an instance decodes only what its own users receive (with N instances, 1/N of the
+//! traffic each instead of all of it), and Redis keeps each channel in publish order.
+//!
+//! Order and gaps: publishes happen in commit order (the writer holds the cluster-wide event
+//! lock until its publish returns), so each user's channel carries that user's events in id
+//! order. A Lua script stamps every event with the previous event id published on the same
+//! channel; a session that sees a predecessor newer than what it sent knows it missed a
+//! publish and catches up from the database before going on. When Redis is unreachable the
+//! relay stops publishing (no writer waits on a dead Redis), local users are told to catch up
+//! from the database, and every session polls until the subscriber is back.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use actix::Addr;
+use bytestring::ByteString;
+use futures_util::StreamExt;
+use tokio::sync::{mpsc, oneshot};
+
+use super::server::{CatchUp, ChatServer, Deliver, RelayState};
+use super::{Frame, UserFrame, UserId};
+
+/// A publish that takes longer than this counts as failed; writers never wait longer.
+const PUBLISH_TIMEOUT: Duration = Duration::from_millis(500);
+/// How long a user's chain stamp outlives their last event.
+const CHAIN_TTL_SECONDS: u64 = 7 * 24 * 3600;
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
+
+/// Publishes `ARGV[2]` on `KEYS[2]` prefixed with the previous event id stamped on `KEYS[1]`.
+const CHAIN_PUBLISH: &str = r"
+local prev = redis.call('GET', KEYS[1]) or '0'
+redis.call('SET', KEYS[1], ARGV[1], 'EX', tonumber(ARGV[3]))
+return redis.call('PUBLISH', KEYS[2], prev .. ':' .. ARGV[1] .. ':' .. ARGV[2])
+";
+
+pub enum Relay {
+    Local(Addr<ChatServer>),
+    Redis(Arc<RedisRelay>),
+}
+
+impl Relay {
+    /// Hands frames to every instance. Called in commit order.
+    pub async fn publish(&self, frames: Vec<UserFrame>) {
+        match self {
+            Relay::Local(chat) => chat.do_send(Deliver { frames }),
+            Relay::Redis(relay) => relay.publish(frames).await,
+        }
+    }
+
+    pub fn redis(&self) -> Option<&Arc<RedisRelay>> {
+        match self {
+            Relay::Local(_) => None,
+            Relay::Redis(relay) => Some(relay),
+        }
+    }
+}
+
+/// What `ChatServer` asks of the subscriber as rooms come and go.
+pub enum SubscriberCommand {
+    Subscribe { user_id: UserId, subscribed: oneshot::Sender<bool> },
+    Unsubscribe { user_id: UserId },
+}
+
+/// Counters for `/metrics`.
+#[derive(Default)]
+pub struct RelayCounters {
+    pub published: AtomicU64,
+    pub publish_errors: AtomicU64,
+    pub received: AtomicU64,
+    pub reconnects: AtomicU64,
+}
+
+pub struct RedisRelay {
+    pub pool: deadpool_redis::Pool,
+    prefix: String,
+    user_channel_prefix: String,
+    chat: Addr<ChatServer>,
+    /// False while Redis is known to be unreachable: publishing is skipped until it is back.
+    healthy: AtomicBool,
+    /// A publish was skipped or failed: other instances must catch up once Redis is back.
+    resync_pending: AtomicBool,
+    pub counters: RelayCounters,
+}
+
+impl RedisRelay {
+    /// Builds the publisher and starts the subscriber task (on the current actix arbiter).
+    pub fn start(
+        url: &str,
+        prefix: &str,
+        chat: Addr<ChatServer>,
+        receiver: mpsc::UnboundedReceiver<SubscriberCommand>,
+    ) -> Result<Arc<Self>, String> {
+        let client = redis::Client::open(url).map_err(|err| format!("redis.url: {err}"))?;
+        let pool = deadpool_redis::Config::from_url(url)
+            .builder()
+            .map_err(|err| format!("redis.url: {err}"))?
+            .max_size(16)
+            .wait_timeout(Some(PUBLISH_TIMEOUT))
+            .create_timeout(Some(PUBLISH_TIMEOUT))
+            .recycle_timeout(Some(PUBLISH_TIMEOUT))
+            .runtime(deadpool_redis::Runtime::Tokio1)
+            .build()
+            .map_err(|err| format!("redis.url: {err}"))?;
+        let relay = Arc::new(Self {
+            pool,
+            prefix: prefix.to_owned(),
+            user_channel_prefix: format!("{prefix}user:"),
+            chat,
+            healthy: AtomicBool::new(false),
+            resync_pending: AtomicBool::new(false),
+            counters: RelayCounters::default(),
+        });
+        actix::spawn(subscribe_loop(client, relay.clone(), receiver));
+        Ok(relay)
+    }
+
+    pub fn is_healthy(&self) -> bool {
+        self.healthy.load(Ordering::Relaxed)
+    }
+
+    fn user_channel(&self, user_id: UserId) -> String {
+        format!("{}{}", self.user_channel_prefix, user_id.0)
+    }
+
+    fn resync_channel(&self) -> String {
+        format!("{}relay:resync", self.prefix)
+    }
+
+    async fn publish(&self, frames: Vec<UserFrame>) {
+        if frames.is_empty() {
+            return;
+        }
+        if self.is_healthy() {
+            match tokio::time::timeout(PUBLISH_TIMEOUT, self.publish_now(&frames)).await {
+                Ok(Ok(())) => {
+                    self.counters.published.fetch_add(frames.len() as u64, Ordering::Relaxed);
+                    return;
+                }
+                Ok(Err(err)) => self.publish_failed(&err),
+                Err(_) => self.publish_failed("timed out"),
+            }
+        }
+        self.fall_back(frames);
+    }
+
+    async fn publish_now(&self, frames: &[UserFrame]) -> Result<(), String> {
+        let mut conn = self.pool.get().await.map_err(|err| err.to_string())?;
+        let mut pipe = redis::pipe();
+        for UserFrame { user_id, frame } in frames {
+            let channel = self.user_channel(*user_id);
+            match frame.event_id {
+                Some(event_id) => {
+                    pipe.cmd("EVAL")
+                        .arg(CHAIN_PUBLISH)
+                        .arg(2)
+                        .arg(format!("{}chain:{}", self.prefix, user_id.0))
+                        .arg(channel)
+                        .arg(event_id)
+                        .arg(&*frame.text)
+                        .arg(CHAIN_TTL_SECONDS)
+                        .ignore();
+                }
+                None => {
+                    pipe.cmd("PUBLISH").arg(channel).arg(format!("-:-:{}", frame.text)).ignore();
+                }
+            }
+        }
+        if self.resync_pending.swap(false, Ordering::Relaxed) {
+            pipe.cmd("PUBLISH").arg(self.resync_channel()).arg("resync").ignore();
+        }
+        pipe.query_async::<()>(&mut conn).await.map_err(|err| err.to_string())
+    }
+
+    /// Opens the circuit: until the subscriber is back, nothing waits on Redis.
+    fn publish_failed(&self, err: &str) {
+        self.counters.publish_errors.fetch_add(1, Ordering::Relaxed);
+        self.resync_pending.store(true, Ordering::Relaxed);
+        if self.healthy.swap(false, Ordering::Relaxed) {
+            tracing::warn!(error = %err, "redis publish failed; relaying locally until redis is back");
+        }
+    }
+
+    /// Local users catch up from the database, which keeps their events in commit order;
+    /// frames without an event id (typing, presence) are only worth sending live.
+    fn fall_back(&self, frames: Vec<UserFrame>) {
+        self.resync_pending.store(true, Ordering::Relaxed);
+        let mut users = HashSet::new();
+        let mut ephemeral = Vec::new();
+        for user_frame in frames {
+            if user_frame.frame.event_id.is_some() {
+                users.insert(user_frame.user_id);
+            } else {
+                ephemeral.push(user_frame);
+            }
+        }
+        if !ephemeral.is_empty() {
+            self.chat.do_send(Deliver { frames: ephemeral });
+        }
+        self.chat.do_send(CatchUp { users: Some(users.into_iter().collect()) });
+    }
+
+    /// PING through the publishing pool, for readiness.
+    pub async fn ping(&self) -> bool {
+        let ping = async {
+            let mut conn = self.pool.get().await.ok()?;
+            redis::cmd("PING").query_async::<String>(&mut conn).await.ok()
+        };
+        matches!(tokio::time::timeout(PUBLISH_TIMEOUT, ping).await, Ok(Some(_)))
+    }
+
+    /// A raw command connection from the pool, for presence.
+    pub async fn connection(&self) -> Option<deadpool_redis::Connection> {
+        tokio::time::timeout(PUBLISH_TIMEOUT, self.pool.get()).await.ok()?.ok()
+    }
+
+    fn parse(&self, message: &redis::Msg) -> Option<UserFrame> {
+        let user_id = message.get_channel_name().strip_prefix(&self.user_channel_prefix)?;
+        let user_id = UserId(user_id.parse().ok()?);
+        let payload = std::str::from_utf8(message.get_payload_bytes()).ok()?;
+        let (prev, rest) = payload.split_once(':')?;
+        let (event_id, json) = rest.split_once(':')?;
+        Some(UserFrame {
+            user_id,
+            frame: Frame {
+                event_id: event_id.parse().ok(),
+                prev_event_id: prev.parse().ok(),
+                text: ByteString::from(json.to_owned()),
+            },
+        })
+    }
+}
+
+/// Keeps one subscription connection: (re)connects with backoff, resubscribes every channel
+/// this instance needs, and tells `ChatServer` when live relay is up or down.
+async fn subscribe_loop(
+    client: redis::Client,
+    relay: Arc<RedisRelay>,
+    mut commands: mpsc::UnboundedReceiver<SubscriberCommand>,
+) {
+    let mut wanted: HashSet<UserId> = HashSet::new();
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let connected = match tokio::time::timeout(PUBLISH_TIMEOUT * 4, client.get_async_pubsub()).await {
+            Ok(Ok(pubsub)) => Some(pubsub),
+            Ok(Err(err)) => {
+                tracing::debug!(error = %err, "redis subscriber cannot connect");
+                None
+            }
+            Err(_) => None,
+        };
+        if let Some(pubsub) = connected {
+            let (mut sink, mut stream) = pubsub.split();
+            let mut channels: Vec<String> = wanted.iter().map(|user| relay.user_channel(*user)).collect();
+            channels.push(relay.resync_channel());
+            let mut subscribed = true;
+            for chunk in channels.chunks(1000) {
+                if sink.subscribe(chunk).await.is_err() {
+                    subscribed = false;
+                    break;
+                }
+            }
+            if subscribed {
+                backoff = Duration::from_millis(100);
+                relay.counters.reconnects.fetch_add(1, Ordering::Relaxed);
+                relay.healthy.store(true, Ordering::Relaxed);
+                tracing::info!(channels = channels.len(), "redis relay subscribed");
+                // Everyone catches up on what was published while we were away.
+                relay.chat.do_send(RelayState { up: true });
+                loop {
+                    tokio::select! {
+                        message = stream.next() => match message {
+                            Some(message) => {
+                                relay.counters.received.fetch_add(1, Ordering::Relaxed);
+                                if message.get_channel_name() == relay.resync_channel() {
+                                    relay.chat.do_send(CatchUp { users: None });
+                                } else if let Some(user_frame) = relay.parse(&message) {
+                                    relay.chat.do_send(Deliver { frames: vec![user_frame] });
+                                }
+                            }
+                            None => break,
+                        },
+                        command = commands.recv() => match command {
+                            Some(SubscriberCommand::Subscribe { user_id, subscribed }) => {
+                                wanted.insert(user_id);
+                                let ok = sink.subscribe(relay.user_channel(user_id)).await.is_ok();
+                                let _ = subscribed.send(ok);
+                            }
+                            Some(SubscriberCommand::Unsubscribe { user_id }) => {
+                                wanted.remove(&user_id);
+                                let _ = sink.unsubscribe(relay.user_channel(user_id)).await;
+                            }
+                            None => return,
+                        },
+                    }
+                }
+                tracing::warn!("redis relay connection lost; sessions poll the database until it is back");
+            }
+            relay.healthy.store(false, Ordering::Relaxed);
+            relay.resync_pending.store(true, Ordering::Relaxed);
+            relay.chat.do_send(RelayState { up: false });
+        }
+        // Wait before the next attempt, answering subscriptions meanwhile so no socket waits.
+        let sleep = tokio::time::sleep(backoff);
+        tokio::pin!(sleep);
+        loop {
+            tokio::select! {
+                () = &mut sleep => break,
+                command = commands.recv() => match command {
+                    Some(SubscriberCommand::Subscribe { user_id, subscribed }) => {
+                        wanted.insert(user_id);
+                        let _ = subscribed.send(false);
+                    }
+                    Some(SubscriberCommand::Unsubscribe { user_id }) => {
+                        wanted.remove(&user_id);
+                    }
+                    None => return,
+                },
+            }
+        }
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
