@@ -22,6 +22,8 @@ enum Command {
     Serve,
     /// Apply pending database migrations and exit.
     Migrate,
+    /// Print who is online, on which instance, and which instances are alive (needs Redis).
+    Presence,
 }
 
 #[actix_web::main]
@@ -38,6 +40,10 @@ async fn main() -> ExitCode {
     switchboard::telemetry::init(&settings.log);
     let result = match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => serve(settings).await,
+        Command::Presence => switchboard::admin::presence_report(&settings).await.map(|report| {
+            // The report is this command's output, not a log line.
+            print!("{report}");
+        }),
         Command::Migrate => switchboard::db::Db::connect(&settings.database)
             .await
             .map(|_| tracing::info!("migrations applied"))

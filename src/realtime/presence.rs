@@ -287,7 +287,7 @@ impl Presence {
                     beat.tick().await;
                     self.heartbeat().await;
                     beats += 1;
-                    if beats % 3 == 0 {
+                    if beats.is_multiple_of(3) {
                         for user in self.sweep_dead_instances().await {
                             announce(&db2, &relay2, &self, user, false).await;
                         }

@@ -39,26 +39,51 @@ pub async fn metrics(state: web::Data<AppState>) -> AppResult<HttpResponse> {
     let mut gauge = |name: &str, kind: &str, help: &str, value: u64| {
         let _ = writeln!(body, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
     };
-    gauge("switchboard_rooms", "gauge", "User rooms (users with at least one socket) on this instance.", stats.rooms as u64);
-    gauge("switchboard_sessions", "gauge", "Open WebSocket sessions on this instance.", stats.sessions as u64);
+    gauge(
+        "switchboard_rooms",
+        "gauge",
+        "User rooms (users with at least one socket) on this instance.",
+        stats.rooms as u64,
+    );
+    gauge(
+        "switchboard_sessions",
+        "gauge",
+        "Open WebSocket sessions on this instance.",
+        stats.sessions as u64,
+    );
     if let Some(redis) = state.relay.redis() {
         let counters = &redis.counters;
         let read = |counter: &std::sync::atomic::AtomicU64| counter.load(Ordering::Relaxed);
-        gauge("switchboard_relay_published_total", "counter", "Frames published to Redis.", read(&counters.published));
+        gauge(
+            "switchboard_relay_published_total",
+            "counter",
+            "Frames published to Redis.",
+            read(&counters.published),
+        );
         gauge(
             "switchboard_relay_publish_errors_total",
             "counter",
             "Redis publishes that failed or timed out.",
             read(&counters.publish_errors),
         );
-        gauge("switchboard_relay_received_total", "counter", "Messages received from Redis.", read(&counters.received));
+        gauge(
+            "switchboard_relay_received_total",
+            "counter",
+            "Messages received from Redis.",
+            read(&counters.received),
+        );
         gauge(
             "switchboard_relay_subscriptions_total",
             "counter",
             "Times the Redis subscriber (re)connected.",
             read(&counters.reconnects),
         );
-        gauge("switchboard_relay_up", "gauge", "1 while live relay through Redis works.", u64::from(redis.is_healthy()));
+        gauge(
+            "switchboard_relay_up",
+            "gauge",
+            "1 while live relay through Redis works.",
+            u64::from(redis.is_healthy()),
+        );
     }
     Ok(HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(body))
 }

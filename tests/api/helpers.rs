@@ -5,11 +5,10 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use actix_web::dev::ServerHandle;
-use actix_web::web;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use switchboard::config::Settings;
-use switchboard::startup::{AppState, Application};
+use switchboard::startup::Application;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 
@@ -51,7 +50,7 @@ static DATABASES: AtomicU32 = AtomicU32::new(0);
 static CLEANED: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
 
 /// A fresh, empty PostgreSQL database for one test.
-async fn fresh_postgres_database() -> String {
+pub async fn fresh_postgres_database() -> String {
     use sea_orm::{ConnectionTrait, Database};
     let admin_url = postgres_admin_url();
     let admin =
@@ -102,15 +101,17 @@ pub struct TestApp {
     pub ws_address: String,
     pub port: u16,
     pub client: reqwest::Client,
-    pub state: web::Data<AppState>,
-    handle: ServerHandle,
+    /// Set for an app running in this process; `None` for a server reached over the network.
+    handle: Option<ServerHandle>,
     _dir: Option<tempfile::TempDir>,
 }
 
 impl Drop for TestApp {
     fn drop(&mut self) {
         // The stop command is sent at once; the server's own thread carries it out.
-        drop(self.handle.stop(false));
+        if let Some(handle) = &self.handle {
+            drop(handle.stop(false));
+        }
     }
 }
 
@@ -136,19 +137,28 @@ pub async fn spawn_app_with(backend: Backend, customize: impl FnOnce(&mut Settin
     std::thread::spawn(move || {
         actix_rt::System::new().block_on(async move {
             let app = Application::build(settings).await.expect("application builds");
-            let _ = tx.send((app.port(), app.handle(), app.state()));
+            let _ = tx.send((app.port(), app.handle()));
             let _ = app.run_until_stopped().await;
         });
     });
-    let (port, handle, state) = rx.await.expect("application started");
-    TestApp {
-        address: format!("http://127.0.0.1:{port}"),
-        ws_address: format!("ws://127.0.0.1:{port}"),
-        port,
-        client: reqwest::Client::new(),
-        state,
-        handle,
-        _dir: dir,
+    let (port, handle) = rx.await.expect("application started");
+    let mut app = TestApp::at(port);
+    app.handle = Some(handle);
+    app._dir = dir;
+    app
+}
+
+impl TestApp {
+    /// A client for a server listening on `port` (another process, or nginx).
+    pub fn at(port: u16) -> TestApp {
+        TestApp {
+            address: format!("http://127.0.0.1:{port}"),
+            ws_address: format!("ws://127.0.0.1:{port}"),
+            port,
+            client: reqwest::Client::new(),
+            handle: None,
+            _dir: None,
+        }
     }
 }
 

@@ -8,6 +8,7 @@
 mod helpers;
 
 mod auth;
+mod cluster;
 mod config;
 mod conversations;
 mod messages;

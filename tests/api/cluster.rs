@@ -1,0 +1,429 @@
+//! Several real server processes sharing PostgreSQL and a real `redis-server`, with a real
+//! nginx in front where a test needs a load balancer. Each test starts what it needs on
+//! free ports and kills it afterwards.
+
+use std::collections::HashMap;
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::helpers::*;
+
+const PREFIX: &str = "sbtest:";
+/// Short, so a killed instance's users go offline within seconds.
+const PRESENCE_TTL: u64 = 2;
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}
+
+/// Polls `check` until it holds or `within` passes.
+async fn eventually<F: AsyncFnMut() -> bool>(within: Duration, what: &str, mut check: F) {
+    let deadline = Instant::now() + within;
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+pub struct RedisServer {
+    pub port: u16,
+    child: Option<Child>,
+}
+
+impl RedisServer {
+    pub async fn start() -> RedisServer {
+        let mut server = RedisServer { port: free_port(), child: None };
+        server.restart().await;
+        server
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    pub async fn restart(&mut self) {
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &self.port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server must be installed (see README)");
+        self.child = Some(child);
+        let url = self.url();
+        eventually(Duration::from_secs(5), "redis answers", async || {
+            let Ok(client) = redis::Client::open(url.as_str()) else { return false };
+            client.get_multiplexed_async_connection().await.is_ok()
+        })
+        .await;
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub async fn connection(&self) -> redis::aio::MultiplexedConnection {
+        redis::Client::open(self.url())
+            .expect("client")
+            .get_multiplexed_async_connection()
+            .await
+            .expect("redis")
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// One `switchboard` process.
+pub struct Instance {
+    pub name: String,
+    pub port: u16,
+    child: Child,
+}
+
+impl Instance {
+    pub async fn start(name: &str, database_url: &str, redis_url: &str) -> Instance {
+        let port = free_port();
+        let child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+            .args(["--config", "config.toml"])
+            .env("SWITCHBOARD__SERVER__PORT", port.to_string())
+            .env("SWITCHBOARD__SERVER__INSTANCE_ID", name)
+            .env("SWITCHBOARD__SERVER__DEV_MODE", "false")
+            .env("SWITCHBOARD__SERVER__WORKERS", "2")
+            .env("SWITCHBOARD__SERVER__SHUTDOWN_TIMEOUT_SECONDS", "1")
+            .env("SWITCHBOARD__DATABASE__URL", database_url)
+            .env("SWITCHBOARD__DATABASE__MAX_CONNECTIONS", "4")
+            .env("SWITCHBOARD__REDIS__URL", redis_url)
+            .env("SWITCHBOARD__REDIS__PREFIX", PREFIX)
+            .env("SWITCHBOARD__PRESENCE__TTL_SECONDS", PRESENCE_TTL.to_string())
+            .env("SWITCHBOARD__AUTH__JWT_SECRET", TEST_SECRET)
+            .env("SWITCHBOARD__LOG__LEVEL", if std::env::var("TEST_LOG").is_ok() { "info" } else { "error" })
+            .spawn()
+            .expect("start switchboard");
+        let instance = Instance { name: name.to_owned(), port, child };
+        let app = instance.app();
+        eventually(Duration::from_secs(20), "instance ready", async || {
+            matches!(app.client.get(app.url("/health/ready")).send().await, Ok(r) if r.status() == 200)
+        })
+        .await;
+        instance
+    }
+
+    pub fn app(&self) -> TestApp {
+        TestApp::at(self.port)
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// nginx round-robin in front of the instances, with WebSocket upgrades.
+pub struct Nginx {
+    pub port: u16,
+    child: Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Nginx {
+    pub async fn start(upstreams: &[u16]) -> Nginx {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let port = free_port();
+        let template = std::fs::read_to_string("deploy/nginx.conf").expect("deploy/nginx.conf");
+        let mut config = String::new();
+        for line in template.lines() {
+            if line.trim_start().starts_with("server 127.0.0.1:") {
+                // The shipped upstream list, swapped for this test's instances.
+                if !config.contains("server 127.0.0.1:") {
+                    for upstream in upstreams {
+                        config.push_str(&format!(
+                            "        server 127.0.0.1:{upstream} max_fails=1 fail_timeout=5s;\n"
+                        ));
+                    }
+                }
+                continue;
+            }
+            let line = line.replace("listen 8000;", &format!("listen 127.0.0.1:{port};"));
+            config.push_str(&line.replace("/tmp/switchboard-nginx", &dir.path().display().to_string()));
+            config.push('\n');
+        }
+        let path: PathBuf = dir.path().join("nginx.conf");
+        std::fs::write(&path, config).expect("write nginx.conf");
+        let child = Command::new(nginx_binary())
+            .args([
+                "-c",
+                &path.display().to_string(),
+                "-p",
+                &dir.path().display().to_string(),
+                "-e",
+                "stderr",
+            ])
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nginx must be installed (see README)");
+        let app = TestApp::at(port);
+        eventually(Duration::from_secs(10), "nginx answers", async || {
+            matches!(app.client.get(app.url("/health/live")).send().await, Ok(r) if r.status() == 200)
+        })
+        .await;
+        Nginx { port, child, _dir: dir }
+    }
+
+    pub fn app(&self) -> TestApp {
+        TestApp::at(self.port)
+    }
+}
+
+fn nginx_binary() -> &'static str {
+    if std::path::Path::new("/usr/sbin/nginx").exists() { "/usr/sbin/nginx" } else { "nginx" }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+struct Cluster {
+    redis: RedisServer,
+    database_url: String,
+    instances: Vec<Instance>,
+}
+
+async fn cluster(names: &[&str]) -> Cluster {
+    let redis = RedisServer::start().await;
+    let database_url = fresh_postgres_database().await;
+    let mut instances = Vec::new();
+    for name in names {
+        instances.push(Instance::start(name, &database_url, &redis.url()).await);
+    }
+    Cluster { redis, database_url, instances }
+}
+
+async fn presence_of(app: &TestApp, viewer: &TestUser, user: &TestUser) -> Value {
+    let reply = app.get(Some(&viewer.token), &format!("/api/users/{}/presence", user.id)).await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    reply.body
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_reaches_every_device_on_every_instance() {
+    let cluster = cluster(&["a", "b"]).await;
+    let (a, b) = (cluster.instances[0].app(), cluster.instances[1].app());
+    let alice = a.user("alice").await;
+    let bob = a.user("bob").await;
+    let mut alice_on_b = b.ws(&alice).await;
+    let mut alice_on_a = a.ws(&alice).await;
+    let mut bob_on_a = a.ws(&bob).await;
+    let mut bob_on_b = b.ws(&bob).await;
+    assert_eq!(alice_on_b.hello["instance_id"], "b");
+    assert_eq!(bob_on_a.hello["instance_id"], "a");
+
+    for round in 0..3 {
+        let sent = a.dm(&alice, &bob, &format!("round {round}")).await;
+        for device in [&mut bob_on_a, &mut bob_on_b] {
+            assert_eq!(device.next_of("new_message").await["message"]["id"], sent["id"]);
+        }
+        for device in [&mut alice_on_a, &mut alice_on_b] {
+            assert_eq!(device.next_of("message_sent").await["message"]["id"], sent["id"]);
+        }
+        let reply = b.dm(&bob, &alice, &format!("reply {round}")).await;
+        for device in [&mut alice_on_a, &mut alice_on_b] {
+            assert_eq!(device.next_of("new_message").await["message"]["id"], reply["id"]);
+        }
+        for device in [&mut bob_on_a, &mut bob_on_b] {
+            assert_eq!(device.next_of("message_sent").await["message"]["id"], reply["id"]);
+        }
+    }
+    assert!(cluster.database_url.starts_with("postgres://"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_users_chat_through_nginx_and_redis_shows_where_they_are_online() {
+    let mut cluster = cluster(&["east", "west"]).await;
+    let nginx = Nginx::start(&[cluster.instances[0].port, cluster.instances[1].port]).await;
+    let lb = nginx.app();
+    let alice = lb.user("alice").await;
+    let bob = lb.user("bob").await;
+
+    // Round robin without stickiness: open sockets through nginx until each user is on an
+    // instance of their own.
+    let mut alice_socket = lb.ws(&alice).await;
+    let mut bob_socket = lb.ws(&bob).await;
+    let mut tries = 0;
+    while bob_socket.hello["instance_id"] == alice_socket.hello["instance_id"] {
+        tries += 1;
+        assert!(tries < 10, "nginx keeps sending both users to one instance");
+        bob_socket = lb.ws(&bob).await;
+    }
+    let alice_instance = alice_socket.hello["instance_id"].as_str().expect("instance").to_owned();
+    let bob_instance = bob_socket.hello["instance_id"].as_str().expect("instance").to_owned();
+
+    let sent = lb.dm(&alice, &bob, "hello across instances").await;
+    let frame = bob_socket.next_of("new_message").await;
+    assert_eq!(frame["message"]["id"], sent["id"]);
+    let reply = lb.dm(&bob, &alice, "hello back").await;
+    assert_eq!(alice_socket.next_of("new_message").await["message"]["id"], reply["id"]);
+
+    // Redis shows each user online on their instance.
+    let mut conn = cluster.redis.connection().await;
+    let alice_key: HashMap<String, i64> = redis::cmd("HGETALL")
+        .arg(format!("{PREFIX}presence:{}", alice.id))
+        .query_async(&mut conn)
+        .await
+        .expect("alice's presence hash");
+    assert_eq!(alice_key.get(&alice_instance), Some(&1), "{alice_key:?}");
+    let bob_key: HashMap<String, i64> = redis::cmd("HGETALL")
+        .arg(format!("{PREFIX}presence:{}", bob.id))
+        .query_async(&mut conn)
+        .await
+        .expect("hash");
+    assert!(bob_key.get(&bob_instance).is_some_and(|n| *n >= 1), "{bob_key:?}");
+    for instance in [&alice_instance, &bob_instance] {
+        let ttl: i64 = redis::cmd("TTL")
+            .arg(format!("{PREFIX}instance:{instance}"))
+            .query_async(&mut conn)
+            .await
+            .expect("ttl");
+        assert!(ttl > 0 && ttl <= PRESENCE_TTL as i64, "heartbeat key with a TTL: {ttl}");
+    }
+
+    // The admin command reads the same keys.
+    let output = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .args(["--config", "config.toml", "presence"])
+        .env("SWITCHBOARD__REDIS__URL", cluster.redis.url())
+        .env("SWITCHBOARD__REDIS__PREFIX", PREFIX)
+        .env("SWITCHBOARD__DATABASE__URL", &cluster.database_url)
+        .env("SWITCHBOARD__AUTH__JWT_SECRET", TEST_SECRET)
+        .env("SWITCHBOARD__SERVER__DEV_MODE", "false")
+        .output()
+        .expect("switchboard presence");
+    let report = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{report} {}", String::from_utf8_lossy(&output.stderr));
+    assert!(report.contains("instances alive: 2"), "{report}");
+    assert!(report.contains(&format!("{} {}  on {alice_instance}", alice.id, alice.username)), "{report}");
+    assert!(report.contains(&format!("{} {}  on {bob_instance}", bob.id, bob.username)), "{report}");
+
+    // Killing Bob's instance: nginx sends his reconnect to the other one, and he catches up.
+    let seen = frame["event_id"].as_i64().expect("event id");
+    let bob_index = cluster.instances.iter().position(|i| i.name == bob_instance).expect("bob's instance");
+    cluster.instances[bob_index].kill();
+    let missed = lb.dm(&alice, &bob, "while you were away").await;
+    let mut bob_again = lb.ws_since(&bob, seen).await;
+    assert_eq!(bob_again.hello["instance_id"], alice_instance.as_str());
+    assert_eq!(bob_again.next_of("new_message").await["message"]["id"], missed["id"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_is_pushed_and_a_killed_instance_s_users_go_offline_in_time() {
+    let mut cluster = cluster(&["a", "b"]).await;
+    let (a, b) = (cluster.instances[0].app(), cluster.instances[1].app());
+    let alice = a.user("alice").await;
+    let bob = a.user("bob").await;
+    a.dm(&alice, &bob, "we share a conversation").await;
+    let mut alice_socket = a.ws(&alice).await;
+
+    let bob_socket = b.ws(&bob).await;
+    let online = alice_socket.next_of("presence").await;
+    assert_eq!(online["user_id"], bob.id);
+    assert_eq!(online["status"], "online");
+    assert_eq!(presence_of(&a, &alice, &bob).await["status"], "online");
+
+    drop(bob_socket);
+    let offline = alice_socket.next_of("presence").await;
+    assert_eq!((offline["user_id"].clone(), offline["status"].clone()), (json!(bob.id), json!("offline")));
+    let view = presence_of(&a, &alice, &bob).await;
+    assert_eq!(view["status"], "offline");
+    assert!(view["last_seen"].as_str().is_some_and(|at| at.ends_with('Z')), "{view}");
+
+    // SIGKILL: no cleanup runs on b, yet Bob reads offline within two TTLs.
+    let _bob_socket = b.ws(&bob).await;
+    assert_eq!(alice_socket.next_of("presence").await["status"], "online");
+    cluster.instances[1].kill();
+    let killed = Instant::now();
+    eventually(Duration::from_secs(2 * PRESENCE_TTL), "bob reads offline", async || {
+        presence_of(&a, &alice, &bob).await["status"] == "offline"
+    })
+    .await;
+    let offline_after = killed.elapsed();
+    // The janitor on a tells Bob's contacts.
+    let frame = alice_socket.next_of("presence").await;
+    assert_eq!((frame["user_id"].clone(), frame["status"].clone()), (json!(bob.id), json!("offline")));
+    eprintln!("offline {:?} after SIGKILL (ttl {PRESENCE_TTL} s)", offline_after);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_killed_and_restarted_loses_nothing_and_live_relay_resumes() {
+    let mut cluster = cluster(&["a", "b"]).await;
+    let (a, b) = (cluster.instances[0].app(), cluster.instances[1].app());
+    let alice = a.user("alice").await;
+    let bob = a.user("bob").await;
+    let mut bob_socket = b.ws(&bob).await;
+    let mut expected = Vec::new();
+    let mut received = Vec::new();
+    let receive = async |socket: &mut WsClient, received: &mut Vec<Value>| {
+        let frame = socket.next_of("new_message").await;
+        received.push(frame["message"]["id"].clone());
+    };
+    expected.push(a.dm(&alice, &bob, "before").await["id"].clone());
+    receive(&mut bob_socket, &mut received).await;
+
+    cluster.redis.kill();
+    // Sends still succeed, and Bob's instance reads them from the database meanwhile.
+    for n in 0..3 {
+        expected.push(a.dm(&alice, &bob, &format!("during {n}")).await["id"].clone());
+    }
+    for _ in 0..3 {
+        receive(&mut bob_socket, &mut received).await;
+    }
+    let ready = a.client.get(a.url("/health/ready")).send().await.expect("ready");
+    assert_eq!(ready.status(), 503, "readiness reports redis");
+    assert_eq!(a.get(None, "/health/live").await.status, 200);
+
+    cluster.redis.restart().await;
+    eventually(Duration::from_secs(10), "relay up again", async || {
+        let metrics =
+            a.client.get(a.url("/metrics")).send().await.expect("metrics").text().await.expect("text");
+        metrics.contains("switchboard_relay_up 1")
+    })
+    .await;
+    eventually(Duration::from_secs(10), "b relays again", async || {
+        let metrics =
+            b.client.get(b.url("/metrics")).send().await.expect("metrics").text().await.expect("text");
+        metrics.contains("switchboard_relay_up 1")
+    })
+    .await;
+    for n in 0..3 {
+        expected.push(a.dm(&alice, &bob, &format!("after {n}")).await["id"].clone());
+        receive(&mut bob_socket, &mut received).await;
+    }
+    assert_eq!(received, expected, "every message once, in order");
+    bob_socket.expect_silence(Duration::from_millis(500)).await;
+    let metrics = a.client.get(a.url("/metrics")).send().await.expect("metrics").text().await.expect("text");
+    assert!(metrics.contains("switchboard_relay_publish_errors_total"), "{metrics}");
+}
