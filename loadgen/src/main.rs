@@ -37,6 +37,16 @@ enum Scenario {
         #[arg(long, default_value_t = 500)]
         rate: u32,
     },
+    /// Open loop across instances: senders POST to `--url`, receivers listen on
+    /// `--receiver-url` (another instance sharing Redis and the database).
+    Cross {
+        #[command(flatten)]
+        common: Common,
+        #[arg(long, default_value_t = 1000)]
+        users: usize,
+        #[arg(long, default_value_t = 500)]
+        rate: u32,
+    },
     /// Closed loop: `senders` concurrent senders, each to its own receiver.
     DmMax {
         #[command(flatten)]
@@ -51,6 +61,9 @@ struct Common {
     /// The server's base URL.
     #[arg(long, default_value = "http://127.0.0.1:8080")]
     url: String,
+    /// Where receivers open their sockets (default: `--url`).
+    #[arg(long)]
+    receiver_url: Option<String>,
     /// Seconds of sending.
     #[arg(long, default_value_t = 20)]
     duration: u64,
@@ -88,6 +101,12 @@ async fn main() -> Result<(), String> {
     let cli = Cli::parse();
     let (name, common, users, params) = match &cli.scenario {
         Scenario::Dm { common, users, rate } => ("dm", common, *users, format!("users={users} rate={rate}")),
+        Scenario::Cross { common, users, rate } => {
+            if common.receiver_url.is_none() {
+                return Err("cross needs --receiver-url (another instance)".into());
+            }
+            ("cross", common, *users, format!("users={users} rate={rate}"))
+        }
         Scenario::DmMax { common, senders } => ("dm-max", common, senders * 2, format!("senders={senders}")),
     };
     let http = reqwest::Client::builder().pool_max_idle_per_host(256).build().map_err(|e| e.to_string())?;
@@ -99,7 +118,12 @@ async fn main() -> Result<(), String> {
     let (frames_tx, mut frames_rx) = mpsc::unbounded_channel::<(String, Instant)>();
     eprintln!("opening {} sockets…", receivers.len());
     for receiver in &receivers {
-        open_socket(&common.url, &receiver.token, frames_tx.clone()).await?;
+        open_socket(
+            common.receiver_url.as_deref().unwrap_or(&common.url),
+            &receiver.token,
+            frames_tx.clone(),
+        )
+        .await?;
     }
     drop(frames_tx);
 
@@ -113,7 +137,7 @@ async fn main() -> Result<(), String> {
     let pairs = Arc::new(pairs);
     let mut tasks = Vec::new();
     match &cli.scenario {
-        Scenario::Dm { rate, .. } => {
+        Scenario::Dm { rate, .. } | Scenario::Cross { rate, .. } => {
             let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(*rate)));
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
             let mut n = 0usize;
