@@ -92,7 +92,7 @@ impl Application {
 
         let state = web::Data::new(AppState {
             tokens: Tokens::new(&settings.auth),
-            writer: Writer::new(db.clone(), relay.clone()),
+            writer: Writer::start(db.clone(), relay.clone()),
             db,
             chat,
             relay,

@@ -1,21 +1,25 @@
 //! Sending messages and moving read pointers.
 
+use std::collections::HashMap;
+
 use entity::{conversation, member, message, user};
 use sea_orm::prelude::*;
-use sea_orm::{ConnectionTrait, IntoActiveModel, Set};
+use sea_orm::{ConnectionTrait, DatabaseTransaction, IntoActiveModel, Set};
 
-use super::conversations::{self, build_views, direct_key, unread_counts, visible};
+use super::conversations::{self, direct_key, unread_counts, visible};
 use super::events::{self, StoredEvent};
-use super::views::{MessageView, optional_id};
+use super::views::{ConversationKind, ConversationView, MessageView, UserView, optional_id};
 use super::writer::Writer;
 use crate::db::Db;
 use crate::error::{AppError, AppResult};
+use crate::realtime::protocol::ServerFrame;
 use crate::realtime::{Frame, UserFrame, UserId};
 use crate::time;
 
 pub const MAX_MESSAGE_CHARS: usize = 2000;
 const MAX_CLIENT_ID_LEN: usize = 64;
 
+#[derive(Debug, Clone, Copy)]
 pub enum Target {
     User(i64),
     Conversation(i64),
@@ -86,120 +90,152 @@ pub async fn send(db: &Db, writer: &Writer, sender_id: i64, input: NewMessage) -
     if let Some(existing) = find_by_client_id(&db.read, sender_id, client_id.as_deref()).await? {
         return Ok(Sent::Existing(existing.into()));
     }
-    // Checks that need no lock happen before taking it.
-    match target {
-        Target::User(recipient_id) => {
-            if recipient_id == sender_id {
-                return Err(AppError::validation("recipient_id", "you cannot send a message to yourself"));
-            }
-            let found = user::Entity::find()
-                .filter(user::Column::Id.is_in([sender_id, recipient_id]))
-                .count(&db.read)
-                .await?;
-            if found < 2 {
-                if user::Entity::find_by_id(sender_id).one(&db.read).await?.is_none() {
-                    return Err(AppError::unauthorized("invalid_token", "the token's user does not exist"));
-                }
-                return Err(AppError::not_found("recipient not found"));
-            }
+    // Checks that need no transaction happen before the writer's queue.
+    let wanted: Vec<i64> = match target {
+        Target::User(recipient_id) if recipient_id == sender_id => {
+            return Err(AppError::validation("recipient_id", "you cannot send a message to yourself"));
         }
+        Target::User(recipient_id) => vec![sender_id, recipient_id],
         Target::Conversation(conversation_id) => {
             visible(&db.read, sender_id, conversation_id).await?;
+            vec![sender_id]
         }
-    }
-
-    let write = writer.begin().await?;
-    let txn = write.txn();
-    // Checked again under the lock: two concurrent retries store one message.
-    if let Some(existing) = find_by_client_id(txn, sender_id, client_id.as_deref()).await? {
-        write.finish().await?;
-        return Ok(Sent::Existing(existing.into()));
-    }
-    let mut created_event = None;
-    let conversation = match target {
-        Target::User(recipient_id) => {
-            let key = direct_key(sender_id, recipient_id);
-            match conversation::Entity::find()
-                .filter(conversation::Column::DirectKey.eq(&key))
-                .one(txn)
-                .await?
-            {
-                Some(conversation) => conversation,
-                None => {
-                    let (conversation, event_id) = create_direct(txn, key, sender_id, recipient_id).await?;
-                    created_event = Some(event_id);
-                    conversation
-                }
-            }
-        }
-        Target::Conversation(conversation_id) => visible(txn, sender_id, conversation_id).await?.0,
     };
-    let members: Vec<i64> = member::Entity::find()
-        .filter(member::Column::ConversationId.eq(conversation.id))
-        .filter(member::Column::LeftEventId.is_null())
-        .all(txn)
+    let users: HashMap<i64, UserView> = user::Entity::find()
+        .filter(user::Column::Id.is_in(wanted))
+        .all(&db.read)
         .await?
         .into_iter()
-        .map(|row| row.user_id)
+        .map(|row| (row.id, UserView::from(row)))
         .collect();
-    let recipient_id = match conversation.kind.as_str() {
-        "direct" => members.iter().copied().find(|id| *id != sender_id),
-        _ => None,
-    };
-
-    let row = message::ActiveModel {
-        conversation_id: Set(conversation.id),
-        sender_id: Set(sender_id),
-        recipient_id: Set(recipient_id),
-        body: Set(body),
-        client_id: Set(client_id),
-        created_at: Set(time::now()),
-        edited_at: Set(None),
-        deleted_at: Set(None),
-        ..Default::default()
+    if !users.contains_key(&sender_id) {
+        return Err(AppError::unauthorized("invalid_token", "the token's user does not exist"));
     }
-    .insert(txn)
-    .await?;
-    let view = MessageView::from(row);
-    let event_id =
-        events::append(txn, conversation.id, &StoredEvent::MessageCreated { message: view.clone() }).await?;
-    let mut active = conversation.clone().into_active_model();
-    active.last_message_id = Set(Some(view.id));
-    active.last_activity_id = Set(event_id);
-    let conversation = active.update(txn).await?;
+    if let Target::User(recipient_id) = target
+        && !users.contains_key(&recipient_id)
+    {
+        return Err(AppError::not_found("recipient not found"));
+    }
+    let message = PendingMessage { sender_id, target, body, client_id, users };
+    writer.write(move |txn| Box::pin(message.store(txn))).await
+}
 
-    let mut frames = Vec::with_capacity(members.len() * 2);
-    let sent = Frame::new(
-        Some(event_id),
-        &crate::realtime::protocol::ServerFrame::MessageSent { event_id, message: &view },
-    );
-    for &member_id in &members {
-        let needs_view = member_id != sender_id || created_event.is_some();
-        let member_view = if needs_view {
-            build_views(txn, member_id, vec![conversation.clone()]).await?.pop()
-        } else {
-            None
-        };
-        if let (Some(created), Some(member_view)) = (created_event, member_view.as_ref()) {
-            let stored = StoredEvent::ConversationCreated {};
-            if let Some(frame) =
-                events::render(created, conversation.id, &stored, member_id, Some(member_view))
-            {
-                frames.push(UserFrame { user_id: UserId(member_id), frame });
-            }
+struct PendingMessage {
+    sender_id: i64,
+    target: Target,
+    body: String,
+    client_id: Option<String>,
+    /// The sender and, for a direct target, the recipient.
+    users: HashMap<i64, UserView>,
+}
+
+impl PendingMessage {
+    async fn store(self, txn: &DatabaseTransaction) -> AppResult<(Sent, Vec<UserFrame>)> {
+        let PendingMessage { sender_id, target, body, client_id, users } = self;
+        // Checked again in the writer: two concurrent retries store one message.
+        if let Some(existing) = find_by_client_id(txn, sender_id, client_id.as_deref()).await? {
+            return Ok((Sent::Existing(existing.into()), Vec::new()));
         }
-        let frame = if member_id == sender_id {
-            Some(sent.clone())
-        } else {
-            let stored = StoredEvent::MessageCreated { message: view.clone() };
-            events::render(event_id, conversation.id, &stored, member_id, member_view.as_ref())
+        let mut created_event = None;
+        let conversation = match target {
+            Target::User(recipient_id) => {
+                let key = direct_key(sender_id, recipient_id);
+                match conversation::Entity::find()
+                    .filter(conversation::Column::DirectKey.eq(&key))
+                    .one(txn)
+                    .await?
+                {
+                    Some(conversation) => conversation,
+                    None => {
+                        let (conversation, event_id) =
+                            create_direct(txn, key, sender_id, recipient_id).await?;
+                        created_event = Some(event_id);
+                        conversation
+                    }
+                }
+            }
+            Target::Conversation(conversation_id) => visible(txn, sender_id, conversation_id).await?.0,
         };
-        if let Some(frame) = frame {
+        let members = member::Entity::find()
+            .filter(member::Column::ConversationId.eq(conversation.id))
+            .filter(member::Column::LeftEventId.is_null())
+            .all(txn)
+            .await?;
+        let direct = conversation.kind == "direct";
+        let recipient_id =
+            if direct { members.iter().map(|m| m.user_id).find(|id| *id != sender_id) } else { None };
+
+        let row = message::ActiveModel {
+            conversation_id: Set(conversation.id),
+            sender_id: Set(sender_id),
+            recipient_id: Set(recipient_id),
+            body: Set(body),
+            client_id: Set(client_id),
+            created_at: Set(time::now()),
+            edited_at: Set(None),
+            deleted_at: Set(None),
+            ..Default::default()
+        }
+        .insert(txn)
+        .await?;
+        let view = MessageView::from(row);
+        let stored = StoredEvent::MessageCreated { message: view.clone() };
+        let event_id = events::append(txn, conversation.id, &stored).await?;
+        conversation::Entity::update_many()
+            .col_expr(conversation::Column::LastMessageId, Expr::value(view.id))
+            .col_expr(conversation::Column::LastActivityId, Expr::value(event_id))
+            .filter(conversation::Column::Id.eq(conversation.id))
+            .exec(txn)
+            .await?;
+
+        // Each member's view of the conversation, built from what is at hand: one unread
+        // count per recipient is the only query.
+        let members_count = members.len() as i64;
+        let mut frames = Vec::with_capacity(members.len() * 2);
+        let sent = Frame::new(Some(event_id), &ServerFrame::MessageSent { event_id, message: &view });
+        for membership in &members {
+            let member_id = membership.user_id;
+            let is_sender = member_id == sender_id;
+            if is_sender && created_event.is_none() {
+                frames.push(UserFrame { user_id: UserId(member_id), frame: sent.clone() });
+                continue;
+            }
+            let unread = if is_sender {
+                0
+            } else {
+                let pointer = std::iter::once((conversation.id, membership.last_read_message_id));
+                unread_counts(txn, member_id, pointer).await?.get(&conversation.id).copied().unwrap_or(0)
+            };
+            let other_user = if direct {
+                members.iter().find(|m| m.user_id != member_id).and_then(|m| users.get(&m.user_id)).cloned()
+            } else {
+                None
+            };
+            let member_view = ConversationView {
+                id: conversation.id,
+                kind: ConversationKind::parse(&conversation.kind),
+                name: conversation.name.clone(),
+                other_user,
+                members_count,
+                created_at: conversation.created_at,
+                last_message: Some(view.clone()),
+                unread_count: unread,
+                last_read_message_id: optional_id(membership.last_read_message_id),
+            };
+            if let Some(created) = created_event {
+                let frame =
+                    ServerFrame::ConversationCreated { event_id: created, conversation: &member_view };
+                frames.push(UserFrame { user_id: UserId(member_id), frame: frame.to_frame() });
+            }
+            let frame = if is_sender {
+                sent.clone()
+            } else {
+                ServerFrame::NewMessage { event_id, message: &view, conversation: &member_view }.to_frame()
+            };
             frames.push(UserFrame { user_id: UserId(member_id), frame });
         }
+        Ok((Sent::Created(view), frames))
     }
-    write.commit_and_deliver(frames).await?;
-    Ok(Sent::Created(view))
 }
 
 async fn create_direct(
@@ -271,18 +307,28 @@ pub async fn mark_read(
         None => conversation.last_message_id.unwrap_or(0),
     };
 
-    let write = writer.begin().await?;
-    let txn = write.txn();
+    writer.write(move |txn| Box::pin(move_read_pointer(txn, user_id, conversation_id, target))).await
+}
+
+async fn move_read_pointer(
+    txn: &DatabaseTransaction,
+    user_id: i64,
+    conversation_id: i64,
+    target: i64,
+) -> AppResult<(ReadState, Vec<UserFrame>)> {
     let (_, membership) = visible(txn, user_id, conversation_id).await?;
+    let last_read = membership.last_read_message_id.max(target);
+    let unread_of = async |last_read: i64| -> AppResult<i64> {
+        let pointer = std::iter::once((conversation_id, last_read));
+        Ok(unread_counts(txn, user_id, pointer).await?.get(&conversation_id).copied().unwrap_or(0))
+    };
     if target <= membership.last_read_message_id {
-        let last_read = membership.last_read_message_id;
-        let unread = unread_counts(txn, user_id, std::iter::once((conversation_id, last_read))).await?;
-        write.finish().await?;
-        return Ok(ReadState {
+        let state = ReadState {
             conversation_id,
             last_read_message_id: optional_id(last_read),
-            unread_count: unread.get(&conversation_id).copied().unwrap_or(0),
-        });
+            unread_count: unread_of(last_read).await?,
+        };
+        return Ok((state, Vec::new()));
     }
     let mut active = membership.into_active_model();
     active.last_read_message_id = Set(target);
@@ -290,7 +336,6 @@ pub async fn mark_read(
     let stored =
         StoredEvent::MessageRead { reader_id: user_id, last_read_message_id: target, read_at: time::now() };
     let event_id = events::append(txn, conversation_id, &stored).await?;
-    let unread = unread_counts(txn, user_id, std::iter::once((conversation_id, target))).await?;
     let members = member::Entity::find()
         .filter(member::Column::ConversationId.eq(conversation_id))
         .filter(member::Column::LeftEventId.is_null())
@@ -304,12 +349,12 @@ pub async fn mark_read(
             .collect(),
         None => Vec::new(),
     };
-    write.commit_and_deliver(frames).await?;
-    Ok(ReadState {
+    let state = ReadState {
         conversation_id,
         last_read_message_id: Some(target),
-        unread_count: unread.get(&conversation_id).copied().unwrap_or(0),
-    })
+        unread_count: unread_of(target).await?,
+    };
+    Ok((state, frames))
 }
 
 /// `PATCH /api/messages/{id}/read`: the message's conversation, read up to it.
