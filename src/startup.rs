@@ -114,6 +114,8 @@ impl Application {
         // Argon2 runs on the blocking pool with 19 MiB per hash; few threads keep the
         // allocator from holding that much per thread forever.
         .worker_max_blocking_threads(2)
+        // SIGTERM drains through `drain`, which closes sockets first.
+        .disable_signals()
         .client_disconnect_timeout(Duration::from_secs(5));
         if state.settings.server.workers > 0 {
             server = server.workers(state.settings.server.workers);
@@ -137,9 +139,44 @@ impl Application {
         self.server.handle()
     }
 
+    /// Serves until stopped. On SIGTERM or SIGINT the instance drains (see `drain`).
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let (state, handle) = (self.state.clone(), self.server.handle());
+        actix::spawn(async move {
+            if wait_for_stop_signal().await {
+                drain(state, handle).await;
+            }
+        });
         self.server.await
     }
+}
+
+async fn wait_for_stop_signal() -> bool {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut terminate), Ok(mut interrupt)) =
+        (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
+    else {
+        tracing::warn!("cannot listen for SIGTERM/SIGINT; stop the process another way");
+        return false;
+    };
+    tokio::select! {
+        _ = terminate.recv() => true,
+        _ = interrupt.recv() => true,
+    }
+}
+
+/// Drains: readiness turns 503 so the load balancer stops sending, every socket is closed
+/// with 1012 so clients reconnect elsewhere (with `since`, losing nothing), the listener
+/// stops accepting, in-flight requests finish, and the process exits within
+/// `server.shutdown_timeout_seconds`.
+pub async fn drain(state: web::Data<AppState>, handle: ServerHandle) {
+    state.draining.store(true, std::sync::atomic::Ordering::Relaxed);
+    let sockets = state.chat.send(crate::realtime::server::CloseAll).await.unwrap_or(0);
+    tracing::info!(sockets, "draining: sockets closed with 1012");
+    // Lets the close frames reach the wire before the workers stop.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    state.presence.shutdown().await;
+    handle.stop(true).await;
 }
 
 /// 4xx responses made by actix itself (405, an unmatched method) get the contract's body.

@@ -301,6 +301,12 @@ async fn open_socket(
 ) -> Result<(), String> {
     let ws_url = format!("{}/ws?token={token}", url.replacen("http", "ws", 1));
     let (mut stream, _) = tokio_tungstenite::connect_async(ws_url).await.map_err(|e| e.to_string())?;
+    // Messages committed before `hello` belong to the client's sync, not to this socket:
+    // sending starts only once every socket is live.
+    match stream.next().await {
+        Some(Ok(WsMessage::Text(text))) if text.contains("\"hello\"") => {}
+        other => return Err(format!("expected hello, got {other:?}")),
+    }
     tokio::spawn(async move {
         #[derive(Deserialize)]
         struct Frame {

@@ -102,8 +102,9 @@ fn failure(err: &DbErr) -> AppError {
 }
 
 async fn run(mut jobs: mpsc::UnboundedReceiver<Job>, db: Db, relay: Arc<Relay>, cluster: bool) {
-    let mut lock_connection: Option<PoolConnection<Postgres>> = None;
     while let Some(first) = jobs.recv().await {
+        // Held for one batch only, so no pooled connection outlives the runtime at exit.
+        let mut lock_connection: Option<PoolConnection<Postgres>> = None;
         // Whatever queued up while the last batch committed goes into this one.
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {

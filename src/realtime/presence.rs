@@ -50,6 +50,8 @@ pub struct Presence {
     /// Without Redis: when each user was last seen.
     last_seen: Mutex<HashMap<UserId, Timestamp>>,
     redis: Option<(Arc<RedisRelay>, String)>,
+    /// Set on a clean stop: the heartbeat must not bring the keys back.
+    stopped: std::sync::atomic::AtomicBool,
 }
 
 impl Presence {
@@ -60,6 +62,7 @@ impl Presence {
             local: Mutex::new(HashMap::new()),
             last_seen: Mutex::new(HashMap::new()),
             redis,
+            stopped: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -158,8 +161,26 @@ impl Presence {
         (before != after).then_some(after)
     }
 
+    /// On a clean stop: this instance's keys go at once instead of expiring.
+    pub async fn shutdown(&self) {
+        self.stopped.store(true, std::sync::atomic::Ordering::Relaxed);
+        let Some((relay, _)) = &self.redis else { return };
+        let Some(mut conn) = relay.connection().await else { return };
+        let users: Vec<UserId> = self.local.lock().await.keys().copied().collect();
+        let mut pipe = redis::pipe();
+        pipe.cmd("DEL").arg(self.key("instance", &self.instance_id)).ignore();
+        pipe.cmd("DEL").arg(self.key("sessions", &self.instance_id)).ignore();
+        for user in users {
+            pipe.cmd("HDEL").arg(self.key("presence", user.0)).arg(&self.instance_id).ignore();
+        }
+        let _: Result<(), _> = pipe.query_async(&mut conn).await;
+    }
+
     /// Rewrites this instance's heartbeat and the TTLs of its users' keys.
     async fn heartbeat(&self) {
+        if self.stopped.load(std::sync::atomic::Ordering::Relaxed) {
+            return;
+        }
         let Some((relay, _)) = &self.redis else { return };
         let Some(mut conn) = relay.connection().await else { return };
         let ttl = self.ttl.as_secs();

@@ -146,3 +146,18 @@ impl Handler<Polling> for UserRoom {
         }
     }
 }
+
+/// Close every session of this user (the instance is draining).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct CloseAll;
+
+impl Handler<CloseAll> for UserRoom {
+    type Result = ();
+
+    fn handle(&mut self, _: CloseAll, _: &mut Context<Self>) {
+        for device in self.devices.values() {
+            device.addr.do_send(session::Restart);
+        }
+    }
+}

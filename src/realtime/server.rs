@@ -216,3 +216,19 @@ impl Handler<GetStats> for ChatServer {
         }
     }
 }
+
+/// The instance is draining: close every socket with 1012 so clients reconnect elsewhere.
+#[derive(Message)]
+#[rtype(result = "usize")]
+pub struct CloseAll;
+
+impl Handler<CloseAll> for ChatServer {
+    type Result = usize;
+
+    fn handle(&mut self, _: CloseAll, _: &mut Context<Self>) -> usize {
+        for entry in self.rooms.values() {
+            entry.addr.do_send(super::room::CloseAll);
+        }
+        self.rooms.values().map(|entry| entry.sessions.len()).sum()
+    }
+}

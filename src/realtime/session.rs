@@ -271,6 +271,20 @@ impl Handler<Overflowed> for WsSession {
     }
 }
 
+/// The instance is draining: close with 1012 so the client reconnects (with `since`) to
+/// another instance.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Restart;
+
+impl Handler<Restart> for WsSession {
+    type Result = ();
+
+    fn handle(&mut self, _: Restart, ctx: &mut Ctx) {
+        self.close(ctx, CloseCode::Restart, "server restarting; reconnect with since");
+    }
+}
+
 /// Re-read the log from where this session is (after a relay gap or a failed publish).
 #[derive(Message)]
 #[rtype(result = "()")]

@@ -134,6 +134,19 @@ impl Instance {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+
+    /// Sends SIGTERM and waits (bounded) for the process to exit.
+    pub fn terminate(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
 }
 
 impl Drop for Instance {
@@ -426,4 +439,37 @@ async fn redis_killed_and_restarted_loses_nothing_and_live_relay_resumes() {
     bob_socket.expect_silence(Duration::from_millis(500)).await;
     let metrics = a.client.get(a.url("/metrics")).send().await.expect("metrics").text().await.expect("text");
     assert!(metrics.contains("switchboard_relay_publish_errors_total"), "{metrics}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_closes_sockets_with_1012_and_exits_within_the_deadline() {
+    let mut cluster = cluster(&["draining", "staying"]).await;
+    let (a, b) = (cluster.instances[0].app(), cluster.instances[1].app());
+    let alice = a.user("alice").await;
+    let bob = a.user("bob").await;
+    let first = a.dm(&alice, &bob, "before the restart").await;
+    let mut bob_socket = a.ws(&bob).await;
+    let seen = bob_socket.hello["last_event_id"].as_i64().expect("last_event_id");
+
+    let started = Instant::now();
+    let status = tokio::task::block_in_place(|| cluster.instances[0].terminate(Duration::from_secs(5)));
+    let status = status.expect("the draining instance exits within its deadline");
+    assert!(status.success(), "clean exit: {status:?}");
+    assert_eq!(bob_socket.close_code().await, 1012);
+    eprintln!("drained and exited {:?} after SIGTERM", started.elapsed());
+
+    // Its heartbeat is gone at once, not after a TTL.
+    let mut conn = cluster.redis.connection().await;
+    let alive: bool = redis::cmd("EXISTS")
+        .arg(format!("{PREFIX}instance:draining"))
+        .query_async(&mut conn)
+        .await
+        .expect("exists");
+    assert!(!alive);
+
+    // Bob reconnects elsewhere with `since` and loses nothing.
+    let missed = b.dm(&alice, &bob, "after the restart").await;
+    let mut bob_again = b.ws_since(&bob, seen).await;
+    assert_eq!(bob_again.next_of("new_message").await["message"]["id"], missed["id"]);
+    assert_ne!(first["id"], missed["id"]);
 }
