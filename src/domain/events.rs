@@ -16,7 +16,10 @@ use std::collections::{HashMap, HashSet};
 
 use entity::{event, member};
 use sea_orm::prelude::*;
-use sea_orm::{Condition, ConnectionTrait, QueryOrder, QuerySelect, Set};
+use sea_orm::{
+    AccessMode, Condition, ConnectionTrait, DatabaseTransaction, IsolationLevel, QueryOrder, QuerySelect,
+    Set, TransactionTrait,
+};
 use serde::{Deserialize, Serialize};
 
 use super::conversations;
@@ -96,8 +99,20 @@ pub fn render(
 }
 
 /// Events `user_id` may see: their conversations within their membership, and their own.
-async fn visibility(db: &Db, user_id: i64) -> Result<Condition, DbErr> {
-    let memberships = member::Entity::find().filter(member::Column::UserId.eq(user_id)).all(&db.read).await?;
+/// A read-only transaction with one snapshot for all its statements. Reading memberships and
+/// then events in separate snapshots would let a conversation created in between hide its
+/// first events behind newer ones, and a cursor would skip them.
+async fn snapshot(db: &Db) -> Result<DatabaseTransaction, DbErr> {
+    if db.is_postgres() {
+        db.read.begin_with_config(Some(IsolationLevel::RepeatableRead), Some(AccessMode::ReadOnly)).await
+    } else {
+        // SQLite in WAL mode: a transaction reads one snapshot from its first statement on.
+        db.read.begin().await
+    }
+}
+
+async fn visibility(txn: &DatabaseTransaction, user_id: i64) -> Result<Condition, DbErr> {
+    let memberships = member::Entity::find().filter(member::Column::UserId.eq(user_id)).all(txn).await?;
     let mut visible = Condition::any().add(event::Column::UserId.eq(user_id));
     for membership in memberships {
         let mut window = Condition::all()
@@ -113,14 +128,16 @@ async fn visibility(db: &Db, user_id: i64) -> Result<Condition, DbErr> {
 
 /// The newest event `user_id` can see, or 0.
 pub async fn last_visible_event(db: &Db, user_id: i64) -> Result<i64, DbErr> {
-    let visible = visibility(db, user_id).await?;
+    let txn = snapshot(db).await?;
+    let visible = visibility(&txn, user_id).await?;
     let newest: Option<Option<i64>> = event::Entity::find()
         .select_only()
         .column_as(event::Column::Id.max(), "newest")
         .filter(visible)
         .into_tuple()
-        .one(&db.read)
+        .one(&txn)
         .await?;
+    txn.commit().await?;
     Ok(newest.flatten().unwrap_or(0))
 }
 
@@ -139,15 +156,16 @@ pub async fn frames_for_user(
     up_to: Option<i64>,
     limit: u64,
 ) -> Result<Page, DbErr> {
+    let txn = snapshot(db).await?;
     let mut query = event::Entity::find()
-        .filter(visibility(db, user_id).await?)
+        .filter(visibility(&txn, user_id).await?)
         .filter(event::Column::Id.gt(after))
         .order_by_asc(event::Column::Id)
         .limit(limit + 1);
     if let Some(up_to) = up_to {
         query = query.filter(event::Column::Id.lte(up_to));
     }
-    let mut rows = query.all(&db.read).await?;
+    let mut rows = query.all(&txn).await?;
     let has_more = rows.len() as u64 > limit;
     rows.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
     let last_event_id = rows.last().map_or(after, |row| row.id);
@@ -164,7 +182,8 @@ pub async fn frames_for_user(
         .collect();
     let conversation_ids: HashSet<i64> = decoded.iter().filter_map(|(row, _)| row.conversation_id).collect();
     let views: HashMap<i64, ConversationView> =
-        conversations::views_by_id(&db.read, user_id, conversation_ids.into_iter().collect()).await?;
+        conversations::views_by_id(&txn, user_id, conversation_ids.into_iter().collect()).await?;
+    txn.commit().await?;
 
     let frames = decoded
         .iter()

@@ -11,5 +11,6 @@ mod auth;
 mod cluster;
 mod config;
 mod conversations;
+mod faults;
 mod messages;
 mod websocket;
