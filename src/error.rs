@@ -97,15 +97,6 @@ impl From<sea_orm::DbErr> for AppError {
     }
 }
 
-impl From<sea_orm::TransactionError<AppError>> for AppError {
-    fn from(err: sea_orm::TransactionError<AppError>) -> Self {
-        match err {
-            sea_orm::TransactionError::Connection(err) => err.into(),
-            sea_orm::TransactionError::Transaction(err) => err,
-        }
-    }
-}
-
 #[derive(Serialize)]
 struct ErrorBody<'a> {
     error: ErrorDetail<'a>,

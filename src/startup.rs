@@ -131,10 +131,6 @@ impl Application {
         self.port
     }
 
-    pub fn state(&self) -> web::Data<AppState> {
-        self.state.clone()
-    }
-
     pub fn handle(&self) -> ServerHandle {
         self.server.handle()
     }

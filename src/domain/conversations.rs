@@ -179,16 +179,21 @@ pub async fn unread_counts(
         .collect())
 }
 
-/// The caller's conversations, most recent activity first.
-pub async fn list(db: &Db, user_id: i64, limit: u64) -> AppResult<Vec<ConversationView>> {
-    let ids: Vec<i64> = member::Entity::find()
+/// The conversations `user_id` is a current member of.
+pub async fn active_conversation_ids(conn: &impl ConnectionTrait, user_id: i64) -> Result<Vec<i64>, DbErr> {
+    member::Entity::find()
         .select_only()
         .column(member::Column::ConversationId)
         .filter(member::Column::UserId.eq(user_id))
         .filter(member::Column::LeftEventId.is_null())
         .into_tuple()
-        .all(&db.read)
-        .await?;
+        .all(conn)
+        .await
+}
+
+/// The caller's conversations, most recent activity first.
+pub async fn list(db: &Db, user_id: i64, limit: u64) -> AppResult<Vec<ConversationView>> {
+    let ids = active_conversation_ids(&db.read, user_id).await?;
     if ids.is_empty() {
         return Ok(Vec::new());
     }

@@ -341,14 +341,7 @@ async fn announce(db: &Db, relay: &Relay, presence: &Presence, user_id: UserId, 
 
 /// Users who share at least one conversation with `user_id` (current members only).
 async fn peers_of(db: &Db, user_id: i64) -> Result<Vec<i64>, DbErr> {
-    let conversations: Vec<i64> = member::Entity::find()
-        .select_only()
-        .column(member::Column::ConversationId)
-        .filter(member::Column::UserId.eq(user_id))
-        .filter(member::Column::LeftEventId.is_null())
-        .into_tuple()
-        .all(&db.read)
-        .await?;
+    let conversations = crate::domain::conversations::active_conversation_ids(&db.read, user_id).await?;
     if conversations.is_empty() {
         return Ok(Vec::new());
     }
