@@ -100,8 +100,19 @@ pub struct Instance {
 
 impl Instance {
     pub async fn start(name: &str, database_url: &str, redis_url: &str) -> Instance {
+        Instance::start_with(name, database_url, redis_url, &[]).await
+    }
+
+    /// With extra `SWITCHBOARD__…` settings.
+    pub async fn start_with(
+        name: &str,
+        database_url: &str,
+        redis_url: &str,
+        settings: &[(&str, &str)],
+    ) -> Instance {
         let port = free_port();
         let child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+            .envs(settings.iter().copied())
             .args(["--config", "config.toml"])
             .env("SWITCHBOARD__SERVER__PORT", port.to_string())
             .env("SWITCHBOARD__SERVER__INSTANCE_ID", name)

@@ -13,4 +13,4 @@ mod config;
 mod conversations;
 mod faults;
 mod messages;
-mod websocket;
+pub mod websocket;

@@ -330,13 +330,21 @@ async fn a_silent_socket_is_closed_after_the_client_timeout() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_stops_reading_is_closed_with_4008_and_slows_nobody() {
-    // ~15 KB frames, ~9 MB in all: more than loopback's socket buffers can hide.
-    const MESSAGES: usize = 600;
     let app = spawn_app_with(Backend::Sqlite, |settings| {
         settings.websocket.max_frame_bytes = 16 * 1024;
         settings.websocket.outbound_queue_bytes = 64 * 1024;
     })
     .await;
+    stop_reading_then_recover(&app, &app, &app).await;
+}
+
+/// Alice sends through `sender`; Bob's socket on `reader` never reads until it is closed
+/// with 4008; he then reconnects with `since` through `recover` and must have every message
+/// exactly once. Needs servers with a 64 KiB outbound budget.
+pub async fn stop_reading_then_recover(sender: &TestApp, reader: &TestApp, recover: &TestApp) {
+    // ~15 KB frames, ~9 MB in all: more than loopback's socket buffers can hide.
+    const MESSAGES: usize = 600;
+    let app = sender;
     let alice = app.user("alice").await;
     let bob = app.user("bob").await;
     let mut alice_socket = app.ws(&alice).await;
@@ -345,9 +353,9 @@ async fn a_client_that_stops_reading_is_closed_with_4008_and_slows_nobody() {
     let socket = tokio::net::TcpSocket::new_v4().expect("socket");
     socket.set_recv_buffer_size(4096).expect("rcvbuf");
     let tcp =
-        socket.connect(format!("127.0.0.1:{}", app.port).parse().expect("addr")).await.expect("connect");
+        socket.connect(format!("127.0.0.1:{}", reader.port).parse().expect("addr")).await.expect("connect");
     let (bob_stream, _) = tokio_tungstenite::client_async(
-        format!("{}/ws?token={}", app.ws_address, bob.token),
+        format!("{}/ws?token={}", reader.ws_address, bob.token),
         tokio_tungstenite::MaybeTlsStream::Plain(tcp),
     )
     .await
@@ -395,7 +403,7 @@ async fn a_client_that_stops_reading_is_closed_with_4008_and_slows_nobody() {
 
     // He reconnects with `since` and gets the rest, exactly once.
     let recovering = Instant::now();
-    let mut bob_again = app.ws_since(&bob, last_event).await;
+    let mut bob_again = recover.ws_since(&bob, last_event).await;
     while received.len() < MESSAGES {
         let frame = bob_again.next().await;
         if let Some(event_id) = frame["event_id"].as_i64() {
