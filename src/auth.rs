@@ -135,3 +135,77 @@ pub async fn verify_password(password: String, hash: Option<String>) -> AppResul
     .await
     .map_err(AppError::internal)
 }
+
+/// Single-use WebSocket tickets (`POST /api/ws-ticket`, then `/ws?ticket=`), so browsers need
+/// not put a long-lived token in a URL. With Redis a ticket is redeemable on any instance
+/// (`GETDEL` makes it single-use cluster-wide); without, it lives in this process.
+pub struct Tickets {
+    redis: Option<(std::sync::Arc<crate::realtime::relay::RedisRelay>, String)>,
+    local: std::sync::Mutex<std::collections::HashMap<String, (i64, std::time::Instant)>>,
+}
+
+pub const TICKET_TTL_SECONDS: u64 = 30;
+
+impl Tickets {
+    pub fn new(redis: Option<(std::sync::Arc<crate::realtime::relay::RedisRelay>, String)>) -> Self {
+        Self { redis, local: std::sync::Mutex::new(std::collections::HashMap::new()) }
+    }
+
+    pub async fn issue(&self, user_id: i64) -> AppResult<String> {
+        let bytes: [u8; 24] = rand::random();
+        let ticket: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        match &self.redis {
+            Some((relay, prefix)) => {
+                let mut conn = relay.connection().await.ok_or_else(unavailable)?;
+                redis::cmd("SET")
+                    .arg(format!("{prefix}ticket:{ticket}"))
+                    .arg(user_id)
+                    .arg("EX")
+                    .arg(TICKET_TTL_SECONDS)
+                    .query_async::<()>(&mut conn)
+                    .await
+                    .map_err(|_| unavailable())?;
+            }
+            None => {
+                let now = std::time::Instant::now();
+                let mut local = self.local.lock().map_err(|_| unavailable())?;
+                local.retain(|_, (_, expires)| *expires > now);
+                local.insert(
+                    ticket.clone(),
+                    (user_id, now + std::time::Duration::from_secs(TICKET_TTL_SECONDS)),
+                );
+            }
+        }
+        Ok(ticket)
+    }
+
+    /// The ticket's user, once; an unknown, used or expired ticket is a 401.
+    pub async fn redeem(&self, ticket: &str) -> AppResult<i64> {
+        let invalid = || AppError::unauthorized("invalid_ticket", "the ticket is unknown, used or expired");
+        if ticket.is_empty() || ticket.len() > 128 {
+            return Err(invalid());
+        }
+        match &self.redis {
+            Some((relay, prefix)) => {
+                let mut conn = relay.connection().await.ok_or_else(unavailable)?;
+                let user: Option<i64> = redis::cmd("GETDEL")
+                    .arg(format!("{prefix}ticket:{ticket}"))
+                    .query_async(&mut conn)
+                    .await
+                    .map_err(|_| unavailable())?;
+                user.ok_or_else(invalid)
+            }
+            None => {
+                let mut local = self.local.lock().map_err(|_| unavailable())?;
+                match local.remove(ticket) {
+                    Some((user_id, expires)) if expires > std::time::Instant::now() => Ok(user_id),
+                    _ => Err(invalid()),
+                }
+            }
+        }
+    }
+}
+
+fn unavailable() -> AppError {
+    AppError::Unavailable { message: "tickets are unavailable; use the token".into() }
+}

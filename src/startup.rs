@@ -13,7 +13,7 @@ use actix_web::http::header;
 use actix_web::middleware::{ErrorHandlerResponse, ErrorHandlers};
 use actix_web::{App, HttpServer, ResponseError, web};
 
-use crate::auth::Tokens;
+use crate::auth::{Tickets, Tokens};
 use crate::config::Settings;
 use crate::db::Db;
 use crate::domain::writer::Writer;
@@ -29,6 +29,7 @@ pub struct AppState {
     pub settings: Settings,
     pub db: Db,
     pub tokens: Tokens,
+    pub tickets: Tickets,
     pub writer: Writer,
     pub chat: Addr<ChatServer>,
     pub relay: Arc<Relay>,
@@ -92,6 +93,7 @@ impl Application {
 
         let state = web::Data::new(AppState {
             tokens: Tokens::new(&settings.auth),
+            tickets: Tickets::new(relay.redis().map(|redis| (redis.clone(), settings.redis.prefix.clone()))),
             writer: Writer::start(db.clone(), relay.clone()),
             db,
             chat,

@@ -25,7 +25,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route("/conversations/{id}", web::get().to(conversations::get))
             .route("/conversations/{id}/messages", web::get().to(conversations::history))
             .route("/conversations/{id}/read", web::post().to(conversations::read))
-            .route("/sync", web::get().to(conversations::sync)),
+            .route("/sync", web::get().to(conversations::sync))
+            .route("/ws-ticket", web::post().to(ws::ticket)),
     )
     .route("/ws", web::get().to(ws::connect))
     .route("/health/live", web::get().to(health::live))

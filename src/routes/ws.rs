@@ -2,7 +2,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use actix_web_actors::ws;
 use serde::Deserialize;
 
-use crate::auth::authenticate;
+use crate::auth::{AuthUser, TICKET_TTL_SECONDS, authenticate};
 use crate::error::{AppError, AppResult};
 use crate::extract::Query;
 use crate::realtime::session::WsSession;
@@ -11,6 +11,7 @@ use crate::startup::AppState;
 #[derive(Deserialize)]
 pub struct WsQuery {
     token: Option<String>,
+    ticket: Option<String>,
     since: Option<i64>,
 }
 
@@ -23,7 +24,10 @@ pub async fn connect(
     query: Query<WsQuery>,
 ) -> AppResult<HttpResponse> {
     let Query(query) = query;
-    let caller = authenticate(&req, query.token.as_deref())?;
+    let caller = match &query.ticket {
+        Some(ticket) => AuthUser { id: state.tickets.redeem(ticket).await? },
+        None => authenticate(&req, query.token.as_deref())?,
+    };
     if query.since.is_some_and(|since| since < 0) {
         return Err(AppError::bad_request("bad_query", "since must be 0 or an event id", Some("since")));
     }
@@ -34,4 +38,12 @@ pub async fn connect(
         .map_err(|err| {
             AppError::bad_request("not_websocket", format!("expected a WebSocket upgrade: {err}"), None)
         })
+}
+
+/// # POST /api/ws-ticket
+/// A single-use ticket for `/ws?ticket=`, valid 30 s.
+pub async fn ticket(state: web::Data<AppState>, caller: AuthUser) -> AppResult<HttpResponse> {
+    let ticket = state.tickets.issue(caller.id).await?;
+    Ok(HttpResponse::Ok()
+        .json(serde_json::json!({"ticket": ticket, "expires_in_seconds": TICKET_TTL_SECONDS})))
 }

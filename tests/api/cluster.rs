@@ -484,3 +484,15 @@ async fn sigterm_closes_sockets_with_1012_and_exits_within_the_deadline() {
     assert_eq!(bob_again.next_of("new_message").await["message"]["id"], missed["id"]);
     assert_ne!(first["id"], missed["id"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ws_ticket_issued_on_one_instance_opens_a_socket_on_another_once() {
+    let cluster = cluster(&["a", "b"]).await;
+    let (a, b) = (cluster.instances[0].app(), cluster.instances[1].app());
+    let alice = a.user("alice").await;
+    let reply = a.post(Some(&alice.token), "/api/ws-ticket", &json!({})).await;
+    let ticket = reply.body["ticket"].as_str().expect("ticket").to_owned();
+    let socket = b.ws_at(&format!("/ws?ticket={ticket}")).await;
+    assert_eq!(socket.hello["user_id"], alice.id);
+    assert_eq!(a.get(None, &format!("/ws?ticket={ticket}")).await.status, 401, "used once, cluster-wide");
+}

@@ -455,3 +455,22 @@ async fn rooms_and_sessions_are_gone_after_many_connect_and_disconnect_cycles() 
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ws_ticket_opens_one_socket_once_and_keeps_the_token_out_of_the_url() {
+    let app = spawn_app(Backend::Sqlite).await;
+    let alice = app.user("alice").await;
+    let reply = app.post(Some(&alice.token), "/api/ws-ticket", &json!({})).await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert_eq!(reply.body["expires_in_seconds"], 30);
+    let ticket = reply.body["ticket"].as_str().expect("ticket").to_owned();
+    let socket = app.ws_at(&format!("/ws?ticket={ticket}")).await;
+    assert_eq!(socket.hello["user_id"], alice.id);
+    // Single use.
+    let again = app.get(None, &format!("/ws?ticket={ticket}")).await;
+    assert_eq!(again.status, 401);
+    assert_eq!(again.error_code(), "invalid_ticket");
+    assert_eq!(app.get(None, "/ws?ticket=made-up").await.status, 401);
+    // Issuing one needs a token.
+    assert_eq!(app.post(None, "/api/ws-ticket", &json!({})).await.status, 401);
+}
