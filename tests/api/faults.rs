@@ -118,6 +118,19 @@ async fn send_round(app: &TestApp, users: &[TestUser], round: usize) -> Vec<(i64
     sent
 }
 
+/// Four users in a ring, each with two devices; device `n` connects to `apps[n % len]`.
+async fn ring_with_devices(apps: &[&TestApp]) -> (Vec<TestUser>, Vec<Device>) {
+    let mut users = Vec::new();
+    for _ in 0..4 {
+        users.push(apps[0].user("ring").await);
+    }
+    let mut devices: Vec<Device> = users.iter().flat_map(|u| [Device::new(u), Device::new(u)]).collect();
+    for (n, device) in devices.iter_mut().enumerate() {
+        device.connect(apps[n % apps.len()]).await;
+    }
+    (users, devices)
+}
+
 on_both_databases!(
     a_cut_socket_reconnects_with_since_and_misses_nothing,
     a_reader_polling_sync_during_concurrent_writes_never_skips_an_event,
@@ -186,14 +199,7 @@ async fn a_reader_polling_sync_during_concurrent_writes_never_skips_an_event(bac
 
 async fn a_cut_socket_reconnects_with_since_and_misses_nothing(backend: Backend) {
     let app = spawn_app(backend).await;
-    let mut users = Vec::new();
-    for _ in 0..4 {
-        users.push(app.user("ring").await);
-    }
-    let mut devices: Vec<Device> = users.iter().flat_map(|u| [Device::new(u), Device::new(u)]).collect();
-    for device in &mut devices {
-        device.connect(&app).await;
-    }
+    let (users, mut devices) = ring_with_devices(&[&app]).await;
     let mut sent = Vec::new();
     let mut recovery = Duration::ZERO;
     for round in 0..6 {
@@ -232,15 +238,8 @@ async fn an_instance_killed_mid_burst_loses_nothing_for_clients_that_move() {
     let mut doomed = Instance::start("doomed", &database_url, &redis.url()).await;
     let survivor = Instance::start("survivor", &database_url, &redis.url()).await;
     let (a, b) = (doomed.app(), survivor.app());
-    let mut users = Vec::new();
-    for _ in 0..4 {
-        users.push(b.user("ring").await);
-    }
     // One device of each user on each instance.
-    let mut devices: Vec<Device> = users.iter().flat_map(|u| [Device::new(u), Device::new(u)]).collect();
-    for (n, device) in devices.iter_mut().enumerate() {
-        device.connect(if n % 2 == 0 { &a } else { &b }).await;
-    }
+    let (users, mut devices) = ring_with_devices(&[&a, &b]).await;
     let mut sent = Vec::new();
     let mut recovery = Duration::ZERO;
     for round in 0..6 {
@@ -277,14 +276,7 @@ async fn redis_killed_mid_burst_loses_nothing() {
     let one = Instance::start("one", &database_url, &redis.url()).await;
     let two = Instance::start("two", &database_url, &redis.url()).await;
     let (a, b) = (one.app(), two.app());
-    let mut users = Vec::new();
-    for _ in 0..4 {
-        users.push(a.user("ring").await);
-    }
-    let mut devices: Vec<Device> = users.iter().flat_map(|u| [Device::new(u), Device::new(u)]).collect();
-    for (n, device) in devices.iter_mut().enumerate() {
-        device.connect(if n % 2 == 0 { &a } else { &b }).await;
-    }
+    let (users, mut devices) = ring_with_devices(&[&a, &b]).await;
     let mut sent = Vec::new();
     let mut outage = Duration::ZERO;
     let mut down_since = None;
@@ -330,14 +322,7 @@ async fn across_instances_cut_and_stalled_sockets_recover_elsewhere() {
     let two = Instance::start_with("two", &database_url, &redis.url(), &budget).await;
     let (a, b) = (one.app(), two.app());
 
-    let mut users = Vec::new();
-    for _ in 0..4 {
-        users.push(a.user("ring").await);
-    }
-    let mut devices: Vec<Device> = users.iter().flat_map(|u| [Device::new(u), Device::new(u)]).collect();
-    for (n, device) in devices.iter_mut().enumerate() {
-        device.connect(if n % 2 == 0 { &a } else { &b }).await;
-    }
+    let (users, mut devices) = ring_with_devices(&[&a, &b]).await;
     let mut sent = Vec::new();
     for round in 0..6 {
         if round == 2 {
