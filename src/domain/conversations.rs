@@ -179,6 +179,22 @@ pub async fn unread_counts(
         .collect())
 }
 
+/// The other current members of `conversation_id`, or `None` if `user_id` is not one.
+pub async fn other_members(db: &Db, user_id: i64, conversation_id: i64) -> Result<Option<Vec<i64>>, DbErr> {
+    let members: Vec<i64> = member::Entity::find()
+        .select_only()
+        .column(member::Column::UserId)
+        .filter(member::Column::ConversationId.eq(conversation_id))
+        .filter(member::Column::LeftEventId.is_null())
+        .into_tuple()
+        .all(&db.read)
+        .await?;
+    if !members.contains(&user_id) {
+        return Ok(None);
+    }
+    Ok(Some(members.into_iter().filter(|member| *member != user_id).collect()))
+}
+
 /// The conversations `user_id` is a current member of.
 pub async fn active_conversation_ids(conn: &impl ConnectionTrait, user_id: i64) -> Result<Vec<i64>, DbErr> {
     member::Entity::find()

@@ -51,6 +51,11 @@ pub enum ServerFrame<'a> {
         #[serde(serialize_with = "time::serialize")]
         read_at: Timestamp,
     },
+    /// Ephemeral: to the conversation's other members, never stored.
+    Typing {
+        conversation_id: i64,
+        user_id: i64,
+    },
     /// Ephemeral: to users who share a conversation, never stored.
     Presence {
         user_id: i64,
@@ -72,7 +77,11 @@ impl ServerFrame<'_> {
             | Self::MessageSent { event_id, .. }
             | Self::ConversationCreated { event_id, .. }
             | Self::MessageRead { event_id, .. } => Some(*event_id),
-            Self::Hello { .. } | Self::Presence { .. } | Self::Pong | Self::Error { .. } => None,
+            Self::Hello { .. }
+            | Self::Typing { .. }
+            | Self::Presence { .. }
+            | Self::Pong
+            | Self::Error { .. } => None,
         }
     }
 

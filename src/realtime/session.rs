@@ -4,6 +4,7 @@
 //! the seam), and a frame whose relay predecessor is above it means a publish was missed, so
 //! the session reads the log from that number before going on (no gap).
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -14,12 +15,16 @@ use actix_web_actors::ws::{self, CloseCode, CloseReason, ProtocolError};
 
 use super::protocol::{ClientFrame, ServerFrame};
 use super::server::{Connect, Disconnect};
-use super::{Frame, OutboundQueue, SessionId, SharedQueue, UserId};
+use super::{Frame, OutboundQueue, SessionId, SharedQueue, UserFrame, UserId};
 use crate::domain::events;
 use crate::startup::AppState;
 
 /// Close code for a client whose outbound queue overflowed; it should reconnect with `since`.
 pub const CLOSE_OVERFLOW: u16 = 4008;
+/// A user's typing reaches others at most this often per conversation.
+const TYPING_INTERVAL: Duration = Duration::from_secs(2);
+/// Conversations one socket may be typing into within `TYPING_INTERVAL`.
+const MAX_TYPING_CONVERSATIONS: usize = 8;
 /// How often a session reads the log while live relay is down.
 const POLL_INTERVAL: Duration = Duration::from_millis(500);
 
@@ -38,6 +43,8 @@ pub struct WsSession {
     queue: SharedQueue,
     /// A fragmented text message being reassembled.
     fragments: Option<Vec<u8>>,
+    /// When this socket last relayed `typing`, per conversation (the rate limit).
+    typing_sent: HashMap<i64, Instant>,
 }
 
 type Ctx = ws::WebsocketContext<WsSession>;
@@ -54,6 +61,7 @@ impl WsSession {
             last_heard: Instant::now(),
             queue: SharedQueue::new(OutboundQueue::default()),
             fragments: None,
+            typing_sent: HashMap::new(),
         }
     }
 
@@ -180,10 +188,44 @@ impl WsSession {
     fn on_text(&mut self, text: &str, ctx: &mut Ctx) {
         match serde_json::from_str::<ClientFrame>(text) {
             Ok(ClientFrame::Ping) => ctx.text(ServerFrame::Pong.to_frame().text),
-            // Typing and delivery receipts are accepted and arrive with their features.
-            Ok(ClientFrame::Typing { .. } | ClientFrame::Ack { .. }) => {}
+            Ok(ClientFrame::Typing { conversation_id }) => self.typing(conversation_id.0, ctx),
+            // Delivery receipts arrive with their feature; the frame is accepted meanwhile.
+            Ok(ClientFrame::Ack { .. }) => {}
             Err(err) => self.send_error(ctx, "bad_frame", &err.to_string()),
         }
+    }
+
+    /// Relays `typing` to the conversation's other members, at most once per
+    /// `TYPING_INTERVAL` per conversation; from a non-member it is ignored.
+    fn typing(&mut self, conversation_id: i64, ctx: &mut Ctx) {
+        let now = Instant::now();
+        self.typing_sent.retain(|_, at| now.duration_since(*at) < TYPING_INTERVAL);
+        if self.typing_sent.contains_key(&conversation_id)
+            || self.typing_sent.len() >= MAX_TYPING_CONVERSATIONS
+        {
+            return;
+        }
+        self.typing_sent.insert(conversation_id, now);
+        let state = self.state.clone();
+        let user_id = self.user_id.0;
+        ctx.spawn(
+            async move {
+                let members =
+                    match crate::domain::conversations::other_members(&state.db, user_id, conversation_id)
+                        .await
+                    {
+                        Ok(Some(members)) => members,
+                        Ok(None) => return,
+                        Err(err) => return tracing::debug!(error = %err, "typing: membership lookup failed"),
+                    };
+                let frame = ServerFrame::Typing { conversation_id, user_id }.to_frame();
+                let frames = members
+                    .into_iter()
+                    .map(|member| UserFrame { user_id: UserId(member), frame: frame.clone() });
+                state.relay.publish(frames.collect()).await;
+            }
+            .into_actor(self),
+        );
     }
 
     fn on_fragment(&mut self, item: Item, ctx: &mut Ctx) {

@@ -404,6 +404,17 @@ impl WsClient {
         }
     }
 
+    /// Asserts no frame of `kind` arrives within `wait` (other frames are skipped).
+    pub async fn expect_none_of(&mut self, kind: &str, wait: Duration) {
+        let deadline = tokio::time::Instant::now() + wait;
+        while let Ok(Some(Ok(message))) = tokio::time::timeout_at(deadline, self.stream.next()).await {
+            if let WsMessage::Text(text) = message {
+                let frame: Value = serde_json::from_str(&text).expect("JSON frame");
+                assert_ne!(frame["type"], kind, "unexpected {kind} frame: {frame}");
+            }
+        }
+    }
+
     pub async fn send(&mut self, frame: Value) {
         self.stream.send(WsMessage::Text(frame.to_string().into())).await.expect("send frame");
     }

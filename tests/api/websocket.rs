@@ -16,7 +16,41 @@ on_both_databases!(
     since_replays_what_was_missed_then_goes_live,
     the_seam_between_replay_and_live_has_no_gap_and_no_duplicate,
     sync_returns_the_same_frames_as_the_socket,
+    typing_reaches_the_other_member_only_and_is_rate_limited,
 );
+
+async fn typing_reaches_the_other_member_only_and_is_rate_limited(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let alice = app.user("alice").await;
+    let bob = app.user("bob").await;
+    let carol = app.user("carol").await;
+    let conversation_id = app.dm(&alice, &bob, "hi").await["conversation_id"].as_i64().expect("conversation");
+    let mut alice_socket = app.ws(&alice).await;
+    let mut bob_socket = app.ws(&bob).await;
+    let mut carol_socket = app.ws(&carol).await;
+
+    alice_socket.send(json!({"type": "typing", "conversation_id": conversation_id})).await;
+    assert_eq!(
+        bob_socket.next().await,
+        json!({"type": "typing", "conversation_id": conversation_id, "user_id": alice.id})
+    );
+    // Rate limited: a burst of typing frames is one notice.
+    for _ in 0..5 {
+        alice_socket.send(json!({"type": "typing", "conversation_id": conversation_id})).await;
+    }
+    bob_socket.expect_none_of("typing", Duration::from_millis(400)).await;
+    // A non-member's typing reaches nobody and gets no error; nor does a made-up conversation.
+    carol_socket.send(json!({"type": "typing", "conversation_id": conversation_id})).await;
+    carol_socket.send(json!({"type": "typing", "conversation_id": 987_654})).await;
+    bob_socket.expect_none_of("typing", Duration::from_millis(400)).await;
+    carol_socket.send(json!({"type": "ping"})).await;
+    assert_eq!(carol_socket.next_of("pong").await, json!({"type": "pong"}));
+    // Never stored: the log has no typing events.
+    let page = app.get(Some(&bob.token), "/api/sync?since=0").await;
+    assert!(page.body["events"].as_array().expect("events").iter().all(|e| e["type"] != "typing"));
+    // Alice's own devices do not hear her typing.
+    alice_socket.expect_none_of("typing", Duration::from_millis(200)).await;
+}
 
 async fn a_direct_message_reaches_every_device_of_both_users(backend: Backend) {
     let app = spawn_app(backend).await;
