@@ -32,20 +32,16 @@ enum Scenario {
     Dm {
         #[command(flatten)]
         common: Common,
-        #[arg(long, default_value_t = 1000)]
-        users: usize,
-        #[arg(long, default_value_t = 500)]
-        rate: u32,
+        #[command(flatten)]
+        open: OpenLoop,
     },
     /// Open loop across instances: senders POST to `--url`, receivers listen on
     /// `--receiver-url` (another instance sharing Redis and the database).
     Cross {
         #[command(flatten)]
         common: Common,
-        #[arg(long, default_value_t = 1000)]
-        users: usize,
-        #[arg(long, default_value_t = 500)]
-        rate: u32,
+        #[command(flatten)]
+        open: OpenLoop,
     },
     /// Closed loop: `senders` concurrent senders, each to its own receiver.
     DmMax {
@@ -54,6 +50,15 @@ enum Scenario {
         #[arg(long, default_value_t = 64)]
         senders: usize,
     },
+}
+
+/// An open loop: `rate` messages per second over `users / 2` sender→receiver pairs.
+#[derive(Args, Clone, Copy)]
+struct OpenLoop {
+    #[arg(long, default_value_t = 1000)]
+    users: usize,
+    #[arg(long, default_value_t = 500)]
+    rate: u32,
 }
 
 #[derive(Args, Clone)]
@@ -100,12 +105,14 @@ type Sent = Arc<Mutex<HashMap<String, Instant>>>;
 async fn main() -> Result<(), String> {
     let cli = Cli::parse();
     let (name, common, users, params) = match &cli.scenario {
-        Scenario::Dm { common, users, rate } => ("dm", common, *users, format!("users={users} rate={rate}")),
-        Scenario::Cross { common, users, rate } => {
+        Scenario::Dm { common, open } => {
+            ("dm", common, open.users, format!("users={} rate={}", open.users, open.rate))
+        }
+        Scenario::Cross { common, open } => {
             if common.receiver_url.is_none() {
                 return Err("cross needs --receiver-url (another instance)".into());
             }
-            ("cross", common, *users, format!("users={users} rate={rate}"))
+            ("cross", common, open.users, format!("users={} rate={}", open.users, open.rate))
         }
         Scenario::DmMax { common, senders } => ("dm-max", common, senders * 2, format!("senders={senders}")),
     };
@@ -137,8 +144,8 @@ async fn main() -> Result<(), String> {
     let pairs = Arc::new(pairs);
     let mut tasks = Vec::new();
     match &cli.scenario {
-        Scenario::Dm { rate, .. } | Scenario::Cross { rate, .. } => {
-            let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(*rate)));
+        Scenario::Dm { open, .. } | Scenario::Cross { open, .. } => {
+            let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(open.rate)));
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
             let mut n = 0usize;
             while Instant::now() < deadline {

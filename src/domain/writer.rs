@@ -118,7 +118,7 @@ async fn run(mut jobs: mpsc::UnboundedReceiver<Job>, db: Db, relay: Arc<Relay>, 
             Ok(()) => run_batch(&db, &relay, batch, cluster).await,
             Err(err) => {
                 tracing::warn!(error = %err, "cannot take the event lock");
-                fail_all(batch, &err).await;
+                fail_all(batch, &err);
             }
         }
         if cluster {
@@ -129,7 +129,7 @@ async fn run(mut jobs: mpsc::UnboundedReceiver<Job>, db: Db, relay: Arc<Relay>, 
 
 /// A batch that could not start: dropping its jobs drops their reply channels, and each
 /// caller answers 503 (`write_unavailable`).
-async fn fail_all(batch: Vec<Job>, err: &DbErr) {
+fn fail_all(batch: Vec<Job>, err: &DbErr) {
     tracing::warn!(error = %err, jobs = batch.len(), "write batch could not start");
     drop(batch);
 }
@@ -137,14 +137,14 @@ async fn fail_all(batch: Vec<Job>, err: &DbErr) {
 async fn run_batch(db: &Db, relay: &Relay, batch: Vec<Job>, cluster: bool) {
     let txn = match db.write.begin().await {
         Ok(txn) => txn,
-        Err(err) => return fail_all(batch, &err).await,
+        Err(err) => return fail_all(batch, &err),
     };
     if db.is_postgres()
         && !cluster
         && let Err(err) =
             txn.execute_unprepared(&format!("SELECT pg_advisory_xact_lock({EVENT_LOCK_KEY})")).await
     {
-        return fail_all(batch, &err).await;
+        return fail_all(batch, &err);
     }
     let single = batch.len() == 1;
     let mut frames = Vec::new();

@@ -102,6 +102,18 @@ fn check(devices: &[Device], sent: &[(i64, i64, i64, i64)]) -> (usize, usize) {
     (expected_total, received_total)
 }
 
+/// Lets the last frames arrive, then checks every device (see `check`).
+async fn settle_and_check(
+    devices: &mut [Device],
+    sent: &[(i64, i64, i64, i64)],
+    quiet: Duration,
+) -> (usize, usize) {
+    for device in devices.iter_mut() {
+        device.pump(quiet).await;
+    }
+    check(devices, sent)
+}
+
 /// Users in a ring, each writing to the next; returns (message id, from, to, conversation).
 async fn send_round(app: &TestApp, users: &[TestUser], round: usize) -> Vec<(i64, i64, i64, i64)> {
     let mut sent = Vec::new();
@@ -221,10 +233,7 @@ async fn a_cut_socket_reconnects_with_since_and_misses_nothing(backend: Backend)
             device.pump(Duration::from_millis(50)).await;
         }
     }
-    for device in &mut devices {
-        device.pump(Duration::from_millis(300)).await;
-    }
-    let (expected, received) = check(&devices, &sent);
+    let (expected, received) = settle_and_check(&mut devices, &sent, Duration::from_millis(300)).await;
     eprintln!(
         "socket cut ({backend:?}): sent {}, deliveries expected {expected}, delivered {received}, duplicated 0, lost 0, reconnect+replay {recovery:?}",
         sent.len()
@@ -312,10 +321,7 @@ async fn redis_killed_mid_burst_loses_nothing() {
             );
         }
     }
-    for device in &mut devices {
-        device.pump(Duration::from_millis(500)).await;
-    }
-    let (expected, received) = check(&devices, &sent);
+    let (expected, received) = settle_and_check(&mut devices, &sent, Duration::from_millis(500)).await;
     eprintln!(
         "Redis killed mid-burst ({outage:?} down): sent {}, deliveries expected {expected}, delivered {received}, duplicated 0, lost 0",
         sent.len()
@@ -354,10 +360,7 @@ async fn across_instances_cut_and_stalled_sockets_recover_elsewhere() {
             device.pump(Duration::from_millis(50)).await;
         }
     }
-    for device in &mut devices {
-        device.pump(Duration::from_millis(300)).await;
-    }
-    let (expected, received) = check(&devices, &sent);
+    let (expected, received) = settle_and_check(&mut devices, &sent, Duration::from_millis(300)).await;
     eprintln!(
         "socket cut across instances: sent {}, deliveries expected {expected}, delivered {received}, duplicated 0, lost 0",
         sent.len()
@@ -446,10 +449,7 @@ async fn a_sqlite_instance_killed_and_restarted_mid_burst_loses_nothing() {
             device.pump(Duration::from_millis(50)).await;
         }
     }
-    for device in &mut devices {
-        device.pump(Duration::from_millis(300)).await;
-    }
-    let (expected, received) = check(&devices, &sent);
+    let (expected, received) = settle_and_check(&mut devices, &sent, Duration::from_millis(300)).await;
     eprintln!(
         "SIGKILL + restart (SQLite): sent {}, deliveries expected {expected}, delivered {received}, duplicated 0, lost 0, restart+reconnect {recovery:?}",
         sent.len()
