@@ -29,7 +29,65 @@ pub struct Settings {
     pub redis: RedisSettings,
     pub presence: PresenceSettings,
     pub websocket: WebSocketSettings,
+    pub messaging: MessagingSettings,
+    pub attachments: AttachmentSettings,
     pub log: LogSettings,
+}
+
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum DirectPolicy {
+    /// Anyone may message anyone they have not blocked (nor been blocked by).
+    Open,
+    /// A direct message needs an accepted contact request.
+    Contacts,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MessagingSettings {
+    pub direct_policy: DirectPolicy,
+    /// Masks emails, phone numbers and links in direct messages between non-contacts.
+    pub mask_pii_before_contact: bool,
+    /// How long after sending a message its sender may edit it.
+    pub edit_window_seconds: u64,
+    /// Most members a group may have, its owner included.
+    pub max_group_members: usize,
+}
+
+impl Default for MessagingSettings {
+    fn default() -> Self {
+        Self {
+            direct_policy: DirectPolicy::Open,
+            mask_pii_before_contact: false,
+            edit_window_seconds: 900,
+            max_group_members: 1000,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AttachmentSettings {
+    /// Where uploaded files are stored (created at start).
+    pub dir: String,
+    /// How long a signed download URL stays valid.
+    pub url_ttl_seconds: u64,
+    /// Largest JPEG, PNG, GIF or WebP accepted.
+    pub max_image_bytes: u64,
+    /// Largest PDF, DOCX, TXT or CSV accepted.
+    pub max_document_bytes: u64,
+}
+
+impl Default for AttachmentSettings {
+    fn default() -> Self {
+        Self {
+            dir: "attachments".into(),
+            url_ttl_seconds: 3600,
+            max_image_bytes: 5 * 1024 * 1024,
+            max_document_bytes: 10 * 1024 * 1024,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -234,6 +292,19 @@ impl Settings {
         }
         if ws.replay_page_size == 0 || ws.replay_page_size > 10_000 {
             return fail("websocket.replay_page_size", "must be between 1 and 10000");
+        }
+        if self.messaging.max_group_members < 2 {
+            return fail("messaging.max_group_members", "must be at least 2");
+        }
+        let files = &self.attachments;
+        if files.dir.is_empty() {
+            return fail("attachments.dir", "must not be empty");
+        }
+        if files.url_ttl_seconds == 0 {
+            return fail("attachments.url_ttl_seconds", "must be at least 1");
+        }
+        if files.max_image_bytes == 0 || files.max_document_bytes == 0 {
+            return fail("attachments.max_document_bytes", "size limits must be at least 1 byte");
         }
         if let Err(err) = self.log.level.parse::<tracing_subscriber::EnvFilter>() {
             return fail("log.level", &err.to_string());

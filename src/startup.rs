@@ -16,6 +16,7 @@ use actix_web::{App, HttpServer, ResponseError, web};
 use crate::auth::{Tickets, Tokens};
 use crate::config::Settings;
 use crate::db::Db;
+use crate::domain::attachments::Store;
 use crate::domain::writer::Writer;
 use crate::error::AppError;
 use crate::extract::{not_found, path_error};
@@ -31,6 +32,7 @@ pub struct AppState {
     pub tokens: Tokens,
     pub tickets: Tickets,
     pub writer: Writer,
+    pub files: Store,
     pub chat: Addr<ChatServer>,
     pub relay: Arc<Relay>,
     pub presence: Arc<Presence>,
@@ -45,6 +47,8 @@ pub enum StartupError {
     Database(#[from] sea_orm::DbErr),
     #[error("{0}")]
     Redis(String),
+    #[error("attachments.dir: {0}")]
+    Files(std::io::Error),
     #[error("cannot listen on {address}: {source}")]
     Listen { address: String, source: std::io::Error },
 }
@@ -60,6 +64,7 @@ impl Application {
     /// Must run inside an actix system (`#[actix_web::main]` or `#[actix_web::test]`).
     pub async fn build(settings: Settings) -> Result<Self, StartupError> {
         let db = Db::connect(&settings.database).await?;
+        let files = Store::open(&settings).map_err(StartupError::Files)?;
         let instance_id = if settings.server.instance_id.is_empty() {
             format!("sb-{:08x}", rand::random::<u32>())
         } else {
@@ -95,6 +100,7 @@ impl Application {
             tokens: Tokens::new(&settings.auth),
             tickets: Tickets::new(relay.redis().map(|redis| (redis.clone(), settings.redis.prefix.clone()))),
             writer: Writer::start(db.clone(), relay.clone()),
+            files,
             db,
             chat,
             relay,

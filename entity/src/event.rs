@@ -15,6 +15,9 @@ pub struct Model {
     /// JSON with the data needed to render the frame for each reader.
     pub payload: String,
     pub created_at: DateTimeUtc,
+    /// The message of a `message_created` event; turns an acked event id into a delivered
+    /// message id.
+    pub message_id: Option<i64>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

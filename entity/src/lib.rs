@@ -1,5 +1,8 @@
 //! sea-orm entities for Switchboard's tables. The schema itself lives in `migration/`.
 
+pub mod attachment;
+pub mod block;
+pub mod contact_request;
 pub mod conversation;
 pub mod event;
 pub mod member;

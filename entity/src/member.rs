@@ -18,6 +18,8 @@ pub struct Model {
     pub last_read_message_id: i64,
     /// 0 until a device acknowledges anything.
     pub last_delivered_message_id: i64,
+    /// Messages from others after `last_read_message_id`, not deleted; kept by the writer.
+    pub unread_count: i64,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

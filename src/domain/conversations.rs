@@ -4,8 +4,9 @@ use std::collections::{HashMap, HashSet};
 
 use entity::{conversation, member, message, user};
 use sea_orm::prelude::*;
-use sea_orm::{Condition, ConnectionTrait, QueryOrder, QuerySelect};
+use sea_orm::{ConnectionTrait, PaginatorTrait, QueryOrder, QuerySelect};
 
+use super::attachments;
 use super::views::{ConversationKind, ConversationView, MessageView, UserView, optional_id};
 use crate::db::Db;
 use crate::error::{AppError, AppResult};
@@ -113,18 +114,9 @@ pub async fn build_views(
     let last_messages: HashMap<i64, MessageView> = if last_ids.is_empty() {
         HashMap::new()
     } else {
-        message::Entity::find()
-            .filter(message::Column::Id.is_in(last_ids))
-            .all(conn)
-            .await?
-            .into_iter()
-            .map(|row| (row.id, MessageView::from(row)))
-            .collect()
+        let rows = message::Entity::find().filter(message::Column::Id.is_in(last_ids)).all(conn).await?;
+        attachments::views(conn, rows).await?.into_iter().map(|view| (view.id, view)).collect()
     };
-
-    let unread =
-        unread_counts(conn, user_id, mine.values().map(|m| (m.conversation_id, m.last_read_message_id)))
-            .await?;
 
     Ok(rows
         .into_iter()
@@ -138,45 +130,28 @@ pub async fn build_views(
                 members_count: counts.get(&row.id).copied().unwrap_or(0),
                 created_at: row.created_at,
                 last_message: row.last_message_id.and_then(|id| last_messages.get(&id)).cloned(),
-                unread_count: unread.get(&row.id).copied().unwrap_or(0),
+                unread_count: membership.unread_count,
                 last_read_message_id: optional_id(membership.last_read_message_id),
             })
         })
         .collect())
 }
 
-/// Messages from others after the reader's read pointer, per conversation, in one query.
-pub async fn unread_counts(
+/// Messages from others after `last_read` in one conversation, deleted ones not counted.
+pub async fn count_unread(
     conn: &impl ConnectionTrait,
     user_id: i64,
-    read_pointers: impl Iterator<Item = (i64, i64)>,
-) -> Result<HashMap<i64, i64>, DbErr> {
-    let mut any = Condition::any();
-    let mut empty = true;
-    for (conversation_id, last_read) in read_pointers {
-        empty = false;
-        any = any.add(
-            Condition::all()
-                .add(message::Column::ConversationId.eq(conversation_id))
-                .add(message::Column::Id.gt(last_read)),
-        );
-    }
-    if empty {
-        return Ok(HashMap::new());
-    }
-    Ok(message::Entity::find()
-        .select_only()
-        .column(message::Column::ConversationId)
-        .column_as(message::Column::Id.count(), "n")
-        .filter(any)
+    conversation_id: i64,
+    last_read: i64,
+) -> Result<i64, DbErr> {
+    let count = message::Entity::find()
+        .filter(message::Column::ConversationId.eq(conversation_id))
+        .filter(message::Column::Id.gt(last_read))
         .filter(message::Column::SenderId.ne(user_id))
         .filter(message::Column::DeletedAt.is_null())
-        .group_by(message::Column::ConversationId)
-        .into_tuple::<(i64, i64)>()
-        .all(conn)
-        .await?
-        .into_iter()
-        .collect())
+        .count(conn)
+        .await?;
+    Ok(i64::try_from(count).unwrap_or(i64::MAX))
 }
 
 /// The other current members of `conversation_id`, or `None` if `user_id` is not one.
@@ -269,5 +244,5 @@ pub async fn history(
     if !ascending {
         rows.reverse();
     }
-    Ok((rows.into_iter().map(MessageView::from).collect(), has_more))
+    Ok((attachments::views(&db.read, rows).await?, has_more))
 }

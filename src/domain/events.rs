@@ -23,7 +23,7 @@ use sea_orm::{
 use serde::{Deserialize, Serialize};
 
 use super::conversations;
-use super::views::{ConversationView, MessageView};
+use super::views::{ConversationView, MessageView, UserView};
 use crate::db::Db;
 use crate::realtime::Frame;
 use crate::realtime::protocol::ServerFrame;
@@ -35,7 +35,11 @@ use crate::time::{self, Timestamp};
 pub enum StoredEvent {
     ConversationCreated {},
     MessageCreated { message: MessageView },
+    MessageEdited { message: MessageView },
+    MessageDeleted { message_id: i64 },
     MessageRead { reader_id: i64, last_read_message_id: i64, read_at: Timestamp },
+    MemberAdded { user: UserView },
+    MemberRemoved { user: UserView },
 }
 
 impl StoredEvent {
@@ -43,7 +47,19 @@ impl StoredEvent {
         match self {
             Self::ConversationCreated {} => "conversation_created",
             Self::MessageCreated { .. } => "message_created",
+            Self::MessageEdited { .. } => "message_edited",
+            Self::MessageDeleted { .. } => "message_deleted",
             Self::MessageRead { .. } => "message_read",
+            Self::MemberAdded { .. } => "member_added",
+            Self::MemberRemoved { .. } => "member_removed",
+        }
+    }
+
+    /// The message whose content the event carries, if any.
+    fn message_id(&self) -> Option<i64> {
+        match self {
+            Self::MessageCreated { message } | Self::MessageEdited { message } => Some(message.id),
+            _ => None,
         }
     }
 }
@@ -54,13 +70,38 @@ pub async fn append(
     conversation_id: i64,
     stored: &StoredEvent,
 ) -> Result<i64, DbErr> {
+    insert(conn, conversation_id, None, stored).await
+}
+
+/// Appends an event of `conversation_id` that only `user_id` sees (e.g. the
+/// `conversation_created` of a member added to a group).
+pub async fn append_for_user(
+    conn: &impl ConnectionTrait,
+    conversation_id: i64,
+    user_id: i64,
+    stored: &StoredEvent,
+) -> Result<i64, DbErr> {
+    insert(conn, conversation_id, Some(user_id), stored).await
+}
+
+async fn insert(
+    conn: &impl ConnectionTrait,
+    conversation_id: i64,
+    user_id: Option<i64>,
+    stored: &StoredEvent,
+) -> Result<i64, DbErr> {
     let payload = serde_json::to_string(stored).map_err(|err| DbErr::Custom(err.to_string()))?;
+    let message_id = match stored {
+        StoredEvent::MessageCreated { message } => Some(message.id),
+        _ => None,
+    };
     let row = event::ActiveModel {
         conversation_id: Set(Some(conversation_id)),
-        user_id: Set(None),
+        user_id: Set(user_id),
         kind: Set(stored.kind().to_owned()),
         payload: Set(payload),
         created_at: Set(time::now()),
+        message_id: Set(message_id),
         ..Default::default()
     }
     .insert(conn)
@@ -87,6 +128,12 @@ pub fn render(
         StoredEvent::MessageCreated { message } => {
             ServerFrame::NewMessage { event_id, message, conversation: conversation? }
         }
+        StoredEvent::MessageEdited { message } => ServerFrame::MessageEdited { event_id, message },
+        StoredEvent::MessageDeleted { message_id } => {
+            ServerFrame::MessageDeleted { event_id, conversation_id, message_id: *message_id }
+        }
+        StoredEvent::MemberAdded { user } => ServerFrame::MemberAdded { event_id, conversation_id, user },
+        StoredEvent::MemberRemoved { user } => ServerFrame::MemberRemoved { event_id, conversation_id, user },
         StoredEvent::MessageRead { reader_id, last_read_message_id, read_at } => ServerFrame::MessageRead {
             event_id,
             conversation_id,
@@ -117,6 +164,7 @@ async fn visibility(txn: &DatabaseTransaction, user_id: i64) -> Result<Condition
     for membership in memberships {
         let mut window = Condition::all()
             .add(event::Column::ConversationId.eq(membership.conversation_id))
+            .add(event::Column::UserId.is_null())
             .add(event::Column::Id.gte(membership.joined_event_id));
         if let Some(left) = membership.left_event_id {
             window = window.add(event::Column::Id.lte(left));
@@ -170,7 +218,7 @@ pub async fn frames_for_user(
     rows.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
     let last_event_id = rows.last().map_or(after, |row| row.id);
 
-    let decoded: Vec<(event::Model, StoredEvent)> = rows
+    let mut decoded: Vec<(event::Model, StoredEvent)> = rows
         .into_iter()
         .filter_map(|row| match serde_json::from_str::<StoredEvent>(&row.payload) {
             Ok(stored) => Some((row, stored)),
@@ -183,7 +231,31 @@ pub async fn frames_for_user(
     let conversation_ids: HashSet<i64> = decoded.iter().filter_map(|(row, _)| row.conversation_id).collect();
     let views: HashMap<i64, ConversationView> =
         conversations::views_by_id(&txn, user_id, conversation_ids.into_iter().collect()).await?;
+    // A message deleted since its event was stored is replayed as deleted: the log must not
+    // hand out content the sender removed.
+    let carried: Vec<i64> = decoded.iter().filter_map(|(_, stored)| stored.message_id()).collect();
+    let deleted: HashSet<i64> = if carried.is_empty() {
+        HashSet::new()
+    } else {
+        entity::message::Entity::find()
+            .select_only()
+            .column(entity::message::Column::Id)
+            .filter(entity::message::Column::Id.is_in(carried))
+            .filter(entity::message::Column::DeletedAt.is_not_null())
+            .into_tuple::<i64>()
+            .all(&txn)
+            .await?
+            .into_iter()
+            .collect()
+    };
     txn.commit().await?;
+    for (_, stored) in &mut decoded {
+        if let StoredEvent::MessageCreated { message } | StoredEvent::MessageEdited { message } = stored
+            && deleted.contains(&message.id)
+        {
+            message.redact();
+        }
+    }
 
     let frames = decoded
         .iter()

@@ -2,14 +2,19 @@
 
 use std::collections::HashMap;
 
+use bytestring::ByteString;
 use entity::{conversation, member, message, user};
 use sea_orm::prelude::*;
-use sea_orm::{ConnectionTrait, DatabaseTransaction, IntoActiveModel, Set};
+use sea_orm::sea_query::ExprTrait;
+use sea_orm::{ConnectionTrait, DatabaseTransaction, IntoActiveModel, QuerySelect, Set};
 
-use super::conversations::{self, direct_key, unread_counts, visible};
+use super::attachments::{self, StoredFile};
+use super::conversations::{self, count_unread, direct_key, visible};
 use super::events::{self, StoredEvent};
+use super::safety;
 use super::views::{ConversationKind, ConversationView, MessageView, UserView, optional_id};
 use super::writer::Writer;
+use crate::config::MessagingSettings;
 use crate::db::Db;
 use crate::error::{AppError, AppResult};
 use crate::realtime::protocol::ServerFrame;
@@ -23,12 +28,16 @@ const MAX_CLIENT_ID_LEN: usize = 64;
 pub enum Target {
     User(i64),
     Conversation(i64),
+    /// A conversation that must be a group (`POST /api/groups/{id}/messages`).
+    Group(i64),
 }
 
 pub struct NewMessage {
     pub target: Target,
+    /// Validated; empty only when a file comes with it.
     pub body: String,
     pub client_id: Option<String>,
+    pub attachment: Option<StoredFile>,
 }
 
 /// Whether a send stored a new message or found the one this `client_id` already stored.
@@ -71,34 +80,54 @@ async fn find_by_client_id(
     conn: &impl ConnectionTrait,
     sender_id: i64,
     client_id: Option<&str>,
-) -> Result<Option<message::Model>, DbErr> {
+) -> Result<Option<MessageView>, DbErr> {
     let Some(client_id) = client_id else {
         return Ok(None);
     };
-    message::Entity::find()
+    let row = message::Entity::find()
         .filter(message::Column::SenderId.eq(sender_id))
         .filter(message::Column::ClientId.eq(client_id))
         .one(conn)
-        .await
+        .await?;
+    Ok(match row {
+        Some(row) => attachments::views(conn, vec![row]).await?.pop(),
+        None => None,
+    })
 }
 
 /// Persists a message and its event in one transaction, then delivers it: `new_message` to
 /// every other member's devices, `message_sent` to the sender's. A repeated `client_id`
 /// returns the stored message and changes nothing.
-pub async fn send(db: &Db, writer: &Writer, sender_id: i64, input: NewMessage) -> AppResult<Sent> {
-    let NewMessage { target, body, client_id } = input;
+pub async fn send(
+    db: &Db,
+    writer: &Writer,
+    rules: &MessagingSettings,
+    sender_id: i64,
+    input: NewMessage,
+) -> AppResult<Sent> {
+    let NewMessage { target, mut body, client_id, attachment } = input;
     if let Some(existing) = find_by_client_id(&db.read, sender_id, client_id.as_deref()).await? {
-        return Ok(Sent::Existing(existing.into()));
+        return Ok(Sent::Existing(existing));
     }
     // Checks that need no transaction happen before the writer's queue.
-    let wanted: Vec<i64> = match target {
+    let (wanted, other): (Vec<i64>, Option<i64>) = match target {
         Target::User(recipient_id) if recipient_id == sender_id => {
             return Err(AppError::validation("recipient_id", "you cannot send a message to yourself"));
         }
-        Target::User(recipient_id) => vec![sender_id, recipient_id],
-        Target::Conversation(conversation_id) => {
-            visible(&db.read, sender_id, conversation_id).await?;
-            vec![sender_id]
+        Target::User(recipient_id) => (vec![sender_id, recipient_id], Some(recipient_id)),
+        Target::Conversation(conversation_id) | Target::Group(conversation_id) => {
+            let (conversation, _) = visible(&db.read, sender_id, conversation_id).await?;
+            if matches!(target, Target::Group(_)) && conversation.kind != "group" {
+                return Err(AppError::not_found("group not found"));
+            }
+            let other = if conversation.kind == "direct" {
+                conversations::other_members(db, sender_id, conversation_id)
+                    .await?
+                    .and_then(|o| o.first().copied())
+            } else {
+                None
+            };
+            (vec![sender_id], other)
         }
     };
     let users: HashMap<i64, UserView> = user::Entity::find()
@@ -116,7 +145,13 @@ pub async fn send(db: &Db, writer: &Writer, sender_id: i64, input: NewMessage) -
     {
         return Err(AppError::not_found("recipient not found"));
     }
-    let message = PendingMessage { sender_id, target, body, client_id, users };
+    // Direct messages obey blocks, the direct policy and masking.
+    if let Some(other) = other {
+        let pair = safety::pair(&db.read, sender_id, other).await?;
+        pair.may_message(rules)?;
+        body = pair.mask(rules, body);
+    }
+    let message = PendingMessage { sender_id, target, body, client_id, users, attachment };
     writer.write(move |txn| Box::pin(message.store(txn))).await
 }
 
@@ -127,14 +162,15 @@ struct PendingMessage {
     client_id: Option<String>,
     /// The sender and, for a direct target, the recipient.
     users: HashMap<i64, UserView>,
+    attachment: Option<StoredFile>,
 }
 
 impl PendingMessage {
     async fn store(self, txn: &DatabaseTransaction) -> AppResult<(Sent, Vec<UserFrame>)> {
-        let PendingMessage { sender_id, target, body, client_id, users } = self;
+        let PendingMessage { sender_id, target, body, client_id, users, attachment } = self;
         // Checked again in the writer: two concurrent retries store one message.
         if let Some(existing) = find_by_client_id(txn, sender_id, client_id.as_deref()).await? {
-            return Ok((Sent::Existing(existing.into()), Vec::new()));
+            return Ok((Sent::Existing(existing), Vec::new()));
         }
         let mut created_event = None;
         let conversation = match target {
@@ -154,7 +190,9 @@ impl PendingMessage {
                     }
                 }
             }
-            Target::Conversation(conversation_id) => visible(txn, sender_id, conversation_id).await?.0,
+            Target::Conversation(conversation_id) | Target::Group(conversation_id) => {
+                visible(txn, sender_id, conversation_id).await?.0
+            }
         };
         let members = member::Entity::find()
             .filter(member::Column::ConversationId.eq(conversation.id))
@@ -178,7 +216,10 @@ impl PendingMessage {
         }
         .insert(txn)
         .await?;
-        let view = MessageView::from(row);
+        let mut view = MessageView::from(row);
+        if let Some(file) = &attachment {
+            view.attachments.push(attachments::link(txn, view.id, sender_id, file).await?);
+        }
         let stored = StoredEvent::MessageCreated { message: view.clone() };
         let event_id = events::append(txn, conversation.id, &stored).await?;
         conversation::Entity::update_many()
@@ -187,54 +228,106 @@ impl PendingMessage {
             .filter(conversation::Column::Id.eq(conversation.id))
             .exec(txn)
             .await?;
+        // One statement moves every recipient's counter, whatever the group's size.
+        member::Entity::update_many()
+            .col_expr(member::Column::UnreadCount, Expr::col(member::Column::UnreadCount).add(1))
+            .filter(member::Column::ConversationId.eq(conversation.id))
+            .filter(member::Column::LeftEventId.is_null())
+            .filter(member::Column::UserId.ne(sender_id))
+            .exec(txn)
+            .await?;
 
-        // Each member's view of the conversation, built from what is at hand: one unread
-        // count per recipient is the only query.
-        let members_count = members.len() as i64;
-        let mut frames = Vec::with_capacity(members.len() * 2);
         let sent = Frame::new(Some(event_id), &ServerFrame::MessageSent { event_id, message: &view });
-        for membership in &members {
-            let member_id = membership.user_id;
-            let is_sender = member_id == sender_id;
-            if is_sender && created_event.is_none() {
-                frames.push(UserFrame { user_id: UserId(member_id), frame: sent.clone() });
-                continue;
+        let template = ConversationView {
+            id: conversation.id,
+            kind: ConversationKind::parse(&conversation.kind),
+            name: conversation.name.clone(),
+            other_user: None,
+            members_count: members.len() as i64,
+            created_at: conversation.created_at,
+            last_message: Some(view.clone()),
+            unread_count: 0,
+            last_read_message_id: None,
+        };
+        let mut frames = Vec::with_capacity(members.len() + 2);
+        if direct {
+            // Two members: each view names the other user.
+            for membership in &members {
+                let member_id = membership.user_id;
+                let is_sender = member_id == sender_id;
+                let other_user = members
+                    .iter()
+                    .find(|m| m.user_id != member_id)
+                    .and_then(|m| users.get(&m.user_id))
+                    .cloned();
+                let member_view = ConversationView {
+                    other_user,
+                    unread_count: if is_sender {
+                        membership.unread_count
+                    } else {
+                        membership.unread_count + 1
+                    },
+                    last_read_message_id: optional_id(membership.last_read_message_id),
+                    ..template.clone()
+                };
+                if let Some(created) = created_event {
+                    let frame =
+                        ServerFrame::ConversationCreated { event_id: created, conversation: &member_view };
+                    frames.push(UserFrame { user_id: UserId(member_id), frame: frame.to_frame() });
+                }
+                let frame = if is_sender {
+                    sent.clone()
+                } else {
+                    ServerFrame::NewMessage { event_id, message: &view, conversation: &member_view }
+                        .to_frame()
+                };
+                frames.push(UserFrame { user_id: UserId(member_id), frame });
             }
-            let unread = if is_sender {
-                0
-            } else {
-                let pointer = std::iter::once((conversation.id, membership.last_read_message_id));
-                unread_counts(txn, member_id, pointer).await?.get(&conversation.id).copied().unwrap_or(0)
-            };
-            let other_user = if direct {
-                members.iter().find(|m| m.user_id != member_id).and_then(|m| users.get(&m.user_id)).cloned()
-            } else {
-                None
-            };
-            let member_view = ConversationView {
-                id: conversation.id,
-                kind: ConversationKind::parse(&conversation.kind),
-                name: conversation.name.clone(),
-                other_user,
-                members_count,
-                created_at: conversation.created_at,
-                last_message: Some(view.clone()),
-                unread_count: unread,
-                last_read_message_id: optional_id(membership.last_read_message_id),
-            };
-            if let Some(created) = created_event {
-                let frame =
-                    ServerFrame::ConversationCreated { event_id: created, conversation: &member_view };
-                frames.push(UserFrame { user_id: UserId(member_id), frame: frame.to_frame() });
+        } else {
+            // A group: serialized once, each recipient's read state spliced into the tail.
+            let shared = PerReaderFrame::new(event_id, &view, &template);
+            for membership in &members {
+                let frame = if membership.user_id == sender_id {
+                    sent.clone()
+                } else {
+                    shared.for_reader(membership.unread_count + 1, membership.last_read_message_id)
+                };
+                frames.push(UserFrame { user_id: UserId(membership.user_id), frame });
             }
-            let frame = if is_sender {
-                sent.clone()
-            } else {
-                ServerFrame::NewMessage { event_id, message: &view, conversation: &member_view }.to_frame()
-            };
-            frames.push(UserFrame { user_id: UserId(member_id), frame });
         }
         Ok((Sent::Created(view), frames))
+    }
+}
+
+/// A `new_message` frame serialized once for all recipients of a group message. Only the
+/// conversation's `unread_count` and `last_read_message_id` differ between readers; they are
+/// the last two fields of the last object, so each reader's frame is the shared prefix plus
+/// a short tail.
+struct PerReaderFrame {
+    event_id: i64,
+    prefix: String,
+}
+
+impl PerReaderFrame {
+    const TAIL_KEY: &'static str = "\"unread_count\":";
+
+    fn new(event_id: i64, message: &MessageView, conversation: &ConversationView) -> Self {
+        let text = serde_json::to_string(&ServerFrame::NewMessage { event_id, message, conversation })
+            .unwrap_or_default();
+        // Keys are unescaped quotes only outside strings, so the last match is the field.
+        let cut = text.rfind(Self::TAIL_KEY).unwrap_or(text.len());
+        Self { event_id, prefix: text[..cut].to_owned() }
+    }
+
+    fn for_reader(&self, unread_count: i64, last_read_message_id: i64) -> Frame {
+        let last_read =
+            optional_id(last_read_message_id).map_or_else(|| "null".to_owned(), |id| id.to_string());
+        let text = format!(
+            "{}{}{unread_count},\"last_read_message_id\":{last_read}}}}}",
+            self.prefix,
+            Self::TAIL_KEY
+        );
+        Frame { event_id: Some(self.event_id), prev_event_id: None, text: ByteString::from(text) }
     }
 }
 
@@ -259,22 +352,32 @@ async fn create_direct(
     .await?;
     let event_id = events::append(txn, conversation.id, &StoredEvent::ConversationCreated {}).await?;
     for user_id in [sender_id, recipient_id] {
-        member::ActiveModel {
-            conversation_id: Set(conversation.id),
-            user_id: Set(user_id),
-            role: Set("member".to_owned()),
-            joined_at: Set(now),
-            joined_event_id: Set(event_id),
-            left_event_id: Set(None),
-            last_read_message_id: Set(0),
-            last_delivered_message_id: Set(0),
-        }
-        .insert(txn)
-        .await?;
+        new_member(conversation.id, user_id, "member", event_id, 0).insert(txn).await?;
     }
     let mut active = conversation.into_active_model();
     active.last_activity_id = Set(event_id);
     Ok((active.update(txn).await?, event_id))
+}
+
+/// A membership row starting at `joined_event_id`, read up to `last_read_message_id`.
+pub fn new_member(
+    conversation_id: i64,
+    user_id: i64,
+    role: &str,
+    joined_event_id: i64,
+    last_read_message_id: i64,
+) -> member::ActiveModel {
+    member::ActiveModel {
+        conversation_id: Set(conversation_id),
+        user_id: Set(user_id),
+        role: Set(role.to_owned()),
+        joined_at: Set(time::now()),
+        joined_event_id: Set(joined_event_id),
+        left_event_id: Set(None),
+        last_read_message_id: Set(last_read_message_id),
+        last_delivered_message_id: Set(last_read_message_id),
+        unread_count: Set(0),
+    }
 }
 
 /// The caller's read state in one conversation.
@@ -317,44 +420,45 @@ async fn move_read_pointer(
     target: i64,
 ) -> AppResult<(ReadState, Vec<UserFrame>)> {
     let (_, membership) = visible(txn, user_id, conversation_id).await?;
-    let last_read = membership.last_read_message_id.max(target);
-    let unread_of = async |last_read: i64| -> AppResult<i64> {
-        let pointer = std::iter::once((conversation_id, last_read));
-        Ok(unread_counts(txn, user_id, pointer).await?.get(&conversation_id).copied().unwrap_or(0))
-    };
     if target <= membership.last_read_message_id {
         let state = ReadState {
             conversation_id,
-            last_read_message_id: optional_id(last_read),
-            unread_count: unread_of(last_read).await?,
+            last_read_message_id: optional_id(membership.last_read_message_id),
+            unread_count: membership.unread_count,
         };
         return Ok((state, Vec::new()));
     }
+    let unread = count_unread(txn, user_id, conversation_id, target).await?;
     let mut active = membership.into_active_model();
     active.last_read_message_id = Set(target);
+    active.unread_count = Set(unread);
     active.update(txn).await?;
     let stored =
         StoredEvent::MessageRead { reader_id: user_id, last_read_message_id: target, read_at: time::now() };
     let event_id = events::append(txn, conversation_id, &stored).await?;
-    let members = member::Entity::find()
+    let frames =
+        to_members(txn, conversation_id, events::render(event_id, conversation_id, &stored, user_id, None))
+            .await?;
+    let state = ReadState { conversation_id, last_read_message_id: Some(target), unread_count: unread };
+    Ok((state, frames))
+}
+
+/// One frame, the same for every current member (serialized once, shared by all).
+pub async fn to_members(
+    conn: &impl ConnectionTrait,
+    conversation_id: i64,
+    frame: Option<Frame>,
+) -> Result<Vec<UserFrame>, DbErr> {
+    let Some(frame) = frame else { return Ok(Vec::new()) };
+    let members: Vec<i64> = member::Entity::find()
+        .select_only()
+        .column(member::Column::UserId)
         .filter(member::Column::ConversationId.eq(conversation_id))
         .filter(member::Column::LeftEventId.is_null())
-        .all(txn)
+        .into_tuple()
+        .all(conn)
         .await?;
-    // The receipt reads the same for every member: serialized once, shared by all.
-    let frames = match events::render(event_id, conversation_id, &stored, user_id, None) {
-        Some(frame) => members
-            .iter()
-            .map(|row| UserFrame { user_id: UserId(row.user_id), frame: frame.clone() })
-            .collect(),
-        None => Vec::new(),
-    };
-    let state = ReadState {
-        conversation_id,
-        last_read_message_id: Some(target),
-        unread_count: unread_of(target).await?,
-    };
-    Ok((state, frames))
+    Ok(members.into_iter().map(|id| UserFrame { user_id: UserId(id), frame: frame.clone() }).collect())
 }
 
 /// `PATCH /api/messages/{id}/read`: the message's conversation, read up to it.
@@ -364,13 +468,167 @@ pub async fn mark_read_up_to(
     user_id: i64,
     message_id: i64,
 ) -> AppResult<ReadState> {
+    let message = readable(db, user_id, message_id).await?;
+    mark_read(db, writer, user_id, message.conversation_id, Some(message_id)).await
+}
+
+/// The message if the caller is a current member of its conversation; 404 otherwise, the
+/// same as for a message that does not exist.
+async fn readable(db: &Db, user_id: i64, message_id: i64) -> AppResult<message::Model> {
     let message = message::Entity::find_by_id(message_id)
         .one(&db.read)
         .await?
         .ok_or_else(|| AppError::not_found("message not found"))?;
-    // Not a member: the same 404 as a message that does not exist.
     conversations::visible(&db.read, user_id, message.conversation_id)
         .await
         .map_err(|_| AppError::not_found("message not found"))?;
-    mark_read(db, writer, user_id, message.conversation_id, Some(message_id)).await
+    Ok(message)
+}
+
+/// The caller's own message, for editing or deleting it.
+async fn own(db: &Db, user_id: i64, message_id: i64) -> AppResult<message::Model> {
+    let message = readable(db, user_id, message_id).await?;
+    if message.sender_id != user_id {
+        return Err(AppError::forbidden("not_owner", "only the sender may change a message"));
+    }
+    Ok(message)
+}
+
+/// Replaces a message's text within the edit window; `message_edited` goes to every member.
+pub async fn edit(
+    db: &Db,
+    writer: &Writer,
+    rules: &MessagingSettings,
+    user_id: i64,
+    message_id: i64,
+    body: String,
+) -> AppResult<MessageView> {
+    let message = own(db, user_id, message_id).await?;
+    if message.deleted_at.is_some() {
+        return Err(AppError::Conflict {
+            code: "message_deleted",
+            message: "a deleted message cannot be edited".into(),
+            field: None,
+        });
+    }
+    let window = chrono::Duration::seconds(i64::try_from(rules.edit_window_seconds).unwrap_or(i64::MAX));
+    if time::now() > message.created_at + window {
+        return Err(AppError::forbidden("edit_window_passed", "the time to edit this message has passed"));
+    }
+    let mut body = body;
+    if let Some(other) = message.recipient_id {
+        body = safety::pair(&db.read, user_id, other).await?.mask(rules, body);
+    }
+    writer
+        .write(move |txn| {
+            Box::pin(async move {
+                let Some(row) = message::Entity::find_by_id(message_id).one(txn).await? else {
+                    return Err(AppError::not_found("message not found"));
+                };
+                if row.deleted_at.is_some() {
+                    return Err(AppError::Conflict {
+                        code: "message_deleted",
+                        message: "a deleted message cannot be edited".into(),
+                        field: None,
+                    });
+                }
+                if row.body == body {
+                    let view = attachments::views(txn, vec![row]).await?.pop();
+                    return Ok((view.ok_or_else(|| AppError::not_found("message not found"))?, Vec::new()));
+                }
+                let conversation_id = row.conversation_id;
+                let mut active = row.into_active_model();
+                active.body = Set(body);
+                active.edited_at = Set(Some(time::now()));
+                let row = active.update(txn).await?;
+                let view = attachments::views(txn, vec![row])
+                    .await?
+                    .pop()
+                    .ok_or_else(|| AppError::not_found("message not found"))?;
+                let stored = StoredEvent::MessageEdited { message: view.clone() };
+                let event_id = events::append(txn, conversation_id, &stored).await?;
+                let frame = events::render(event_id, conversation_id, &stored, user_id, None);
+                Ok((view, to_members(txn, conversation_id, frame).await?))
+            })
+        })
+        .await
+}
+
+/// Soft-deletes a message: the row stays for audit, everyone sees it as deleted, and
+/// `message_deleted` goes to every member. Deleting it again changes nothing.
+pub async fn delete(db: &Db, writer: &Writer, user_id: i64, message_id: i64) -> AppResult<()> {
+    own(db, user_id, message_id).await?;
+    writer
+        .write(move |txn| {
+            Box::pin(async move {
+                let Some(row) = message::Entity::find_by_id(message_id).one(txn).await? else {
+                    return Err(AppError::not_found("message not found"));
+                };
+                if row.deleted_at.is_some() {
+                    return Ok(((), Vec::new()));
+                }
+                let (conversation_id, sender_id) = (row.conversation_id, row.sender_id);
+                let mut active = row.into_active_model();
+                active.deleted_at = Set(Some(time::now()));
+                active.update(txn).await?;
+                // Whoever had not read it yet has one unread message fewer.
+                member::Entity::update_many()
+                    .col_expr(member::Column::UnreadCount, Expr::col(member::Column::UnreadCount).sub(1))
+                    .filter(member::Column::ConversationId.eq(conversation_id))
+                    .filter(member::Column::LeftEventId.is_null())
+                    .filter(member::Column::UserId.ne(sender_id))
+                    .filter(member::Column::LastReadMessageId.lt(message_id))
+                    .filter(member::Column::UnreadCount.gt(0))
+                    .exec(txn)
+                    .await?;
+                let stored = StoredEvent::MessageDeleted { message_id };
+                let event_id = events::append(txn, conversation_id, &stored).await?;
+                let frame = events::render(event_id, conversation_id, &stored, user_id, None);
+                Ok(((), to_members(txn, conversation_id, frame).await?))
+            })
+        })
+        .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn per_reader_frames_match_a_full_serialization() {
+        let at = time::now();
+        let message = MessageView {
+            id: 7,
+            conversation_id: 3,
+            sender_id: 1,
+            recipient_id: None,
+            message: "a \"unread_count\": trap".into(),
+            client_id: None,
+            created_at: at,
+            edited_at: None,
+            deleted: false,
+            attachments: Vec::new(),
+        };
+        let conversation = ConversationView {
+            id: 3,
+            kind: ConversationKind::Group,
+            name: Some("g".into()),
+            other_user: None,
+            members_count: 3,
+            created_at: at,
+            last_message: Some(message.clone()),
+            unread_count: 0,
+            last_read_message_id: None,
+        };
+        let shared = PerReaderFrame::new(11, &message, &conversation);
+        for (unread, last_read) in [(1, 0), (42, 6)] {
+            let reader = ConversationView {
+                unread_count: unread,
+                last_read_message_id: optional_id(last_read),
+                ..conversation.clone()
+            };
+            let full = ServerFrame::NewMessage { event_id: 11, message: &message, conversation: &reader };
+            assert_eq!(shared.for_reader(unread, last_read).text, full.to_frame().text);
+        }
+    }
 }

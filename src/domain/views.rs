@@ -5,12 +5,12 @@ use serde::Serialize;
 
 use crate::time::{self, Timestamp};
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct UserView {
     pub id: i64,
     pub username: String,
     pub display_name: String,
-    #[serde(with = "time")]
+    #[serde(serialize_with = "time::serialize")]
     pub created_at: Timestamp,
 }
 
@@ -25,7 +25,6 @@ impl From<user::Model> for UserView {
     }
 }
 
-/// Attachments arrive with the attachments feature; until then the list is always empty.
 #[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct AttachmentView {
     pub id: i64,
@@ -48,6 +47,15 @@ pub struct MessageView {
     pub edited_at: Option<Timestamp>,
     pub deleted: bool,
     pub attachments: Vec<AttachmentView>,
+}
+
+impl MessageView {
+    /// What everyone sees of a deleted message: id, sender and time, no content.
+    pub fn redact(&mut self) {
+        self.deleted = true;
+        self.message.clear();
+        self.attachments.clear();
+    }
 }
 
 impl From<message::Model> for MessageView {

@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::domain::views::{ConversationView, MessageView};
+use crate::domain::views::{ConversationView, MessageView, UserView};
 use crate::extract::Id;
 use crate::time::{self, Timestamp};
 
@@ -43,6 +43,31 @@ pub enum ServerFrame<'a> {
         event_id: i64,
         conversation: &'a ConversationView,
     },
+    MessageEdited {
+        event_id: i64,
+        message: &'a MessageView,
+    },
+    MessageDeleted {
+        event_id: i64,
+        conversation_id: i64,
+        message_id: i64,
+    },
+    MemberAdded {
+        event_id: i64,
+        conversation_id: i64,
+        user: &'a UserView,
+    },
+    MemberRemoved {
+        event_id: i64,
+        conversation_id: i64,
+        user: &'a UserView,
+    },
+    /// Ephemeral: `user_id`'s devices have received the conversation up to this message.
+    MessageDelivered {
+        conversation_id: i64,
+        user_id: i64,
+        last_delivered_message_id: i64,
+    },
     MessageRead {
         event_id: i64,
         conversation_id: i64,
@@ -76,8 +101,13 @@ impl ServerFrame<'_> {
             Self::NewMessage { event_id, .. }
             | Self::MessageSent { event_id, .. }
             | Self::ConversationCreated { event_id, .. }
+            | Self::MessageEdited { event_id, .. }
+            | Self::MessageDeleted { event_id, .. }
+            | Self::MemberAdded { event_id, .. }
+            | Self::MemberRemoved { event_id, .. }
             | Self::MessageRead { event_id, .. } => Some(*event_id),
             Self::Hello { .. }
+            | Self::MessageDelivered { .. }
             | Self::Typing { .. }
             | Self::Presence { .. }
             | Self::Pong

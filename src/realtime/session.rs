@@ -16,7 +16,7 @@ use actix_web_actors::ws::{self, CloseCode, CloseReason, ProtocolError};
 use super::protocol::{ClientFrame, ServerFrame};
 use super::server::{Connect, Disconnect};
 use super::{Frame, OutboundQueue, SessionId, SharedQueue, UserFrame, UserId};
-use crate::domain::events;
+use crate::domain::{events, receipts};
 use crate::startup::AppState;
 
 /// Close code for a client whose outbound queue overflowed; it should reconnect with `since`.
@@ -37,6 +37,8 @@ pub struct WsSession {
     since: Option<i64>,
     /// The newest event this socket has been given (by `hello`, replay or live).
     last_sent: i64,
+    /// Acks move delivered receipts for the events after this one (set at `hello`).
+    acked: i64,
     /// Set while live relay is down: the session reads the log on a timer instead.
     polling: Option<SpawnHandle>,
     last_heard: Instant,
@@ -57,6 +59,7 @@ impl WsSession {
             state,
             since,
             last_sent: 0,
+            acked: 0,
             polling: None,
             last_heard: Instant::now(),
             queue: SharedQueue::new(OutboundQueue::default()),
@@ -121,6 +124,7 @@ impl WsSession {
                     }
                     None => session.last_sent = last_event_id,
                 }
+                session.acked = session.last_sent;
                 session.set_polling(ctx, !relay_up);
             }
             Err(err) => {
@@ -189,10 +193,29 @@ impl WsSession {
         match serde_json::from_str::<ClientFrame>(text) {
             Ok(ClientFrame::Ping) => ctx.text(ServerFrame::Pong.to_frame().text),
             Ok(ClientFrame::Typing { conversation_id }) => self.typing(conversation_id.0, ctx),
-            // Delivery receipts arrive with their feature; the frame is accepted meanwhile.
-            Ok(ClientFrame::Ack { .. }) => {}
+            Ok(ClientFrame::Ack { event_id }) => self.ack(event_id.0, ctx),
             Err(err) => self.send_error(ctx, "bad_frame", &err.to_string()),
         }
+    }
+
+    /// Moves delivered receipts for the events this socket was given up to `event_id`.
+    fn ack(&mut self, event_id: i64, ctx: &mut Ctx) {
+        // Only what this socket was sent can be acked through it.
+        let up_to = event_id.min(self.last_sent);
+        if up_to <= self.acked {
+            return;
+        }
+        let after = std::mem::replace(&mut self.acked, up_to);
+        let state = self.state.clone();
+        let user_id = self.user_id.0;
+        ctx.spawn(
+            async move {
+                if let Err(err) = receipts::ack(&state.db, &state.writer, user_id, after, up_to).await {
+                    tracing::debug!(error = %err, "delivered receipt failed");
+                }
+            }
+            .into_actor(self),
+        );
     }
 
     /// Relays `typing` to the conversation's other members, at most once per

@@ -2,6 +2,7 @@ use actix_web::{HttpResponse, web};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
+use super::limit_in;
 use crate::auth::AuthUser;
 use crate::domain::conversations::{self, Window};
 use crate::domain::views::{ConversationView, MessageView};
@@ -20,22 +21,13 @@ struct ConversationList {
     conversations: Vec<ConversationView>,
 }
 
-fn limit_in(limit: Option<u64>, default: u64, max: u64) -> AppResult<u64> {
-    let limit = limit.unwrap_or(default);
-    if (1..=max).contains(&limit) {
-        Ok(limit)
-    } else {
-        Err(AppError::bad_request("bad_query", format!("limit must be 1-{max}"), Some("limit")))
-    }
-}
-
 /// # GET /api/conversations?limit=
 pub async fn list(
     state: web::Data<AppState>,
     caller: AuthUser,
     query: Query<ListQuery>,
 ) -> AppResult<HttpResponse> {
-    let limit = limit_in(query.0.limit, 100, 200)?;
+    let limit = limit_in(query.0.limit, 100, 200, "limit")?;
     let conversations = conversations::list(&state.db, caller.id, limit).await?;
     Ok(HttpResponse::Ok().json(ConversationList { conversations }))
 }
@@ -79,7 +71,7 @@ pub async fn history(
     query: Query<HistoryQuery>,
 ) -> AppResult<HttpResponse> {
     let Query(query) = query;
-    let limit = limit_in(query.limit, 50, 100)?;
+    let limit = limit_in(query.limit, 50, 100, "limit")?;
     let window = match (query.before_id, query.after_id) {
         (None, None) => Window::Latest,
         (Some(Id(before)), None) => Window::Before(before),
@@ -141,7 +133,7 @@ pub async fn sync(
     if since < 0 {
         return Err(AppError::bad_request("bad_query", "since must be 0 or an event id", Some("since")));
     }
-    let limit = limit_in(query.limit, 100, 1000)?;
+    let limit = limit_in(query.limit, 100, 1000, "limit")?;
     let page = events::frames_for_user(&state.db, caller.id, since, None, limit).await?;
     let events = page
         .frames

@@ -124,14 +124,13 @@ pub async fn spawn_app_with(backend: Backend, customize: impl FnOnce(&mut Settin
     if std::env::var("TEST_LOG").is_ok() {
         switchboard::telemetry::init(&Default::default());
     }
-    let (database_url, dir) = match backend {
-        Backend::Sqlite => {
-            let dir = tempfile::tempdir().expect("temp dir");
-            (format!("sqlite://{}?mode=rwc", dir.path().join("test.db").display()), Some(dir))
-        }
-        Backend::Postgres => (fresh_postgres_database().await, None),
+    let dir = tempfile::tempdir().expect("temp dir");
+    let database_url = match backend {
+        Backend::Sqlite => format!("sqlite://{}?mode=rwc", dir.path().join("test.db").display()),
+        Backend::Postgres => fresh_postgres_database().await,
     };
     let mut settings = test_settings(database_url);
+    settings.attachments.dir = dir.path().join("attachments").display().to_string();
     customize(&mut settings);
     let (tx, rx) = tokio::sync::oneshot::channel();
     std::thread::spawn(move || {
@@ -144,7 +143,7 @@ pub async fn spawn_app_with(backend: Backend, customize: impl FnOnce(&mut Settin
     let (port, handle) = rx.await.expect("application started");
     let mut app = TestApp::at(port);
     app.handle = Some(handle);
-    app._dir = dir;
+    app._dir = Some(dir);
     app
 }
 

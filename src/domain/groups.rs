@@ -1,0 +1,404 @@
+//! Groups: creation, members with roles (`owner`, `admin`, `member`), adding, removing and
+//! leaving. Every change is an event in the group's log, so members' devices and late
+//! readers see the same membership history.
+
+use std::collections::{HashMap, HashSet};
+
+use entity::{conversation, member, user};
+use sea_orm::prelude::*;
+use sea_orm::{DatabaseTransaction, IntoActiveModel, QueryOrder, QuerySelect, Set};
+use serde::Serialize;
+
+use super::conversations::{self, visible};
+use super::events::{self, StoredEvent};
+use super::messages::{new_member, to_members};
+use super::views::{ConversationKind, ConversationView, UserView, optional_id};
+use super::writer::Writer;
+use crate::db::Db;
+use crate::error::{AppError, AppResult};
+use crate::realtime::protocol::ServerFrame;
+use crate::realtime::{UserFrame, UserId};
+use crate::time;
+
+pub const MAX_NAME_CHARS: usize = 100;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    Member,
+    Admin,
+    Owner,
+}
+
+impl Role {
+    fn parse(role: &str) -> Self {
+        match role {
+            "owner" => Self::Owner,
+            "admin" => Self::Admin,
+            _ => Self::Member,
+        }
+    }
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Owner => "owner",
+            Self::Admin => "admin",
+            Self::Member => "member",
+        }
+    }
+}
+
+/// A member as the members list shows them, with their receipts (for "read by" in groups).
+#[derive(Debug, Serialize)]
+pub struct MemberView {
+    pub user: UserView,
+    pub role: Role,
+    pub last_read_message_id: Option<i64>,
+    pub last_delivered_message_id: Option<i64>,
+}
+
+pub fn validate_name(name: &str) -> AppResult<String> {
+    let name = name.trim();
+    if name.is_empty() || name.chars().count() > MAX_NAME_CHARS || name.contains('\0') {
+        return Err(AppError::validation("name", format!("name must be 1-{MAX_NAME_CHARS} characters")));
+    }
+    Ok(name.to_owned())
+}
+
+/// Creates a group owned by `owner_id` with `member_ids`; every member gets
+/// `conversation_created`.
+pub async fn create(
+    db: &Db,
+    writer: &Writer,
+    max_members: usize,
+    owner_id: i64,
+    name: String,
+    member_ids: Vec<i64>,
+) -> AppResult<ConversationView> {
+    let mut ids: Vec<i64> = vec![owner_id];
+    let mut seen: HashSet<i64> = HashSet::from([owner_id]);
+    ids.extend(member_ids.into_iter().filter(|id| seen.insert(*id)));
+    if ids.len() > max_members {
+        return Err(AppError::validation(
+            "member_ids",
+            format!("a group may have at most {max_members} members, its owner included"),
+        ));
+    }
+    let found: HashSet<i64> = user::Entity::find()
+        .select_only()
+        .column(user::Column::Id)
+        .filter(user::Column::Id.is_in(ids.clone()))
+        .into_tuple::<i64>()
+        .all(&db.read)
+        .await?
+        .into_iter()
+        .collect();
+    if !found.contains(&owner_id) {
+        return Err(AppError::unauthorized("invalid_token", "the token's user does not exist"));
+    }
+    if let Some(missing) = ids.iter().find(|id| !found.contains(id)) {
+        return Err(AppError::NotFound { message: format!("user {missing} not found").into() });
+    }
+    writer
+        .write(move |txn| {
+            Box::pin(async move {
+                let now = time::now();
+                let conversation = conversation::ActiveModel {
+                    kind: Set("group".to_owned()),
+                    name: Set(Some(name)),
+                    direct_key: Set(None),
+                    created_by: Set(owner_id),
+                    created_at: Set(now),
+                    last_message_id: Set(None),
+                    last_activity_id: Set(0),
+                    ..Default::default()
+                }
+                .insert(txn)
+                .await?;
+                let event_id =
+                    events::append(txn, conversation.id, &StoredEvent::ConversationCreated {}).await?;
+                let rows: Vec<member::ActiveModel> = ids
+                    .iter()
+                    .map(|id| {
+                        let role = if *id == owner_id { "owner" } else { "member" };
+                        new_member(conversation.id, *id, role, event_id, 0)
+                    })
+                    .collect();
+                // Several statements keep each under the databases' bound-parameter limits.
+                for chunk in rows.chunks(500) {
+                    member::Entity::insert_many(chunk.to_vec()).exec_without_returning(txn).await?;
+                }
+                let mut active = conversation.into_active_model();
+                active.last_activity_id = Set(event_id);
+                let conversation = active.update(txn).await?;
+                // Every member's view is the same (no other user, nothing unread): serialized once.
+                let view = ConversationView {
+                    id: conversation.id,
+                    kind: ConversationKind::Group,
+                    name: conversation.name.clone(),
+                    other_user: None,
+                    members_count: ids.len() as i64,
+                    created_at: conversation.created_at,
+                    last_message: None,
+                    unread_count: 0,
+                    last_read_message_id: None,
+                };
+                let frame = ServerFrame::ConversationCreated { event_id, conversation: &view }.to_frame();
+                let frames =
+                    ids.iter().map(|id| UserFrame { user_id: UserId(*id), frame: frame.clone() }).collect();
+                Ok((view, frames))
+            })
+        })
+        .await
+}
+
+/// The group, if `user_id` is a current member; 404 for direct conversations too.
+async fn group(
+    conn: &impl sea_orm::ConnectionTrait,
+    user_id: i64,
+    group_id: i64,
+) -> AppResult<(conversation::Model, member::Model)> {
+    let (conversation, membership) =
+        visible(conn, user_id, group_id).await.map_err(|_| AppError::not_found("group not found"))?;
+    if conversation.kind != "group" {
+        return Err(AppError::not_found("group not found"));
+    }
+    Ok((conversation, membership))
+}
+
+pub async fn members(db: &Db, user_id: i64, group_id: i64) -> AppResult<Vec<MemberView>> {
+    group(&db.read, user_id, group_id).await?;
+    let rows = member::Entity::find()
+        .filter(member::Column::ConversationId.eq(group_id))
+        .filter(member::Column::LeftEventId.is_null())
+        .order_by_asc(member::Column::JoinedEventId)
+        .order_by_asc(member::Column::UserId)
+        .all(&db.read)
+        .await?;
+    let users: HashMap<i64, UserView> = user::Entity::find()
+        .filter(user::Column::Id.is_in(rows.iter().map(|row| row.user_id)))
+        .all(&db.read)
+        .await?
+        .into_iter()
+        .map(|row| (row.id, UserView::from(row)))
+        .collect();
+    Ok(rows
+        .into_iter()
+        .filter_map(|row| {
+            Some(MemberView {
+                user: users.get(&row.user_id)?.clone(),
+                role: Role::parse(&row.role),
+                last_read_message_id: optional_id(row.last_read_message_id),
+                last_delivered_message_id: optional_id(row.last_delivered_message_id),
+            })
+        })
+        .collect())
+}
+
+/// Adds `user_id` (owner or admin only). Adding a current member changes nothing. The new
+/// member gets `conversation_created`; everyone, the new member included, gets `member_added`.
+pub async fn add_member(
+    db: &Db,
+    writer: &Writer,
+    max_members: usize,
+    actor_id: i64,
+    group_id: i64,
+    user_id: i64,
+) -> AppResult<MemberView> {
+    let (_, membership) = group(&db.read, actor_id, group_id).await?;
+    if Role::parse(&membership.role) < Role::Admin {
+        return Err(AppError::forbidden("not_allowed", "only the owner or an admin may add members"));
+    }
+    let user: UserView = user::Entity::find_by_id(user_id)
+        .one(&db.read)
+        .await?
+        .map(UserView::from)
+        .ok_or_else(|| AppError::not_found("user not found"))?;
+    writer.write(move |txn| Box::pin(add_in(txn, max_members, actor_id, group_id, user))).await
+}
+
+async fn add_in(
+    txn: &DatabaseTransaction,
+    max_members: usize,
+    actor_id: i64,
+    group_id: i64,
+    user: UserView,
+) -> AppResult<(MemberView, Vec<UserFrame>)> {
+    // Checked again inside the writer: the actor may have been removed meanwhile.
+    let (conversation, actor) = group(txn, actor_id, group_id).await?;
+    if Role::parse(&actor.role) < Role::Admin {
+        return Err(AppError::forbidden("not_allowed", "only the owner or an admin may add members"));
+    }
+    let existing = member::Entity::find_by_id((group_id, user.id)).one(txn).await?;
+    if let Some(current) = existing.as_ref().filter(|row| row.left_event_id.is_none()) {
+        let view = MemberView {
+            role: Role::parse(&current.role),
+            last_read_message_id: optional_id(current.last_read_message_id),
+            last_delivered_message_id: optional_id(current.last_delivered_message_id),
+            user,
+        };
+        return Ok((view, Vec::new()));
+    }
+    let count = member::Entity::find()
+        .filter(member::Column::ConversationId.eq(group_id))
+        .filter(member::Column::LeftEventId.is_null())
+        .count(txn)
+        .await?;
+    if count as usize >= max_members {
+        return Err(AppError::validation("user_id", format!("the group is full ({max_members} members)")));
+    }
+    // The new member's own `conversation_created` first, then everyone's `member_added`,
+    // from which on the member sees the group's events.
+    let created =
+        events::append_for_user(txn, group_id, user.id, &StoredEvent::ConversationCreated {}).await?;
+    let added = StoredEvent::MemberAdded { user: user.clone() };
+    let added_id = events::append(txn, group_id, &added).await?;
+    // History before joining is readable, but not unread.
+    let read_up_to = conversation.last_message_id.unwrap_or(0);
+    match existing {
+        Some(previous) => {
+            let mut active = previous.into_active_model();
+            active.role = Set("member".into());
+            active.joined_at = Set(time::now());
+            active.joined_event_id = Set(added_id);
+            active.left_event_id = Set(None);
+            active.last_read_message_id = Set(read_up_to);
+            active.last_delivered_message_id = Set(read_up_to);
+            active.unread_count = Set(0);
+            active.update(txn).await?;
+        }
+        None => {
+            new_member(group_id, user.id, "member", added_id, read_up_to).insert(txn).await?;
+        }
+    }
+    conversation::Entity::update_many()
+        .col_expr(conversation::Column::LastActivityId, Expr::value(added_id))
+        .filter(conversation::Column::Id.eq(group_id))
+        .exec(txn)
+        .await?;
+    let view = conversations::build_views(txn, user.id, vec![conversation]).await?.pop();
+    let mut frames = Vec::new();
+    if let Some(view) = &view {
+        let frame = ServerFrame::ConversationCreated { event_id: created, conversation: view }.to_frame();
+        frames.push(UserFrame { user_id: UserId(user.id), frame });
+    }
+    frames
+        .extend(to_members(txn, group_id, events::render(added_id, group_id, &added, actor_id, None)).await?);
+    let member = MemberView {
+        user,
+        role: Role::Member,
+        last_read_message_id: optional_id(read_up_to),
+        last_delivered_message_id: optional_id(read_up_to),
+    };
+    Ok((member, frames))
+}
+
+/// Removes `user_id` from the group: the owner removes anyone, an admin removes members,
+/// anyone removes themselves (leaves). The removed member gets `member_removed` too, then
+/// nothing more. An owner who leaves hands the group to the longest-standing admin, or else
+/// the longest-standing member.
+pub async fn remove_member(
+    db: &Db,
+    writer: &Writer,
+    actor_id: i64,
+    group_id: i64,
+    user_id: i64,
+) -> AppResult<()> {
+    group(&db.read, actor_id, group_id).await?;
+    writer.write(move |txn| Box::pin(remove_in(txn, actor_id, group_id, user_id))).await
+}
+
+async fn remove_in(
+    txn: &DatabaseTransaction,
+    actor_id: i64,
+    group_id: i64,
+    user_id: i64,
+) -> AppResult<((), Vec<UserFrame>)> {
+    let (_, actor) = group(txn, actor_id, group_id).await?;
+    let target = member::Entity::find_by_id((group_id, user_id))
+        .one(txn)
+        .await?
+        .filter(|row| row.left_event_id.is_none())
+        .ok_or_else(|| AppError::not_found("member not found"))?;
+    let (actor_role, target_role) = (Role::parse(&actor.role), Role::parse(&target.role));
+    let allowed = actor_id == user_id
+        || actor_role == Role::Owner
+        || (actor_role == Role::Admin && target_role == Role::Member);
+    if !allowed {
+        return Err(AppError::forbidden("not_allowed", "you may not remove this member"));
+    }
+    let user: UserView = user::Entity::find_by_id(user_id)
+        .one(txn)
+        .await?
+        .map(UserView::from)
+        .ok_or_else(|| AppError::not_found("member not found"))?;
+    let removed = StoredEvent::MemberRemoved { user };
+    let event_id = events::append(txn, group_id, &removed).await?;
+    // Rendered before the row changes, so the removed member is still among the recipients.
+    let frames =
+        to_members(txn, group_id, events::render(event_id, group_id, &removed, actor_id, None)).await?;
+    let mut active = target.into_active_model();
+    active.left_event_id = Set(Some(event_id));
+    active.role = Set("member".into());
+    active.update(txn).await?;
+    if target_role == Role::Owner {
+        let heir = member::Entity::find()
+            .filter(member::Column::ConversationId.eq(group_id))
+            .filter(member::Column::LeftEventId.is_null())
+            .order_by_desc(member::Column::Role.eq("admin"))
+            .order_by_asc(member::Column::JoinedEventId)
+            .order_by_asc(member::Column::UserId)
+            .one(txn)
+            .await?;
+        if let Some(heir) = heir {
+            let mut active = heir.into_active_model();
+            active.role = Set("owner".into());
+            active.update(txn).await?;
+        }
+    }
+    conversation::Entity::update_many()
+        .col_expr(conversation::Column::LastActivityId, Expr::value(event_id))
+        .filter(conversation::Column::Id.eq(group_id))
+        .exec(txn)
+        .await?;
+    Ok(((), frames))
+}
+
+/// Makes a member an admin or an admin a member (owner only).
+pub async fn set_role(
+    db: &Db,
+    actor_id: i64,
+    group_id: i64,
+    user_id: i64,
+    role: Role,
+) -> AppResult<MemberView> {
+    let (_, actor) = group(&db.read, actor_id, group_id).await?;
+    if Role::parse(&actor.role) != Role::Owner {
+        return Err(AppError::forbidden("not_allowed", "only the owner may change roles"));
+    }
+    if role == Role::Owner || user_id == actor_id {
+        return Err(AppError::validation(
+            "role",
+            "role must be admin or member, for a member other than the owner",
+        ));
+    }
+    let target = member::Entity::find_by_id((group_id, user_id))
+        .one(&db.write)
+        .await?
+        .filter(|row| row.left_event_id.is_none())
+        .ok_or_else(|| AppError::not_found("member not found"))?;
+    let mut active = target.into_active_model();
+    active.role = Set(role.as_str().into());
+    let row = active.update(&db.write).await?;
+    let user = user::Entity::find_by_id(user_id)
+        .one(&db.read)
+        .await?
+        .map(UserView::from)
+        .ok_or_else(|| AppError::not_found("member not found"))?;
+    Ok(MemberView {
+        user,
+        role,
+        last_read_message_id: optional_id(row.last_read_message_id),
+        last_delivered_message_id: optional_id(row.last_delivered_message_id),
+    })
+}

@@ -1,0 +1,82 @@
+//! Delivered receipts. A client acks the last event it processed; the messages of the
+//! events in between count as delivered to that user. The pointer is stored per member and
+//! `message_delivered` goes to the senders of the newly delivered messages (in a direct
+//! conversation, the other user; in a group, only those whose messages moved), never to
+//! the whole group, so a 1,000-member group does not turn every ack into 1,000 frames.
+
+use entity::{event, member, message};
+use sea_orm::prelude::*;
+use sea_orm::{IntoActiveModel, QuerySelect, Set};
+
+use super::conversations::active_conversation_ids;
+use super::writer::Writer;
+use crate::db::Db;
+use crate::error::AppResult;
+use crate::realtime::protocol::ServerFrame;
+use crate::realtime::{UserFrame, UserId};
+
+/// `user_id`'s devices processed every event in `(after, up_to]`.
+pub async fn ack(db: &Db, writer: &Writer, user_id: i64, after: i64, up_to: i64) -> AppResult<()> {
+    let conversations = active_conversation_ids(&db.read, user_id).await?;
+    if conversations.is_empty() || up_to <= after {
+        return Ok(());
+    }
+    let newest: Vec<(i64, Option<i64>)> = event::Entity::find()
+        .select_only()
+        .column(event::Column::ConversationId)
+        .column_as(event::Column::MessageId.max(), "newest")
+        .filter(event::Column::Id.gt(after))
+        .filter(event::Column::Id.lte(up_to))
+        .filter(event::Column::MessageId.is_not_null())
+        .filter(event::Column::ConversationId.is_in(conversations))
+        .group_by(event::Column::ConversationId)
+        .into_tuple()
+        .all(&db.read)
+        .await?;
+    let moves: Vec<(i64, i64)> =
+        newest.into_iter().filter_map(|(conversation, newest)| Some((conversation, newest?))).collect();
+    if moves.is_empty() {
+        return Ok(());
+    }
+    writer
+        .write(move |txn| {
+            Box::pin(async move {
+                let mut frames = Vec::new();
+                for (conversation_id, delivered) in moves {
+                    let Some(membership) =
+                        member::Entity::find_by_id((conversation_id, user_id)).one(txn).await?.filter(
+                            |row| row.left_event_id.is_none() && row.last_delivered_message_id < delivered,
+                        )
+                    else {
+                        continue;
+                    };
+                    let previous = membership.last_delivered_message_id;
+                    let mut active = membership.into_active_model();
+                    active.last_delivered_message_id = Set(delivered);
+                    active.update(txn).await?;
+                    let senders: Vec<i64> = message::Entity::find()
+                        .select_only()
+                        .column(message::Column::SenderId)
+                        .distinct()
+                        .filter(message::Column::ConversationId.eq(conversation_id))
+                        .filter(message::Column::Id.gt(previous))
+                        .filter(message::Column::Id.lte(delivered))
+                        .filter(message::Column::SenderId.ne(user_id))
+                        .into_tuple()
+                        .all(txn)
+                        .await?;
+                    let frame = ServerFrame::MessageDelivered {
+                        conversation_id,
+                        user_id,
+                        last_delivered_message_id: delivered,
+                    }
+                    .to_frame();
+                    frames.extend(
+                        senders.into_iter().map(|id| UserFrame { user_id: UserId(id), frame: frame.clone() }),
+                    );
+                }
+                Ok(((), frames))
+            })
+        })
+        .await
+}

@@ -1,0 +1,93 @@
+use actix_web::{HttpResponse, web};
+use serde::{Deserialize, Serialize};
+
+use crate::auth::AuthUser;
+use crate::domain::groups::{self, MemberView, Role};
+use crate::error::AppResult;
+use crate::extract::{Id, JsonBody};
+use crate::startup::AppState;
+
+#[derive(Deserialize)]
+pub struct CreateBody {
+    name: String,
+    #[serde(default)]
+    member_ids: Vec<Id>,
+}
+
+/// # POST /api/groups
+/// 201 with the group as its owner sees it.
+pub async fn create(
+    state: web::Data<AppState>,
+    caller: AuthUser,
+    body: JsonBody<CreateBody>,
+) -> AppResult<HttpResponse> {
+    let JsonBody(body) = body;
+    let name = groups::validate_name(&body.name)?;
+    let max = state.settings.messaging.max_group_members;
+    let members = body.member_ids.into_iter().map(|Id(id)| id).collect();
+    let group = groups::create(&state.db, &state.writer, max, caller.id, name, members).await?;
+    Ok(HttpResponse::Created().json(group))
+}
+
+#[derive(Serialize)]
+struct MemberList {
+    members: Vec<MemberView>,
+}
+
+/// # GET /api/groups/{id}/members
+pub async fn members(
+    state: web::Data<AppState>,
+    caller: AuthUser,
+    path: web::Path<Id>,
+) -> AppResult<HttpResponse> {
+    let members = groups::members(&state.db, caller.id, path.into_inner().0).await?;
+    Ok(HttpResponse::Ok().json(MemberList { members }))
+}
+
+#[derive(Deserialize)]
+pub struct AddBody {
+    user_id: Id,
+}
+
+/// # POST /api/groups/{id}/members
+/// 200 with the member, also when they already were one.
+pub async fn add_member(
+    state: web::Data<AppState>,
+    caller: AuthUser,
+    path: web::Path<Id>,
+    body: JsonBody<AddBody>,
+) -> AppResult<HttpResponse> {
+    let max = state.settings.messaging.max_group_members;
+    let member =
+        groups::add_member(&state.db, &state.writer, max, caller.id, path.into_inner().0, body.0.user_id.0)
+            .await?;
+    Ok(HttpResponse::Ok().json(member))
+}
+
+/// # DELETE /api/groups/{id}/members/{user_id}
+pub async fn remove_member(
+    state: web::Data<AppState>,
+    caller: AuthUser,
+    path: web::Path<(Id, Id)>,
+) -> AppResult<HttpResponse> {
+    let (Id(group), Id(user)) = path.into_inner();
+    groups::remove_member(&state.db, &state.writer, caller.id, group, user).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+#[derive(Deserialize)]
+pub struct RoleBody {
+    role: Role,
+}
+
+/// # PATCH /api/groups/{id}/members/{user_id}
+/// `{"role": "admin" | "member"}`, by the owner.
+pub async fn set_role(
+    state: web::Data<AppState>,
+    caller: AuthUser,
+    path: web::Path<(Id, Id)>,
+    body: JsonBody<RoleBody>,
+) -> AppResult<HttpResponse> {
+    let (Id(group), Id(user)) = path.into_inner();
+    Ok(HttpResponse::Ok().json(groups::set_role(&state.db, caller.id, group, user, body.0.role).await?))
+}
