@@ -12,5 +12,6 @@ mod cluster;
 mod config;
 mod conversations;
 mod faults;
+mod groups;
 mod messages;
 pub mod websocket;
