@@ -13,4 +13,5 @@ mod config;
 mod conversations;
 mod faults;
 mod messages;
+mod safety;
 pub mod websocket;
