@@ -14,4 +14,5 @@ mod conversations;
 mod faults;
 mod groups;
 mod messages;
+mod safety;
 pub mod websocket;
