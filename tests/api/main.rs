@@ -7,6 +7,7 @@
 
 mod helpers;
 
+mod attachments;
 mod auth;
 mod cluster;
 mod config;
