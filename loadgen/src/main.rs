@@ -5,6 +5,13 @@
 //! Scenarios:
 //! - `dm`: open loop, direct messages at a fixed rate across many user pairs.
 //! - `dm-max`: closed loop, N senders each sending as fast as their POSTs return.
+//! - `cross`: as `dm`, with receivers on another instance.
+//! - `fanout`: open loop, one sender to a group of G members, each with a socket; latency is
+//!   reported per recipient and per message (until its last recipient has it).
+//! - `search`: seeds a history, then times full-text searches.
+//! - `upload`: times large attachment uploads.
+
+mod bench;
 
 use std::collections::HashMap;
 use std::fs::OpenOptions;
@@ -49,6 +56,36 @@ enum Scenario {
         common: Common,
         #[arg(long, default_value_t = 64)]
         senders: usize,
+    },
+    /// Seeds `messages` direct messages from `senders` senders, then times `queries` searches
+    /// by one user.
+    Search {
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        url: String,
+        #[arg(long, default_value_t = 100_000)]
+        messages: usize,
+        #[arg(long, default_value_t = 32)]
+        senders: usize,
+        #[arg(long, default_value_t = 500)]
+        queries: usize,
+    },
+    /// Uploads a file of `megabytes` MB `count` times.
+    Upload {
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        url: String,
+        #[arg(long, default_value_t = 10)]
+        megabytes: usize,
+        #[arg(long, default_value_t = 10)]
+        count: usize,
+    },
+    /// Open loop: one member sends `rate` messages per second to a group of `members`.
+    Fanout {
+        #[command(flatten)]
+        common: Common,
+        #[arg(long, default_value_t = 500)]
+        members: usize,
+        #[arg(long, default_value_t = 20)]
+        rate: u32,
     },
 }
 
@@ -100,10 +137,26 @@ struct Account {
 }
 
 type Sent = Arc<Mutex<HashMap<String, Instant>>>;
+/// `(client_id, receiving socket, arrival)` of one `new_message` frame.
+type Arrival = (String, usize, Instant);
+
+/// Where one send goes: a user (direct) or a group.
+#[derive(Clone, Copy)]
+enum To {
+    User(i64),
+    Group(i64),
+}
 
 #[tokio::main]
 async fn main() -> Result<(), String> {
     let cli = Cli::parse();
+    match &cli.scenario {
+        Scenario::Search { url, messages, senders, queries } => {
+            return bench::search(url, *messages, (*senders).max(1), *queries).await;
+        }
+        Scenario::Upload { url, megabytes, count } => return bench::upload(url, *megabytes, *count).await,
+        _ => {}
+    }
     let (name, common, users, params) = match &cli.scenario {
         Scenario::Dm { common, open } => {
             ("dm", common, open.users, format!("users={} rate={}", open.users, open.rate))
@@ -115,19 +168,40 @@ async fn main() -> Result<(), String> {
             ("cross", common, open.users, format!("users={} rate={}", open.users, open.rate))
         }
         Scenario::DmMax { common, senders } => ("dm-max", common, senders * 2, format!("senders={senders}")),
+        Scenario::Fanout { common, members, rate } => {
+            if *members < 2 {
+                return Err("fanout needs at least 2 members".into());
+            }
+            ("fanout", common, *members, format!("members={members} rate={rate}"))
+        }
+        Scenario::Search { .. } | Scenario::Upload { .. } => return Ok(()),
     };
     let http = reqwest::Client::builder().pool_max_idle_per_host(256).build().map_err(|e| e.to_string())?;
     eprintln!("registering {users} users…");
     let accounts = register(&http, &common.url, users).await?;
-    let (senders, receivers): (Vec<_>, Vec<_>) = accounts.chunks(2).map(|pair| (&pair[0], &pair[1])).unzip();
+    let (senders, receivers): (Vec<&Account>, Vec<&Account>) = match &cli.scenario {
+        // The first member sends; every other member receives.
+        Scenario::Fanout { .. } => (vec![&accounts[0]], accounts[1..].iter().collect()),
+        _ => accounts.chunks(2).map(|pair| (&pair[0], &pair[1])).unzip(),
+    };
+    let group = match &cli.scenario {
+        Scenario::Fanout { .. } => {
+            let ids: Vec<i64> = receivers.iter().map(|account| account.id).collect();
+            Some(create_group(&http, &common.url, &senders[0].token, &ids).await?)
+        }
+        _ => None,
+    };
+    // Each message is expected once on this many sockets.
+    let fan = if group.is_some() { receivers.len() } else { 1 };
 
     let sent: Sent = Arc::new(Mutex::new(HashMap::new()));
-    let (frames_tx, mut frames_rx) = mpsc::unbounded_channel::<(String, Instant)>();
+    let (frames_tx, mut frames_rx) = mpsc::unbounded_channel::<Arrival>();
     eprintln!("opening {} sockets…", receivers.len());
-    for receiver in &receivers {
+    for (index, receiver) in receivers.iter().enumerate() {
         open_socket(
             common.receiver_url.as_deref().unwrap_or(&common.url),
             &receiver.token,
+            index,
             frames_tx.clone(),
         )
         .await?;
@@ -139,13 +213,17 @@ async fn main() -> Result<(), String> {
     let errors = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let run_id: u32 = rand::random();
     let deadline = started + Duration::from_secs(common.duration);
-    let pairs: Vec<(i64, String)> =
-        senders.iter().zip(&receivers).map(|(s, r)| (r.id, s.token.clone())).collect();
+    let pairs: Vec<(To, String)> = match group {
+        Some(group) => vec![(To::Group(group), senders[0].token.clone())],
+        None => senders.iter().zip(&receivers).map(|(s, r)| (To::User(r.id), s.token.clone())).collect(),
+    };
     let pairs = Arc::new(pairs);
     let mut tasks = Vec::new();
     match &cli.scenario {
-        Scenario::Dm { open, .. } | Scenario::Cross { open, .. } => {
-            let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(open.rate)));
+        Scenario::Dm { open: OpenLoop { rate, .. }, .. }
+        | Scenario::Cross { open: OpenLoop { rate, .. }, .. }
+        | Scenario::Fanout { rate, .. } => {
+            let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(*rate)));
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
             let mut n = 0usize;
             while Instant::now() < deadline {
@@ -164,7 +242,9 @@ async fn main() -> Result<(), String> {
                 n += 1;
             }
         }
+        Scenario::Search { .. } | Scenario::Upload { .. } => {}
         Scenario::DmMax { .. } => {
+            // Closed loop: each sender waits for its POST before the next.
             for (index, (recipient, token)) in pairs.iter().cloned().enumerate() {
                 let (http, url, sent, errors) =
                     (http.clone(), common.url.clone(), sent.clone(), errors.clone());
@@ -196,40 +276,45 @@ async fn main() -> Result<(), String> {
 
     // Frames still in flight get a grace period.
     let sent = sent.lock().await.clone();
-    let mut arrived: HashMap<String, Vec<Instant>> = HashMap::new();
+    let expected = sent.len() * fan;
+    let mut arrived: HashMap<(String, usize), Vec<Instant>> = HashMap::new();
+    let mut received = 0usize;
     let grace = Instant::now() + Duration::from_secs(3);
-    loop {
-        let received: usize = arrived.values().map(Vec::len).sum();
-        if received >= sent.len() && sent.keys().all(|id| arrived.contains_key(id)) {
-            break;
-        }
+    while received < expected {
         match tokio::time::timeout_at(grace.into(), frames_rx.recv()).await {
-            Ok(Some((client_id, at))) => arrived.entry(client_id).or_default().push(at),
+            Ok(Some((client_id, socket, at))) => {
+                received += 1;
+                arrived.entry((client_id, socket)).or_default().push(at);
+            }
             _ => break,
         }
     }
-    while let Ok((client_id, at)) = frames_rx.try_recv() {
-        arrived.entry(client_id).or_default().push(at);
+    while let Ok((client_id, socket, at)) = frames_rx.try_recv() {
+        arrived.entry((client_id, socket)).or_default().push(at);
     }
 
-    let mut latencies: Vec<f64> = Vec::with_capacity(sent.len());
+    let mut latencies: Vec<f64> = Vec::with_capacity(expected);
+    // Per message: until its last recipient had it.
+    let mut completions: Vec<f64> = Vec::with_capacity(sent.len());
     let (mut lost, mut duplicated) = (0usize, 0usize);
     for (client_id, at) in &sent {
-        match arrived.get(client_id) {
-            Some(times) => {
-                duplicated += times.len() - 1;
-                latencies.push(times[0].saturating_duration_since(*at).as_secs_f64() * 1000.0);
+        let mut last = 0.0f64;
+        for socket in 0..fan {
+            match arrived.get(&(client_id.clone(), socket)) {
+                Some(times) => {
+                    duplicated += times.len() - 1;
+                    let ms = times[0].saturating_duration_since(*at).as_secs_f64() * 1000.0;
+                    latencies.push(ms);
+                    last = last.max(ms);
+                }
+                None => lost += 1,
             }
-            None => lost += 1,
         }
+        completions.push(last);
     }
     latencies.sort_by(f64::total_cmp);
-    let pct = |p: f64| {
-        latencies
-            .get(((latencies.len() as f64 * p) as usize).min(latencies.len().saturating_sub(1)))
-            .copied()
-            .unwrap_or(f64::NAN)
-    };
+    completions.sort_by(f64::total_cmp);
+    let pct = |p: f64| percentile(&latencies, p);
     let delivered = latencies.len();
     let throughput = delivered as f64 / send_time.as_secs_f64();
     let rss_kb = common.pid.and_then(rss_kb);
@@ -251,6 +336,14 @@ async fn main() -> Result<(), String> {
         rss_kb.map_or("n/a".into(), |kb| format!("{:.1} MiB", kb as f64 / 1024.0)),
         cpu.map_or("n/a".into(), |cpu| format!("{cpu:.0}%")),
     );
+    if fan > 1 {
+        println!(
+            "  per message, until all {fan} recipients had it: p50 {:.2} p99 {:.2} max {:.2} ms",
+            percentile(&completions, 0.50),
+            percentile(&completions, 0.99),
+            completions.last().copied().unwrap_or(f64::NAN),
+        );
+    }
     if let Some(path) = &common.csv {
         let new = !path.exists();
         let mut file = OpenOptions::new().create(true).append(true).open(path).map_err(|e| e.to_string())?;
@@ -273,6 +366,38 @@ async fn main() -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     }
     Ok(())
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    sorted
+        .get(((sorted.len() as f64 * p) as usize).min(sorted.len().saturating_sub(1)))
+        .copied()
+        .unwrap_or(f64::NAN)
+}
+
+/// Creates a group owned by `token`'s user with `members`; returns its id.
+async fn create_group(
+    http: &reqwest::Client,
+    url: &str,
+    token: &str,
+    members: &[i64],
+) -> Result<i64, String> {
+    #[derive(Deserialize)]
+    struct Group {
+        id: i64,
+    }
+    let body = serde_json::json!({"name": "load test group", "member_ids": members});
+    let response = http
+        .post(format!("{url}/api/groups"))
+        .bearer_auth(token)
+        .json(&body)
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    if !response.status().is_success() {
+        return Err(format!("create group: {}", response.status()));
+    }
+    Ok(response.json::<Group>().await.map_err(|e| e.to_string())?.id)
 }
 
 /// Registers `count` users with fresh names, 16 at a time (Argon2 dominates).
@@ -300,11 +425,12 @@ async fn register(http: &reqwest::Client, url: &str, count: usize) -> Result<Vec
     Ok(accounts)
 }
 
-/// Opens a socket and forwards `(client_id, arrival)` of every `new_message` frame.
+/// Opens a socket and forwards `(client_id, socket, arrival)` of every `new_message` frame.
 async fn open_socket(
     url: &str,
     token: &str,
-    frames: mpsc::UnboundedSender<(String, Instant)>,
+    socket: usize,
+    frames: mpsc::UnboundedSender<Arrival>,
 ) -> Result<(), String> {
     let ws_url = format!("{}/ws?token={token}", url.replacen("http", "ws", 1));
     let (mut stream, _) = tokio_tungstenite::connect_async(ws_url).await.map_err(|e| e.to_string())?;
@@ -331,7 +457,7 @@ async fn open_socket(
                 && let Ok(frame) = serde_json::from_str::<Frame>(&text)
                 && frame.kind == "new_message"
                 && let Some(client_id) = frame.message.and_then(|m| m.client_id)
-                && frames.send((client_id, at)).is_err()
+                && frames.send((client_id, socket, at)).is_err()
             {
                 break;
             }
@@ -344,14 +470,23 @@ async fn send(
     http: reqwest::Client,
     url: String,
     token: String,
-    recipient: i64,
+    to: To,
     client_id: String,
     sent: Sent,
     errors: Arc<std::sync::atomic::AtomicU64>,
 ) {
-    let body = serde_json::json!({"recipient_id": recipient, "message": "load test message", "client_id": client_id});
+    let (path, body) = match to {
+        To::User(recipient) => (
+            format!("{url}/api/messages"),
+            serde_json::json!({"recipient_id": recipient, "message": "load test message", "client_id": client_id}),
+        ),
+        To::Group(group) => (
+            format!("{url}/api/groups/{group}/messages"),
+            serde_json::json!({"message": "load test message", "client_id": client_id}),
+        ),
+    };
     let at = Instant::now();
-    let result = http.post(format!("{url}/api/messages")).bearer_auth(token).json(&body).send().await;
+    let result = http.post(path).bearer_auth(token).json(&body).send().await;
     match result {
         Ok(response) if response.status().is_success() => {
             sent.lock().await.insert(client_id, at);

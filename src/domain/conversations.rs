@@ -2,18 +2,20 @@
 
 use std::collections::{HashMap, HashSet};
 
-use entity::{conversation, member, message, user};
+use entity::{conversation, event, member, message, user};
 use sea_orm::prelude::*;
+use sea_orm::sea_query::ExprTrait;
 use sea_orm::{ConnectionTrait, PaginatorTrait, QueryOrder, QuerySelect};
 
 use super::attachments;
+use super::events::StoredEvent;
 use super::views::{ConversationKind, ConversationView, MessageView, UserView, optional_id};
 use crate::db::Db;
 use crate::error::{AppError, AppResult};
 
 /// `"{low}:{high}"`: the key that keeps one direct conversation per pair.
 pub fn direct_key(a: i64, b: i64) -> String {
-    format!("{}:{}", a.min(b), a.max(b))
+    format!("{}:{}", Ord::min(a, b), Ord::max(a, b))
 }
 
 /// The conversation, if `user_id` is a current member; otherwise 404, whether or not it exists.
@@ -118,23 +120,74 @@ pub async fn build_views(
         attachments::views(conn, rows).await?.into_iter().map(|view| (view.id, view)).collect()
     };
 
+    // A former member (replaying their log) sees the conversation as it was when they left.
+    let mut as_left: HashMap<i64, (i64, Option<MessageView>)> = HashMap::new();
+    for membership in mine.values() {
+        if let Some(left) = membership.left_event_id {
+            as_left.insert(membership.conversation_id, as_of(conn, membership.conversation_id, left).await?);
+        }
+    }
+
     Ok(rows
         .into_iter()
         .filter_map(|row| {
             let membership = mine.get(&row.id)?;
+            let (members_count, last_message) = match as_left.remove(&row.id) {
+                Some(then) => then,
+                None => (
+                    counts.get(&row.id).copied().unwrap_or(0),
+                    row.last_message_id.and_then(|id| last_messages.get(&id)).cloned(),
+                ),
+            };
             Some(ConversationView {
                 id: row.id,
                 kind: ConversationKind::parse(&row.kind),
                 name: row.name,
                 other_user: other_of.get(&row.id).and_then(|other| users.get(other)).cloned(),
-                members_count: counts.get(&row.id).copied().unwrap_or(0),
+                members_count,
                 created_at: row.created_at,
-                last_message: row.last_message_id.and_then(|id| last_messages.get(&id)).cloned(),
+                last_message,
                 unread_count: membership.unread_count,
                 last_read_message_id: optional_id(membership.last_read_message_id),
             })
         })
         .collect())
+}
+
+/// A conversation's member count and last message as of event `at`, from the log (so later
+/// messages and edits stay unseen); a message deleted since shows as deleted.
+async fn as_of(
+    conn: &impl ConnectionTrait,
+    conversation_id: i64,
+    at: i64,
+) -> Result<(i64, Option<MessageView>), DbErr> {
+    let members = member::Entity::find()
+        .filter(member::Column::ConversationId.eq(conversation_id))
+        .filter(member::Column::JoinedEventId.lte(at))
+        .filter(member::Column::LeftEventId.is_null().or(member::Column::LeftEventId.gte(at)))
+        .count(conn)
+        .await?;
+    let last = event::Entity::find()
+        .filter(event::Column::ConversationId.eq(conversation_id))
+        .filter(event::Column::Id.lte(at))
+        .filter(event::Column::MessageId.is_not_null())
+        .order_by_desc(event::Column::Id)
+        .one(conn)
+        .await?;
+    let mut message = match last.map(|row| serde_json::from_str::<StoredEvent>(&row.payload)) {
+        Some(Ok(StoredEvent::MessageCreated { message })) => Some(message),
+        _ => None,
+    };
+    if let Some(message) = &mut message {
+        let deleted = message::Entity::find_by_id(message.id)
+            .one(conn)
+            .await?
+            .is_none_or(|row| row.deleted_at.is_some());
+        if deleted {
+            message.redact();
+        }
+    }
+    Ok((i64::try_from(members).unwrap_or(i64::MAX), message))
 }
 
 /// Messages from others after `last_read` in one conversation, deleted ones not counted.

@@ -1,6 +1,8 @@
 use actix_files::NamedFile;
 use actix_multipart::Multipart;
-use actix_web::http::header::{self, ContentDisposition, DispositionParam, DispositionType};
+use actix_web::http::header::{
+    self, Charset, ContentDisposition, DispositionParam, DispositionType, ExtendedValue,
+};
 use actix_web::{HttpRequest, HttpResponse, web};
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
@@ -205,10 +207,18 @@ pub async fn content(
         .map_err(AppError::internal)?
         .map_err(|_| AppError::not_found("attachment not found"))?;
     let mime = row.mime_type.parse().unwrap_or(actix_web::mime::APPLICATION_OCTET_STREAM);
-    let disposition = ContentDisposition {
-        disposition: DispositionType::Attachment,
-        parameters: vec![DispositionParam::Filename(row.filename)],
-    };
+    // An ASCII fallback for old clients, and the exact name (RFC 6266 `filename*`) otherwise.
+    let mut parameters = vec![DispositionParam::Filename(
+        row.filename.chars().map(|c| if c.is_ascii() { c } else { '_' }).collect(),
+    )];
+    if !row.filename.is_ascii() {
+        parameters.push(DispositionParam::FilenameExt(ExtendedValue {
+            charset: Charset::Ext("UTF-8".into()),
+            language_tag: None,
+            value: row.filename.into_bytes(),
+        }));
+    }
+    let disposition = ContentDisposition { disposition: DispositionType::Attachment, parameters };
     let mut response = file.set_content_type(mime).set_content_disposition(disposition).into_response(&req);
     let headers = response.headers_mut();
     headers.insert(header::X_CONTENT_TYPE_OPTIONS, header::HeaderValue::from_static("nosniff"));
