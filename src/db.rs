@@ -76,3 +76,12 @@ fn sqlite_options(url: &str, connections: u32, read_only: bool) -> ConnectOption
         });
     options
 }
+
+/// A raw statement with `$n` placeholders, as each database spells them (SQLite: `?n`).
+pub fn statement(backend: DatabaseBackend, sql: &str, values: Vec<sea_orm::Value>) -> sea_orm::Statement {
+    let sql = match backend {
+        DatabaseBackend::Postgres => sql.to_owned(),
+        _ => sql.replace('$', "?"),
+    };
+    sea_orm::Statement::from_sql_and_values(backend, sql, values)
+}

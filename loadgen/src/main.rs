@@ -277,6 +277,8 @@ async fn main() -> Result<(), String> {
     // Frames still in flight get a grace period.
     let sent = sent.lock().await.clone();
     let expected = sent.len() * fan;
+    // A direct message has one receiving socket, whichever it is; a group message one per member.
+    let slot = |socket: usize| if fan > 1 { socket } else { 0 };
     let mut arrived: HashMap<(String, usize), Vec<Instant>> = HashMap::new();
     let mut received = 0usize;
     let grace = Instant::now() + Duration::from_secs(3);
@@ -284,13 +286,13 @@ async fn main() -> Result<(), String> {
         match tokio::time::timeout_at(grace.into(), frames_rx.recv()).await {
             Ok(Some((client_id, socket, at))) => {
                 received += 1;
-                arrived.entry((client_id, socket)).or_default().push(at);
+                arrived.entry((client_id, slot(socket))).or_default().push(at);
             }
             _ => break,
         }
     }
     while let Ok((client_id, socket, at)) = frames_rx.try_recv() {
-        arrived.entry((client_id, socket)).or_default().push(at);
+        arrived.entry((client_id, slot(socket))).or_default().push(at);
     }
 
     let mut latencies: Vec<f64> = Vec::with_capacity(expected);

@@ -6,7 +6,7 @@ use bytestring::ByteString;
 use entity::{conversation, member, message, user};
 use sea_orm::prelude::*;
 use sea_orm::sea_query::ExprTrait;
-use sea_orm::{ConnectionTrait, DatabaseTransaction, IntoActiveModel, QuerySelect, Set};
+use sea_orm::{ConnectionTrait, DatabaseTransaction, FromQueryResult, IntoActiveModel, QuerySelect, Set};
 
 use super::attachments::{self, StoredFile};
 use super::conversations::{self, count_unread, direct_key, visible};
@@ -15,7 +15,7 @@ use super::safety;
 use super::views::{ConversationKind, ConversationView, MessageView, UserView, optional_id};
 use super::writer::Writer;
 use crate::config::MessagingSettings;
-use crate::db::Db;
+use crate::db::{self, Db};
 use crate::error::{AppError, AppResult};
 use crate::realtime::protocol::ServerFrame;
 use crate::realtime::{Frame, UserFrame, UserId};
@@ -194,14 +194,11 @@ impl PendingMessage {
                 visible(txn, sender_id, conversation_id).await?.0
             }
         };
-        let members = member::Entity::find()
-            .filter(member::Column::ConversationId.eq(conversation.id))
-            .filter(member::Column::LeftEventId.is_null())
-            .all(txn)
-            .await?;
+        // Every recipient's counter moves in one statement, which also returns their read
+        // state: no per-member query, whatever the group's size.
+        let recipients = bump_unread(txn, conversation.id, sender_id).await?;
         let direct = conversation.kind == "direct";
-        let recipient_id =
-            if direct { members.iter().map(|m| m.user_id).find(|id| *id != sender_id) } else { None };
+        let recipient_id = if direct { recipients.first().map(|r| r.user_id) } else { None };
 
         let row = message::ActiveModel {
             conversation_id: Set(conversation.id),
@@ -228,75 +225,73 @@ impl PendingMessage {
             .filter(conversation::Column::Id.eq(conversation.id))
             .exec(txn)
             .await?;
-        // One statement moves every recipient's counter, whatever the group's size.
-        member::Entity::update_many()
-            .col_expr(member::Column::UnreadCount, Expr::col(member::Column::UnreadCount).add(1))
-            .filter(member::Column::ConversationId.eq(conversation.id))
-            .filter(member::Column::LeftEventId.is_null())
-            .filter(member::Column::UserId.ne(sender_id))
-            .exec(txn)
-            .await?;
-
         let sent = Frame::new(Some(event_id), &ServerFrame::MessageSent { event_id, message: &view });
         let template = ConversationView {
             id: conversation.id,
             kind: ConversationKind::parse(&conversation.kind),
             name: conversation.name.clone(),
             other_user: None,
-            members_count: members.len() as i64,
+            members_count: recipients.len() as i64 + 1,
             created_at: conversation.created_at,
             last_message: Some(view.clone()),
             unread_count: 0,
             last_read_message_id: None,
         };
-        let mut frames = Vec::with_capacity(members.len() + 2);
+        let mut frames = Vec::with_capacity(recipients.len() + 3);
+        if let Some(created) = created_event {
+            // A new direct conversation: the sender's view names the recipient.
+            let other_user = recipient_id.and_then(|id| users.get(&id)).cloned();
+            let mine = ConversationView { other_user, ..template.clone() };
+            let frame = ServerFrame::ConversationCreated { event_id: created, conversation: &mine };
+            frames.push(UserFrame { user_id: UserId(sender_id), frame: frame.to_frame() });
+        }
+        frames.push(UserFrame { user_id: UserId(sender_id), frame: sent });
         if direct {
-            // Two members: each view names the other user.
-            for membership in &members {
-                let member_id = membership.user_id;
-                let is_sender = member_id == sender_id;
-                let other_user = members
-                    .iter()
-                    .find(|m| m.user_id != member_id)
-                    .and_then(|m| users.get(&m.user_id))
-                    .cloned();
-                let member_view = ConversationView {
-                    other_user,
-                    unread_count: if is_sender {
-                        membership.unread_count
-                    } else {
-                        membership.unread_count + 1
-                    },
-                    last_read_message_id: optional_id(membership.last_read_message_id),
+            for recipient in &recipients {
+                let theirs = ConversationView {
+                    other_user: users.get(&sender_id).cloned(),
+                    unread_count: recipient.unread_count,
+                    last_read_message_id: optional_id(recipient.last_read_message_id),
                     ..template.clone()
                 };
                 if let Some(created) = created_event {
-                    let frame =
-                        ServerFrame::ConversationCreated { event_id: created, conversation: &member_view };
-                    frames.push(UserFrame { user_id: UserId(member_id), frame: frame.to_frame() });
+                    let frame = ServerFrame::ConversationCreated { event_id: created, conversation: &theirs };
+                    frames.push(UserFrame { user_id: UserId(recipient.user_id), frame: frame.to_frame() });
                 }
-                let frame = if is_sender {
-                    sent.clone()
-                } else {
-                    ServerFrame::NewMessage { event_id, message: &view, conversation: &member_view }
-                        .to_frame()
-                };
-                frames.push(UserFrame { user_id: UserId(member_id), frame });
+                let frame = ServerFrame::NewMessage { event_id, message: &view, conversation: &theirs };
+                frames.push(UserFrame { user_id: UserId(recipient.user_id), frame: frame.to_frame() });
             }
         } else {
             // A group: serialized once, each recipient's read state spliced into the tail.
             let shared = PerReaderFrame::new(event_id, &view, &template);
-            for membership in &members {
-                let frame = if membership.user_id == sender_id {
-                    sent.clone()
-                } else {
-                    shared.for_reader(membership.unread_count + 1, membership.last_read_message_id)
-                };
-                frames.push(UserFrame { user_id: UserId(membership.user_id), frame });
+            for recipient in &recipients {
+                let frame = shared.for_reader(recipient.unread_count, recipient.last_read_message_id);
+                frames.push(UserFrame { user_id: UserId(recipient.user_id), frame });
             }
         }
         Ok((Sent::Created(view), frames))
     }
+}
+
+/// A recipient's read state just after a message reached them.
+#[derive(FromQueryResult)]
+struct Recipient {
+    user_id: i64,
+    unread_count: i64,
+    last_read_message_id: i64,
+}
+
+async fn bump_unread(
+    txn: &DatabaseTransaction,
+    conversation_id: i64,
+    sender_id: i64,
+) -> Result<Vec<Recipient>, DbErr> {
+    let sql = "UPDATE conversation_members SET unread_count = unread_count + 1 \
+               WHERE conversation_id = $1 AND left_event_id IS NULL AND user_id <> $2 \
+               RETURNING user_id, unread_count, last_read_message_id";
+    let statement =
+        db::statement(txn.get_database_backend(), sql, vec![conversation_id.into(), sender_id.into()]);
+    Recipient::find_by_statement(statement).all(txn).await
 }
 
 /// A `new_message` frame serialized once for all recipients of a group message. Only the

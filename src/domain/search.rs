@@ -5,12 +5,12 @@
 
 use entity::message;
 use sea_orm::prelude::*;
-use sea_orm::{DatabaseBackend, FromQueryResult, Statement};
+use sea_orm::{DatabaseBackend, FromQueryResult};
 
 use super::attachments;
 use super::conversations::visible;
 use super::views::MessageView;
-use crate::db::Db;
+use crate::db::{self, Db};
 use crate::error::AppResult;
 
 pub struct Hits {
@@ -54,14 +54,14 @@ pub async fn messages(
     }
     let backend = db.backend;
     // Every word must match; the last may be a prefix (search as you type).
-    let (matcher, rank, query) = match backend {
+    let (from, rank, query) = match backend {
         DatabaseBackend::Postgres => {
             let mut query: Vec<String> = terms.iter().map(|t| format!("'{t}'")).collect();
             if let Some(last) = query.last_mut() {
                 last.push_str(":*");
             }
             (
-                "m.search @@ to_tsquery('english', $2)",
+                "messages m WHERE m.search @@ to_tsquery('english', $2)",
                 "ts_rank(m.search, to_tsquery('english', $2)) DESC",
                 query.join(" & "),
             )
@@ -71,9 +71,10 @@ pub async fn messages(
             if let Some(last) = query.last_mut() {
                 last.push('*');
             }
+            // The full-text table drives the join, so bm25 is computed once per match.
             (
-                "m.id IN (SELECT rowid FROM messages_fts WHERE messages_fts MATCH $2)",
-                "(SELECT bm25(messages_fts) FROM messages_fts WHERE messages_fts MATCH $2 AND rowid = m.id)",
+                "messages_fts f JOIN messages m ON m.id = f.rowid WHERE messages_fts MATCH $2",
+                "bm25(messages_fts)",
                 query.join(" "),
             )
         }
@@ -85,17 +86,16 @@ pub async fn messages(
     if let Some(conversation_id) = conversation_id {
         values.push(conversation_id.into());
     }
-    let total_sql = format!("SELECT COUNT(*) AS total FROM messages m WHERE {matcher} AND {scope}{only}");
-    let total = Total::find_by_statement(statement(backend, &total_sql, values.clone()))
+    let total_sql = format!("SELECT COUNT(*) AS total FROM {from} AND {scope}{only}");
+    let total = Total::find_by_statement(db::statement(backend, &total_sql, values.clone()))
         .one(&db.read)
         .await?
         .map_or(0, |row| row.total);
     let offset = (page - 1) * page_size;
     let ids_sql = format!(
-        "SELECT m.id AS id FROM messages m WHERE {matcher} AND {scope}{only} \
-         ORDER BY {rank}, m.id DESC LIMIT {page_size} OFFSET {offset}"
+        "SELECT m.id AS id FROM {from} AND {scope}{only} ORDER BY {rank}, m.id DESC LIMIT {page_size} OFFSET {offset}"
     );
-    let ids: Vec<i64> = Id::find_by_statement(statement(backend, &ids_sql, values))
+    let ids: Vec<i64> = Id::find_by_statement(db::statement(backend, &ids_sql, values))
         .all(&db.read)
         .await?
         .into_iter()
@@ -105,15 +105,6 @@ pub async fn messages(
         message::Entity::find().filter(message::Column::Id.is_in(ids.clone())).all(&db.read).await?;
     rows.sort_by_key(|row| ids.iter().position(|id| *id == row.id));
     Ok(Hits { messages: attachments::views(&db.read, rows).await?, total })
-}
-
-/// `$n` placeholders as each database spells them (SQLite takes `?n`).
-fn statement(backend: DatabaseBackend, sql: &str, values: Vec<sea_orm::Value>) -> Statement {
-    let sql = match backend {
-        DatabaseBackend::Postgres => sql.to_owned(),
-        _ => sql.replace('$', "?"),
-    };
-    Statement::from_sql_and_values(backend, sql, values)
 }
 
 #[cfg(test)]
