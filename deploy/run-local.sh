@@ -51,6 +51,7 @@ for n in $(seq 1 "$instances"); do
   SWITCHBOARD__DATABASE__URL="$database_url" \
   SWITCHBOARD__REDIS__URL="redis://127.0.0.1:$redis_port" \
   SWITCHBOARD__AUTH__JWT_SECRET="$secret" \
+  SWITCHBOARD__LIMITS__TRUST_FORWARDED_FOR=true \
     ./target/release/switchboard --config config.toml >"$run_dir/instance-$n.log" 2>&1 &
   pids+=($!)
   upstreams+="        server 127.0.0.1:$port max_fails=1 fail_timeout=5s;\n"

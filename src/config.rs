@@ -31,7 +31,42 @@ pub struct Settings {
     pub websocket: WebSocketSettings,
     pub messaging: MessagingSettings,
     pub attachments: AttachmentSettings,
+    pub limits: LimitSettings,
     pub log: LogSettings,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitSettings {
+    /// `false` turns every limit off (load tests, trusted networks).
+    pub enabled: bool,
+    /// Take the client's IP from the last `X-Forwarded-For` hop; only behind a proxy that
+    /// appends it (as deploy/nginx.conf does), or clients could choose their own key.
+    pub trust_forwarded_for: bool,
+    pub login_per_minute_per_ip: u32,
+    pub login_per_minute_per_username: u32,
+    pub register_per_hour_per_ip: u32,
+    pub send_per_minute_per_user: u32,
+    pub send_per_minute_per_ip: u32,
+    pub typing_per_minute_per_user: u32,
+    /// Open sockets per user on one instance.
+    pub max_sockets_per_user: usize,
+}
+
+impl Default for LimitSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            trust_forwarded_for: false,
+            login_per_minute_per_ip: 30,
+            login_per_minute_per_username: 10,
+            register_per_hour_per_ip: 60,
+            send_per_minute_per_user: 600,
+            send_per_minute_per_ip: 6000,
+            typing_per_minute_per_user: 60,
+            max_sockets_per_user: 20,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]

@@ -32,6 +32,9 @@ pub enum AppError {
     /// 422: a field fails validation.
     #[error("{message}")]
     Validation { field: Text, message: Text },
+    /// 429: over a rate limit; `Retry-After` says when to come back.
+    #[error("{message}")]
+    RateLimited { message: Text, retry_after_seconds: u64 },
     /// 503: not ready or draining.
     #[error("{message}")]
     Unavailable { message: Text },
@@ -77,6 +80,7 @@ impl AppError {
             Self::PayloadTooLarge { .. } => "payload_too_large",
             Self::UnsupportedMediaType { .. } => "unsupported_media_type",
             Self::Validation { .. } => "validation_failed",
+            Self::RateLimited { .. } => "rate_limited",
             Self::Unavailable { .. } => "unavailable",
             Self::Internal(_) => "internal",
         }
@@ -120,6 +124,7 @@ impl ResponseError for AppError {
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Validation { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -133,7 +138,14 @@ impl ResponseError for AppError {
             }
             other => other.to_string(),
         };
-        HttpResponse::build(self.status_code()).json(ErrorBody {
+        let mut response = HttpResponse::build(self.status_code());
+        if let Self::RateLimited { retry_after_seconds, .. } = self {
+            response.insert_header((
+                actix_web::http::header::RETRY_AFTER,
+                retry_after_seconds.max(&1).to_string(),
+            ));
+        }
+        response.json(ErrorBody {
             error: ErrorDetail { code: self.code(), message: &message, field: self.field() },
         })
     }

@@ -5,6 +5,7 @@ pub mod db;
 pub mod domain;
 pub mod error;
 pub mod extract;
+pub mod limits;
 pub mod realtime;
 pub mod routes;
 pub mod startup;

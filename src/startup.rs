@@ -20,6 +20,7 @@ use crate::domain::attachments::Store;
 use crate::domain::writer::Writer;
 use crate::error::AppError;
 use crate::extract::{not_found, path_error};
+use crate::limits::Limits;
 use crate::realtime::presence::Presence;
 use crate::realtime::relay::{RedisRelay, Relay};
 use crate::realtime::server::ChatServer;
@@ -33,6 +34,7 @@ pub struct AppState {
     pub tickets: Tickets,
     pub writer: Writer,
     pub files: Store,
+    pub limits: Arc<Limits>,
     pub chat: Addr<ChatServer>,
     pub relay: Arc<Relay>,
     pub presence: Arc<Presence>,
@@ -101,6 +103,7 @@ impl Application {
             tickets: Tickets::new(relay.redis().map(|redis| (redis.clone(), settings.redis.prefix.clone()))),
             writer: Writer::start(db.clone(), relay.clone()),
             files,
+            limits: Limits::new(&settings.limits),
             db,
             chat,
             relay,

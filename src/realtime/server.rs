@@ -162,6 +162,21 @@ impl Handler<Disconnect> for ChatServer {
     }
 }
 
+/// How many sockets `user_id` has open on this instance.
+#[derive(Message)]
+#[rtype(result = "usize")]
+pub struct OpenSessions {
+    pub user_id: UserId,
+}
+
+impl Handler<OpenSessions> for ChatServer {
+    type Result = usize;
+
+    fn handle(&mut self, msg: OpenSessions, _: &mut Context<Self>) -> usize {
+        self.rooms.get(&msg.user_id).map_or(0, |entry| entry.sessions.len())
+    }
+}
+
 impl Handler<Deliver> for ChatServer {
     type Result = ();
 

@@ -225,6 +225,7 @@ impl WsSession {
         self.typing_sent.retain(|_, at| now.duration_since(*at) < TYPING_INTERVAL);
         if self.typing_sent.contains_key(&conversation_id)
             || self.typing_sent.len() >= MAX_TYPING_CONVERSATIONS
+            || !self.state.limits.typing(self.user_id.0)
         {
             return;
         }

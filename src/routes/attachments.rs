@@ -47,6 +47,7 @@ pub async fn send(
     if !is_multipart {
         return Err(AppError::UnsupportedMediaType { message: "expected multipart/form-data".into() });
     }
+    state.limits.send(&req, caller.id)?;
     let mut form = Form::default();
     let read = read_form(&state, Multipart::new(req.headers(), payload), &mut form).await;
     let result = match read {

@@ -1,4 +1,4 @@
-use actix_web::{HttpResponse, web};
+use actix_web::{HttpRequest, HttpResponse, web};
 use serde::{Deserialize, Serialize};
 
 use crate::domain::users::{self, Registration};
@@ -27,7 +27,12 @@ struct Session {
 }
 
 /// # POST /api/auth/register
-pub async fn register(state: web::Data<AppState>, body: JsonBody<RegisterBody>) -> AppResult<HttpResponse> {
+pub async fn register(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    body: JsonBody<RegisterBody>,
+) -> AppResult<HttpResponse> {
+    state.limits.register(&req)?;
     let JsonBody(body) = body;
     let registration =
         Registration { username: body.username, password: body.password, display_name: body.display_name };
@@ -37,8 +42,13 @@ pub async fn register(state: web::Data<AppState>, body: JsonBody<RegisterBody>) 
 }
 
 /// # POST /api/auth/login
-pub async fn login(state: web::Data<AppState>, body: JsonBody<LoginBody>) -> AppResult<HttpResponse> {
+pub async fn login(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    body: JsonBody<LoginBody>,
+) -> AppResult<HttpResponse> {
     let JsonBody(body) = body;
+    state.limits.login(&req, &body.username)?;
     let user = users::login(&state.db, &body.username, body.password).await?;
     let token = state.tokens.issue(user.id)?;
     Ok(HttpResponse::Ok().json(Session { token, user }))

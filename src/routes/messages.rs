@@ -1,4 +1,4 @@
-use actix_web::{HttpResponse, web};
+use actix_web::{HttpRequest, HttpResponse, web};
 use serde::{Deserialize, Serialize};
 
 use super::limit_in;
@@ -23,8 +23,10 @@ pub struct SendBody {
 pub async fn send(
     state: web::Data<AppState>,
     caller: AuthUser,
+    req: HttpRequest,
     body: JsonBody<SendBody>,
 ) -> AppResult<HttpResponse> {
+    state.limits.send(&req, caller.id)?;
     let JsonBody(body) = body;
     let target = match (body.recipient_id, body.conversation_id) {
         (Some(Id(user)), None) => Target::User(user),
@@ -65,9 +67,11 @@ pub struct GroupSendBody {
 pub async fn send_to_group(
     state: web::Data<AppState>,
     caller: AuthUser,
+    req: HttpRequest,
     path: web::Path<Id>,
     body: JsonBody<GroupSendBody>,
 ) -> AppResult<HttpResponse> {
+    state.limits.send(&req, caller.id)?;
     let JsonBody(body) = body;
     let text = messages::validate_body(&body.message)?;
     if let Some(client_id) = &body.client_id {

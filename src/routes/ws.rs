@@ -5,6 +5,8 @@ use serde::Deserialize;
 use crate::auth::{AuthUser, TICKET_TTL_SECONDS, authenticate};
 use crate::error::{AppError, AppResult};
 use crate::extract::Query;
+use crate::realtime::UserId;
+use crate::realtime::server::OpenSessions;
 use crate::realtime::session::WsSession;
 use crate::startup::AppState;
 
@@ -31,6 +33,8 @@ pub async fn connect(
     if query.since.is_some_and(|since| since < 0) {
         return Err(AppError::bad_request("bad_query", "since must be 0 or an event id", Some("since")));
     }
+    let open = state.chat.send(OpenSessions { user_id: UserId(caller.id) }).await.unwrap_or(0);
+    state.limits.sockets(open)?;
     let session = WsSession::new(caller.id, query.since, state.clone());
     ws::WsResponseBuilder::new(session, &req, stream)
         .frame_size(state.settings.websocket.max_frame_bytes)

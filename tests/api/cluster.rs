@@ -123,6 +123,7 @@ impl Instance {
             .env("SWITCHBOARD__DATABASE__MAX_CONNECTIONS", "4")
             .env("SWITCHBOARD__REDIS__URL", redis_url)
             .env("SWITCHBOARD__REDIS__PREFIX", PREFIX)
+            .env("SWITCHBOARD__LIMITS__ENABLED", "false")
             // Shared by the instances, as a shared volume would be in a deployment.
             .env("SWITCHBOARD__ATTACHMENTS__DIR", std::env::temp_dir().join("switchboard-test-attachments"))
             .env("SWITCHBOARD__PRESENCE__TTL_SECONDS", PRESENCE_TTL.to_string())

@@ -14,6 +14,7 @@ mod config;
 mod conversations;
 mod faults;
 mod groups;
+mod limits;
 mod messages;
 mod safety;
 pub mod websocket;
