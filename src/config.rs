@@ -167,6 +167,9 @@ pub struct ServerSettings {
     pub workers: usize,
     /// How long a stopping instance waits for in-flight requests.
     pub shutdown_timeout_seconds: u64,
+    /// Browser origins allowed to call the API cross-origin (e.g. `https://app.example.com`);
+    /// empty: same origin only.
+    pub cors_origins: Vec<String>,
 }
 
 impl Default for ServerSettings {
@@ -178,6 +181,7 @@ impl Default for ServerSettings {
             dev_mode: false,
             workers: 0,
             shutdown_timeout_seconds: 10,
+            cors_origins: Vec::new(),
         }
     }
 }

@@ -6,6 +6,7 @@ pub mod domain;
 pub mod error;
 pub mod extract;
 pub mod limits;
+pub mod metrics;
 pub mod realtime;
 pub mod routes;
 pub mod startup;

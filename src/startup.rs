@@ -10,7 +10,7 @@ use actix::{Actor, Addr};
 use actix_web::body::BoxBody;
 use actix_web::dev::{Server, ServerHandle, ServiceResponse};
 use actix_web::http::header;
-use actix_web::middleware::{ErrorHandlerResponse, ErrorHandlers};
+use actix_web::middleware::{Condition, ErrorHandlerResponse, ErrorHandlers, from_fn};
 use actix_web::{App, HttpServer, ResponseError, web};
 
 use crate::auth::{Tickets, Tokens};
@@ -24,7 +24,7 @@ use crate::limits::Limits;
 use crate::realtime::presence::Presence;
 use crate::realtime::relay::{RedisRelay, Relay};
 use crate::realtime::server::ChatServer;
-use crate::routes;
+use crate::{routes, telemetry};
 
 /// What every handler shares; one per process.
 pub struct AppState {
@@ -113,11 +113,14 @@ impl Application {
             settings,
         });
         let shared = state.clone();
+        let origins = state.settings.server.cors_origins.clone();
         let mut server = HttpServer::new(move || {
             App::new()
                 .app_data(shared.clone())
                 .app_data(web::PathConfig::default().error_handler(path_error))
                 .wrap(ErrorHandlers::new().default_handler_client(contract_body))
+                .wrap(Condition::new(!origins.is_empty(), cors(&origins)))
+                .wrap(from_fn(telemetry::requests::trace))
                 .configure(routes::configure)
                 .default_service(web::to(not_found))
         })
@@ -184,6 +187,22 @@ pub async fn drain(state: web::Data<AppState>, handle: ServerHandle) {
     tokio::time::sleep(Duration::from_millis(200)).await;
     state.presence.shutdown().await;
     handle.stop(true).await;
+}
+
+/// Cross-origin access for the configured origins only (browsers on other sites cannot
+/// call the API otherwise); credentials travel in the Authorization header, not cookies.
+fn cors(origins: &[String]) -> actix_cors::Cors {
+    origins
+        .iter()
+        .fold(actix_cors::Cors::default(), |cors, origin| cors.allowed_origin(origin))
+        .allowed_methods(["GET", "POST", "PATCH", "DELETE"])
+        .allowed_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            header::HeaderName::from_static("x-request-id"),
+        ])
+        .expose_headers([header::RETRY_AFTER, header::HeaderName::from_static("x-request-id")])
+        .max_age(3600)
 }
 
 /// 4xx responses made by actix itself (405, an unmatched method) get the contract's body.

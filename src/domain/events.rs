@@ -106,6 +106,7 @@ async fn insert(
     }
     .insert(conn)
     .await?;
+    crate::metrics::record(|m| m.events.inc());
     Ok(row.id)
 }
 

@@ -213,6 +213,7 @@ impl PendingMessage {
         }
         .insert(txn)
         .await?;
+        crate::metrics::record(|m| m.messages.inc());
         let mut view = MessageView::from(row);
         if let Some(file) = &attachment {
             view.attachments.push(attachments::link(txn, view.id, sender_id, file).await?);

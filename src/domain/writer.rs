@@ -135,6 +135,8 @@ fn fail_all(batch: Vec<Job>, err: &DbErr) {
 }
 
 async fn run_batch(db: &Db, relay: &Relay, batch: Vec<Job>, cluster: bool) {
+    let started = std::time::Instant::now();
+    let jobs = batch.len();
     let txn = match db.write.begin().await {
         Ok(txn) => txn,
         Err(err) => return fail_all(batch, &err),
@@ -184,7 +186,13 @@ async fn run_batch(db: &Db, relay: &Relay, batch: Vec<Job>, cluster: bool) {
     }
     match txn.commit().await {
         Ok(()) => {
+            let committed = std::time::Instant::now();
             relay.publish(frames).await;
+            crate::metrics::record(|m| {
+                m.write_batch_seconds.observe(committed.duration_since(started).as_secs_f64());
+                m.write_batch_jobs.observe(jobs as f64);
+                m.publish_seconds.observe(committed.elapsed().as_secs_f64());
+            });
             for answer in committed_answers {
                 answer(None);
             }

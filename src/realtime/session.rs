@@ -333,6 +333,7 @@ impl Handler<Overflowed> for WsSession {
     type Result = ();
 
     fn handle(&mut self, _: Overflowed, ctx: &mut Ctx) {
+        crate::metrics::record(|m| m.slow_clients_dropped.inc());
         self.close(ctx, CloseCode::Other(CLOSE_OVERFLOW), "outbound queue overflow; reconnect with since");
     }
 }

@@ -35,7 +35,7 @@ pub async fn ready(state: web::Data<AppState>) -> AppResult<HttpResponse> {
 /// Prometheus text: the live-side gauges.
 pub async fn metrics(state: web::Data<AppState>) -> AppResult<HttpResponse> {
     let stats = state.chat.send(GetStats).await.map_err(AppError::internal)?;
-    let mut body = String::new();
+    let mut body = crate::metrics::render();
     let mut gauge = |name: &str, kind: &str, help: &str, value: u64| {
         let _ = writeln!(body, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
     };

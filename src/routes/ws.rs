@@ -35,6 +35,7 @@ pub async fn connect(
     }
     let open = state.chat.send(OpenSessions { user_id: UserId(caller.id) }).await.unwrap_or(0);
     state.limits.sockets(open)?;
+    crate::metrics::record(|m| m.connections.inc());
     let session = WsSession::new(caller.id, query.since, state.clone());
     ws::WsResponseBuilder::new(session, &req, stream)
         .frame_size(state.settings.websocket.max_frame_bytes)

@@ -16,5 +16,6 @@ mod faults;
 mod groups;
 mod limits;
 mod messages;
+mod observability;
 mod safety;
 pub mod websocket;
