@@ -2,6 +2,7 @@
 
 mod attachments;
 mod auth;
+mod client;
 mod conversations;
 mod groups;
 mod health;
@@ -63,6 +64,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route("/ws-ticket", web::post().to(ws::ticket)),
     )
     .route("/ws", web::get().to(ws::connect))
+    .route("/", web::get().to(client::index))
+    .route("/app.js", web::get().to(client::script))
+    .route("/app.css", web::get().to(client::style))
     .route("/health/live", web::get().to(health::live))
     .route("/health/ready", web::get().to(health::ready))
     .route("/metrics", web::get().to(health::metrics));
