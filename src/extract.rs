@@ -15,8 +15,9 @@ use crate::error::AppError;
 const MAX_JSON_BYTES: usize = 64 * 1024;
 
 /// A positive 64-bit id. Zero, negatives, fractions and numbers beyond i64 are refused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, utoipa::ToSchema)]
 #[serde(transparent)]
+#[schema(value_type = i64, description = "a positive 64-bit id")]
 pub struct Id(pub i64);
 
 impl<'de> Deserialize<'de> for Id {

@@ -377,7 +377,7 @@ pub fn new_member(
 }
 
 /// The caller's read state in one conversation.
-#[derive(Debug, serde::Serialize)]
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
 pub struct ReadState {
     pub conversation_id: i64,
     pub last_read_message_id: Option<i64>,

@@ -76,10 +76,11 @@ async fn existing_user(db: &Db, user_id: i64) -> AppResult<UserView> {
         .ok_or_else(|| AppError::not_found("user not found"))
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct BlockView {
     pub user: UserView,
     #[serde(serialize_with = "time::serialize")]
+    #[schema(value_type = String, format = DateTime)]
     pub created_at: Timestamp,
 }
 
@@ -141,13 +142,14 @@ async fn users_by_id(db: &Db, ids: Vec<i64>) -> Result<HashMap<i64, UserView>, D
         .collect())
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct RequestView {
     pub id: i64,
     pub from_user: UserView,
     pub to_user: UserView,
     pub status: String,
     #[serde(serialize_with = "time::serialize")]
+    #[schema(value_type = String, format = DateTime)]
     pub created_at: Timestamp,
 }
 

@@ -5,12 +5,13 @@ use serde::Serialize;
 
 use crate::time::{self, Timestamp};
 
-#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct UserView {
     pub id: i64,
     pub username: String,
     pub display_name: String,
     #[serde(serialize_with = "time::serialize")]
+    #[schema(value_type = String, format = DateTime)]
     pub created_at: Timestamp,
 }
 
@@ -25,7 +26,7 @@ impl From<user::Model> for UserView {
     }
 }
 
-#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct AttachmentView {
     pub id: i64,
     pub filename: String,
@@ -33,7 +34,7 @@ pub struct AttachmentView {
     pub size: i64,
 }
 
-#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct MessageView {
     pub id: i64,
     pub conversation_id: i64,
@@ -42,8 +43,10 @@ pub struct MessageView {
     pub message: String,
     pub client_id: Option<String>,
     #[serde(serialize_with = "time::serialize")]
+    #[schema(value_type = String, format = DateTime)]
     pub created_at: Timestamp,
     #[serde(serialize_with = "time::option::serialize")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub edited_at: Option<Timestamp>,
     pub deleted: bool,
     pub attachments: Vec<AttachmentView>,
@@ -77,7 +80,7 @@ impl From<message::Model> for MessageView {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ConversationKind {
     Direct,
@@ -99,7 +102,7 @@ impl ConversationKind {
 
 /// A conversation as one member sees it: `other_user`, `unread_count` and
 /// `last_read_message_id` are the caller's.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ConversationView {
     pub id: i64,
     pub kind: ConversationKind,
@@ -107,6 +110,7 @@ pub struct ConversationView {
     pub other_user: Option<UserView>,
     pub members_count: i64,
     #[serde(with = "time")]
+    #[schema(value_type = String, format = DateTime)]
     pub created_at: Timestamp,
     pub last_message: Option<MessageView>,
     pub unread_count: i64,

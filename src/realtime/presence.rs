@@ -34,11 +34,12 @@ pub struct SessionCount {
     pub sessions: usize,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct PresenceView {
     pub user_id: i64,
     pub status: &'static str,
     #[serde(serialize_with = "time::option::serialize")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub last_seen: Option<Timestamp>,
 }
 

@@ -6,11 +6,14 @@ use actix_web::http::header::{
 use actix_web::{HttpRequest, HttpResponse, web};
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
 use super::messages::sent;
 use crate::auth::AuthUser;
 use crate::domain::attachments::{self, StoredFile};
 use crate::domain::messages::{self, NewMessage, Target};
+use crate::domain::views::MessageView;
+use crate::error::ErrorBody;
 use crate::error::{AppError, AppResult};
 use crate::extract::{Id, Query};
 use crate::startup::AppState;
@@ -20,12 +23,17 @@ const MAX_TEXT_FIELD_BYTES: usize = 16 * 1024;
 /// More parts than a well-formed upload has means abuse, not a client.
 const MAX_PARTS: usize = 16;
 
-#[derive(Default)]
+/// The multipart form, as read; its schema documents the upload.
+#[derive(Default, ToSchema)]
+#[schema(as = UploadForm)]
 struct Form {
+    #[schema(value_type = Option<i64>)]
     recipient_id: Option<String>,
+    #[schema(value_type = Option<i64>)]
     conversation_id: Option<String>,
     message: Option<String>,
     client_id: Option<String>,
+    #[schema(value_type = String, format = Binary)]
     file: Option<StoredFile>,
 }
 
@@ -33,6 +41,13 @@ struct Form {
 /// multipart/form-data: `recipient_id | conversation_id`, `message` (may be empty with a
 /// file), `client_id?`, `file`. The file is streamed to disk while its type and size are
 /// checked; it is linked to the message in the message's transaction.
+#[utoipa::path(
+    post,
+    path = "/api/messages/with-attachment",
+    request_body(content = Form, content_type = "multipart/form-data"),
+    responses((status = 201, body = MessageView), (status = 200, description = "client_id already used", body = MessageView), (status = 400, description = "malformed JSON, bad query parameter or id", body = ErrorBody), (status = 401, description = "missing, malformed or expired token", body = ErrorBody), (status = 403, description = "known but not allowed", body = ErrorBody), (status = 404, description = "absent or not visible to the caller", body = ErrorBody), (status = 413, description = "too large", body = ErrorBody), (status = 415, description = "unsupported media type", body = ErrorBody), (status = 422, description = "a field fails validation", body = ErrorBody), (status = 429, description = "rate limited (see Retry-After)", body = ErrorBody)),
+    security(("bearer" = []))
+)]
 pub async fn send(
     state: web::Data<AppState>,
     caller: AuthUser,
@@ -156,7 +171,7 @@ async fn send_form(state: &AppState, caller: i64, form: &mut Form) -> AppResult<
     sent(sent_message)
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct DownloadLink {
     download_url: String,
     filename: String,
@@ -167,6 +182,13 @@ struct DownloadLink {
 
 /// # GET /api/attachments/{id}/download
 /// A signed URL for the file; members of its conversation only (404 otherwise).
+#[utoipa::path(
+    get,
+    path = "/api/attachments/{id}/download",
+    params(("id" = i64, Path, description = "a positive id")),
+    responses((status = 200, body = DownloadLink), (status = 400, description = "malformed JSON, bad query parameter or id", body = ErrorBody), (status = 401, description = "missing, malformed or expired token", body = ErrorBody), (status = 404, description = "absent or not visible to the caller", body = ErrorBody)),
+    security(("bearer" = []))
+)]
 pub async fn download(
     state: web::Data<AppState>,
     caller: AuthUser,
@@ -184,7 +206,8 @@ pub async fn download(
     }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct SignedQuery {
     expires: i64,
     signature: String,
@@ -193,6 +216,12 @@ pub struct SignedQuery {
 /// # GET /api/attachments/{id}/content?expires=&signature=
 /// The bytes, for whoever holds a valid signed URL (no token: links work in `<img>` and
 /// `<a download>`). Always a download, never rendered in the page's origin.
+#[utoipa::path(
+    get,
+    path = "/api/attachments/{id}/content",
+    params(("id" = i64, Path, description = "a positive id"), SignedQuery),
+    responses((status = 200, description = "the file, as an attachment download"), (status = 400, description = "malformed JSON, bad query parameter or id", body = ErrorBody), (status = 403, description = "invalid_signature or link_expired", body = ErrorBody), (status = 404, description = "absent or not visible to the caller", body = ErrorBody))
+)]
 pub async fn content(
     state: web::Data<AppState>,
     req: HttpRequest,

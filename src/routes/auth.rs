@@ -1,32 +1,40 @@
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use crate::domain::users::{self, Registration};
 use crate::domain::views::UserView;
 use crate::error::AppResult;
+use crate::error::ErrorBody;
 use crate::extract::JsonBody;
 use crate::startup::AppState;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 pub struct RegisterBody {
     username: String,
     password: String,
     display_name: Option<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 pub struct LoginBody {
     username: String,
     password: String,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct Session {
     token: String,
     user: UserView,
 }
 
 /// # POST /api/auth/register
+#[utoipa::path(
+    post,
+    path = "/api/auth/register",
+    request_body = RegisterBody,
+    responses((status = 201, description = "registered", body = Session), (status = 400, description = "malformed JSON, bad query parameter or id", body = ErrorBody), (status = 409, description = "username taken", body = ErrorBody), (status = 422, description = "a field fails validation", body = ErrorBody), (status = 429, description = "rate limited (see Retry-After)", body = ErrorBody))
+)]
 pub async fn register(
     state: web::Data<AppState>,
     req: HttpRequest,
@@ -42,6 +50,12 @@ pub async fn register(
 }
 
 /// # POST /api/auth/login
+#[utoipa::path(
+    post,
+    path = "/api/auth/login",
+    request_body = LoginBody,
+    responses((status = 200, description = "logged in", body = Session), (status = 400, description = "malformed JSON, bad query parameter or id", body = ErrorBody), (status = 401, description = "invalid_credentials", body = ErrorBody), (status = 429, description = "rate limited (see Retry-After)", body = ErrorBody))
+)]
 pub async fn login(
     state: web::Data<AppState>,
     req: HttpRequest,

@@ -1,27 +1,38 @@
 use actix_web::{HttpResponse, web};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
+use utoipa::{IntoParams, ToSchema};
 
 use super::limit_in;
 use crate::auth::AuthUser;
 use crate::domain::conversations::{self, Window};
+use crate::domain::messages::ReadState;
 use crate::domain::views::{ConversationView, MessageView};
 use crate::domain::{events, messages};
+use crate::error::ErrorBody;
 use crate::error::{AppError, AppResult};
 use crate::extract::{Id, OptionalJsonBody, Query};
 use crate::startup::AppState;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
     limit: Option<u64>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct ConversationList {
     conversations: Vec<ConversationView>,
 }
 
 /// # GET /api/conversations?limit=
+#[utoipa::path(
+    get,
+    path = "/api/conversations",
+    params(ListQuery),
+    responses((status = 200, body = ConversationList), (status = 400, description = "malformed JSON, bad query parameter or id", body = ErrorBody), (status = 401, description = "missing, malformed or expired token", body = ErrorBody)),
+    security(("bearer" = []))
+)]
 pub async fn list(
     state: web::Data<AppState>,
     caller: AuthUser,
@@ -33,6 +44,13 @@ pub async fn list(
 }
 
 /// # GET /api/conversations/{id}
+#[utoipa::path(
+    get,
+    path = "/api/conversations/{id}",
+    params(("id" = i64, Path, description = "a positive id")),
+    responses((status = 200, body = ConversationView), (status = 400, description = "malformed JSON, bad query parameter or id", body = ErrorBody), (status = 401, description = "missing, malformed or expired token", body = ErrorBody), (status = 404, description = "absent or not visible to the caller", body = ErrorBody)),
+    security(("bearer" = []))
+)]
 pub async fn get(
     state: web::Data<AppState>,
     caller: AuthUser,
@@ -42,6 +60,13 @@ pub async fn get(
 }
 
 /// # GET /api/conversations/direct/{other_user_id}
+#[utoipa::path(
+    get,
+    path = "/api/conversations/direct/{other_user_id}",
+    params(("other_user_id" = i64, Path, description = "the other user")),
+    responses((status = 200, body = ConversationView), (status = 400, description = "malformed JSON, bad query parameter or id", body = ErrorBody), (status = 401, description = "missing, malformed or expired token", body = ErrorBody), (status = 404, description = "absent or not visible to the caller", body = ErrorBody)),
+    security(("bearer" = []))
+)]
 pub async fn direct(
     state: web::Data<AppState>,
     caller: AuthUser,
@@ -50,20 +75,28 @@ pub async fn direct(
     Ok(HttpResponse::Ok().json(conversations::get_direct(&state.db, caller.id, path.into_inner().0).await?))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct HistoryQuery {
     before_id: Option<Id>,
     after_id: Option<Id>,
     limit: Option<u64>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct HistoryPage {
     messages: Vec<MessageView>,
     has_more: bool,
 }
 
 /// # GET /api/conversations/{id}/messages?before_id=&after_id=&limit=
+#[utoipa::path(
+    get,
+    path = "/api/conversations/{id}/messages",
+    params(("id" = i64, Path, description = "a positive id"), HistoryQuery),
+    responses((status = 200, body = HistoryPage), (status = 400, description = "malformed JSON, bad query parameter or id", body = ErrorBody), (status = 401, description = "missing, malformed or expired token", body = ErrorBody), (status = 404, description = "absent or not visible to the caller", body = ErrorBody)),
+    security(("bearer" = []))
+)]
 pub async fn history(
     state: web::Data<AppState>,
     caller: AuthUser,
@@ -89,13 +122,21 @@ pub async fn history(
     Ok(HttpResponse::Ok().json(HistoryPage { messages, has_more }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 pub struct ReadBody {
     message_id: Option<Id>,
 }
 
 /// # POST /api/conversations/{id}/read
 /// The body is optional; without `message_id` the conversation is read up to its latest message.
+#[utoipa::path(
+    post,
+    path = "/api/conversations/{id}/read",
+    params(("id" = i64, Path, description = "a positive id")),
+    request_body = ReadBody,
+    responses((status = 200, body = ReadState), (status = 400, description = "malformed JSON, bad query parameter or id", body = ErrorBody), (status = 401, description = "missing, malformed or expired token", body = ErrorBody), (status = 404, description = "absent or not visible to the caller", body = ErrorBody)),
+    security(("bearer" = []))
+)]
 pub async fn read(
     state: web::Data<AppState>,
     caller: AuthUser,
@@ -108,14 +149,16 @@ pub async fn read(
     Ok(HttpResponse::Ok().json(read))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct SyncQuery {
     since: Option<i64>,
     limit: Option<u64>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct SyncPage {
+    #[schema(value_type = Vec<Object>)]
     events: Vec<Box<RawValue>>,
     last_event_id: i64,
     has_more: bool,
@@ -123,6 +166,13 @@ struct SyncPage {
 
 /// # GET /api/sync?since=&limit=
 /// The caller's events after `since`, each in exactly its WebSocket frame's shape.
+#[utoipa::path(
+    get,
+    path = "/api/sync",
+    params(SyncQuery),
+    responses((status = 200, description = "events in exactly their WebSocket frames' shapes", body = SyncPage), (status = 400, description = "malformed JSON, bad query parameter or id", body = ErrorBody), (status = 401, description = "missing, malformed or expired token", body = ErrorBody)),
+    security(("bearer" = []))
+)]
 pub async fn sync(
     state: web::Data<AppState>,
     caller: AuthUser,

@@ -1,13 +1,16 @@
 use actix_web::{HttpResponse, web};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use crate::auth::AuthUser;
 use crate::domain::groups::{self, MemberView, Role};
+use crate::domain::views::ConversationView;
 use crate::error::AppResult;
+use crate::error::ErrorBody;
 use crate::extract::{Id, JsonBody};
 use crate::startup::AppState;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 pub struct CreateBody {
     name: String,
     #[serde(default)]
@@ -16,6 +19,13 @@ pub struct CreateBody {
 
 /// # POST /api/groups
 /// 201 with the group as its owner sees it.
+#[utoipa::path(
+    post,
+    path = "/api/groups",
+    request_body = CreateBody,
+    responses((status = 201, body = ConversationView), (status = 400, description = "malformed JSON, bad query parameter or id", body = ErrorBody), (status = 401, description = "missing, malformed or expired token", body = ErrorBody), (status = 404, description = "absent or not visible to the caller", body = ErrorBody), (status = 422, description = "a field fails validation", body = ErrorBody)),
+    security(("bearer" = []))
+)]
 pub async fn create(
     state: web::Data<AppState>,
     caller: AuthUser,
@@ -29,12 +39,19 @@ pub async fn create(
     Ok(HttpResponse::Created().json(group))
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct MemberList {
     members: Vec<MemberView>,
 }
 
 /// # GET /api/groups/{id}/members
+#[utoipa::path(
+    get,
+    path = "/api/groups/{id}/members",
+    params(("id" = i64, Path, description = "a positive id")),
+    responses((status = 200, body = MemberList), (status = 400, description = "malformed JSON, bad query parameter or id", body = ErrorBody), (status = 401, description = "missing, malformed or expired token", body = ErrorBody), (status = 404, description = "absent or not visible to the caller", body = ErrorBody)),
+    security(("bearer" = []))
+)]
 pub async fn members(
     state: web::Data<AppState>,
     caller: AuthUser,
@@ -44,13 +61,21 @@ pub async fn members(
     Ok(HttpResponse::Ok().json(MemberList { members }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 pub struct AddBody {
     user_id: Id,
 }
 
 /// # POST /api/groups/{id}/members
 /// 200 with the member, also when they already were one.
+#[utoipa::path(
+    post,
+    path = "/api/groups/{id}/members",
+    params(("id" = i64, Path, description = "a positive id")),
+    request_body = AddBody,
+    responses((status = 200, body = MemberView), (status = 400, description = "malformed JSON, bad query parameter or id", body = ErrorBody), (status = 401, description = "missing, malformed or expired token", body = ErrorBody), (status = 403, description = "known but not allowed", body = ErrorBody), (status = 404, description = "absent or not visible to the caller", body = ErrorBody), (status = 422, description = "a field fails validation", body = ErrorBody)),
+    security(("bearer" = []))
+)]
 pub async fn add_member(
     state: web::Data<AppState>,
     caller: AuthUser,
@@ -65,6 +90,13 @@ pub async fn add_member(
 }
 
 /// # DELETE /api/groups/{id}/members/{user_id}
+#[utoipa::path(
+    delete,
+    path = "/api/groups/{id}/members/{user_id}",
+    params(("id" = i64, Path, description = "the group"), ("user_id" = i64, Path, description = "the member")),
+    responses((status = 204, description = "removed, or left"), (status = 400, description = "malformed JSON, bad query parameter or id", body = ErrorBody), (status = 401, description = "missing, malformed or expired token", body = ErrorBody), (status = 403, description = "known but not allowed", body = ErrorBody), (status = 404, description = "absent or not visible to the caller", body = ErrorBody)),
+    security(("bearer" = []))
+)]
 pub async fn remove_member(
     state: web::Data<AppState>,
     caller: AuthUser,
@@ -75,13 +107,21 @@ pub async fn remove_member(
     Ok(HttpResponse::NoContent().finish())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 pub struct RoleBody {
     role: Role,
 }
 
 /// # PATCH /api/groups/{id}/members/{user_id}
 /// `{"role": "admin" | "member"}`, by the owner.
+#[utoipa::path(
+    patch,
+    path = "/api/groups/{id}/members/{user_id}",
+    params(("id" = i64, Path, description = "the group"), ("user_id" = i64, Path, description = "the member")),
+    request_body = RoleBody,
+    responses((status = 200, body = MemberView), (status = 400, description = "malformed JSON, bad query parameter or id", body = ErrorBody), (status = 401, description = "missing, malformed or expired token", body = ErrorBody), (status = 403, description = "known but not allowed", body = ErrorBody), (status = 404, description = "absent or not visible to the caller", body = ErrorBody), (status = 422, description = "a field fails validation", body = ErrorBody)),
+    security(("bearer" = []))
+)]
 pub async fn set_role(
     state: web::Data<AppState>,
     caller: AuthUser,

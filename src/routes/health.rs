@@ -4,17 +4,28 @@ use std::sync::atomic::Ordering;
 use actix_web::{HttpResponse, web};
 use serde_json::json;
 
+use crate::error::ErrorBody;
 use crate::error::{AppError, AppResult};
 use crate::realtime::server::GetStats;
 use crate::startup::AppState;
 
 /// # GET /health/live
+#[utoipa::path(
+    get,
+    path = "/health/live",
+    responses((status = 200, description = "the process runs"))
+)]
 pub async fn live() -> HttpResponse {
     HttpResponse::Ok().json(json!({"status": "live"}))
 }
 
 /// # GET /health/ready
 /// 200 while the database answers and the instance is not draining; 503 otherwise.
+#[utoipa::path(
+    get,
+    path = "/health/ready",
+    responses((status = 200, description = "database (and Redis) answer"), (status = 503, description = "not ready or draining", body = ErrorBody))
+)]
 pub async fn ready(state: web::Data<AppState>) -> AppResult<HttpResponse> {
     if state.draining.load(Ordering::Relaxed) {
         return Err(AppError::Unavailable { message: "draining".into() });
@@ -33,6 +44,11 @@ pub async fn ready(state: web::Data<AppState>) -> AppResult<HttpResponse> {
 
 /// # GET /metrics
 /// Prometheus text: the live-side gauges.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    responses((status = 200, description = "Prometheus text"))
+)]
 pub async fn metrics(state: web::Data<AppState>) -> AppResult<HttpResponse> {
     let stats = state.chat.send(GetStats).await.map_err(AppError::internal)?;
     let mut body = crate::metrics::render();

@@ -1,16 +1,18 @@
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
 use super::limit_in;
 use crate::auth::AuthUser;
-use crate::domain::messages::{self, NewMessage, Sent, Target};
+use crate::domain::messages::{self, NewMessage, ReadState, Sent, Target};
 use crate::domain::search;
 use crate::domain::views::MessageView;
+use crate::error::ErrorBody;
 use crate::error::{AppError, AppResult};
 use crate::extract::{Id, JsonBody, Query};
 use crate::startup::AppState;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 pub struct SendBody {
     recipient_id: Option<Id>,
     conversation_id: Option<Id>,
@@ -20,6 +22,13 @@ pub struct SendBody {
 
 /// # POST /api/messages
 /// 201 with the new message; 200 with the original when `client_id` was already used.
+#[utoipa::path(
+    post,
+    path = "/api/messages",
+    request_body = SendBody,
+    responses((status = 201, description = "stored and delivered", body = MessageView), (status = 200, description = "this client_id was already used: the original message", body = MessageView), (status = 400, description = "malformed JSON, bad query parameter or id", body = ErrorBody), (status = 401, description = "missing, malformed or expired token", body = ErrorBody), (status = 403, description = "known but not allowed", body = ErrorBody), (status = 404, description = "absent or not visible to the caller", body = ErrorBody), (status = 422, description = "a field fails validation", body = ErrorBody), (status = 429, description = "rate limited (see Retry-After)", body = ErrorBody)),
+    security(("bearer" = []))
+)]
 pub async fn send(
     state: web::Data<AppState>,
     caller: AuthUser,
@@ -57,13 +66,21 @@ pub fn sent(sent: Sent) -> AppResult<HttpResponse> {
     })
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 pub struct GroupSendBody {
     message: String,
     client_id: Option<String>,
 }
 
 /// # POST /api/groups/{id}/messages
+#[utoipa::path(
+    post,
+    path = "/api/groups/{id}/messages",
+    params(("id" = i64, Path, description = "a positive id")),
+    request_body = GroupSendBody,
+    responses((status = 201, body = MessageView), (status = 200, description = "client_id already used", body = MessageView), (status = 400, description = "malformed JSON, bad query parameter or id", body = ErrorBody), (status = 401, description = "missing, malformed or expired token", body = ErrorBody), (status = 404, description = "absent or not visible to the caller", body = ErrorBody), (status = 422, description = "a field fails validation", body = ErrorBody), (status = 429, description = "rate limited (see Retry-After)", body = ErrorBody)),
+    security(("bearer" = []))
+)]
 pub async fn send_to_group(
     state: web::Data<AppState>,
     caller: AuthUser,
@@ -82,12 +99,20 @@ pub async fn send_to_group(
     sent(messages::send(&state.db, &state.writer, &state.settings.messaging, caller.id, input).await?)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 pub struct EditBody {
     message: String,
 }
 
 /// # PATCH /api/messages/{id}
+#[utoipa::path(
+    patch,
+    path = "/api/messages/{id}",
+    params(("id" = i64, Path, description = "a positive id")),
+    request_body = EditBody,
+    responses((status = 200, body = MessageView), (status = 400, description = "malformed JSON, bad query parameter or id", body = ErrorBody), (status = 401, description = "missing, malformed or expired token", body = ErrorBody), (status = 403, description = "not_owner or edit_window_passed", body = ErrorBody), (status = 404, description = "absent or not visible to the caller", body = ErrorBody), (status = 409, description = "message_deleted", body = ErrorBody), (status = 422, description = "a field fails validation", body = ErrorBody)),
+    security(("bearer" = []))
+)]
 pub async fn edit(
     state: web::Data<AppState>,
     caller: AuthUser,
@@ -102,6 +127,13 @@ pub async fn edit(
 }
 
 /// # DELETE /api/messages/{id}
+#[utoipa::path(
+    delete,
+    path = "/api/messages/{id}",
+    params(("id" = i64, Path, description = "a positive id")),
+    responses((status = 204, description = "deleted (soft)"), (status = 400, description = "malformed JSON, bad query parameter or id", body = ErrorBody), (status = 401, description = "missing, malformed or expired token", body = ErrorBody), (status = 403, description = "not_owner", body = ErrorBody), (status = 404, description = "absent or not visible to the caller", body = ErrorBody)),
+    security(("bearer" = []))
+)]
 pub async fn delete(
     state: web::Data<AppState>,
     caller: AuthUser,
@@ -111,7 +143,8 @@ pub async fn delete(
     Ok(HttpResponse::NoContent().finish())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct SearchQuery {
     q: Option<String>,
     conversation_id: Option<Id>,
@@ -119,7 +152,7 @@ pub struct SearchQuery {
     page_size: Option<u64>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct SearchPage {
     messages: Vec<MessageView>,
     total: i64,
@@ -128,6 +161,13 @@ struct SearchPage {
 }
 
 /// # GET /api/messages/search?q=&conversation_id=&page=&page_size=
+#[utoipa::path(
+    get,
+    path = "/api/messages/search",
+    params(SearchQuery),
+    responses((status = 200, body = SearchPage), (status = 400, description = "malformed JSON, bad query parameter or id", body = ErrorBody), (status = 401, description = "missing, malformed or expired token", body = ErrorBody), (status = 404, description = "absent or not visible to the caller", body = ErrorBody)),
+    security(("bearer" = []))
+)]
 pub async fn search(
     state: web::Data<AppState>,
     caller: AuthUser,
@@ -149,6 +189,13 @@ pub async fn search(
 }
 
 /// # PATCH /api/messages/{id}/read
+#[utoipa::path(
+    patch,
+    path = "/api/messages/{id}/read",
+    params(("id" = i64, Path, description = "a positive id")),
+    responses((status = 200, body = ReadState), (status = 400, description = "malformed JSON, bad query parameter or id", body = ErrorBody), (status = 401, description = "missing, malformed or expired token", body = ErrorBody), (status = 404, description = "absent or not visible to the caller", body = ErrorBody)),
+    security(("bearer" = []))
+)]
 pub async fn read_up_to(
     state: web::Data<AppState>,
     caller: AuthUser,

@@ -7,6 +7,7 @@ mod conversations;
 mod groups;
 mod health;
 mod messages;
+mod openapi;
 mod safety;
 mod users;
 mod ws;
@@ -61,7 +62,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route("/conversations/{id}/messages", web::get().to(conversations::history))
             .route("/conversations/{id}/read", web::post().to(conversations::read))
             .route("/sync", web::get().to(conversations::sync))
-            .route("/ws-ticket", web::post().to(ws::ticket)),
+            .route("/ws-ticket", web::post().to(ws::ticket))
+            .route("/openapi.json", web::get().to(openapi::document)),
     )
     .route("/ws", web::get().to(ws::connect))
     .route("/", web::get().to(client::index))

@@ -1,20 +1,29 @@
 use actix_web::{HttpResponse, web};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use crate::auth::AuthUser;
 use crate::domain::safety::{self, BlockView, RequestView};
 use crate::domain::views::UserView;
 use crate::error::AppResult;
+use crate::error::ErrorBody;
 use crate::extract::{Id, JsonBody};
 use crate::startup::AppState;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 pub struct UserBody {
     user_id: Id,
 }
 
 /// # POST /api/blocks
 /// 201 when the block is new, 200 when it already stood.
+#[utoipa::path(
+    post,
+    path = "/api/blocks",
+    request_body = UserBody,
+    responses((status = 201, body = BlockView), (status = 200, description = "already blocked", body = BlockView), (status = 400, description = "malformed JSON, bad query parameter or id", body = ErrorBody), (status = 401, description = "missing, malformed or expired token", body = ErrorBody), (status = 404, description = "absent or not visible to the caller", body = ErrorBody), (status = 422, description = "a field fails validation", body = ErrorBody)),
+    security(("bearer" = []))
+)]
 pub async fn block(
     state: web::Data<AppState>,
     caller: AuthUser,
@@ -26,6 +35,13 @@ pub async fn block(
 
 /// # DELETE /api/blocks/{user_id}
 /// 204, also when there was no block.
+#[utoipa::path(
+    delete,
+    path = "/api/blocks/{user_id}",
+    params(("user_id" = i64, Path, description = "the blocked user")),
+    responses((status = 204, description = "not blocked (any more)"), (status = 400, description = "malformed JSON, bad query parameter or id", body = ErrorBody), (status = 401, description = "missing, malformed or expired token", body = ErrorBody)),
+    security(("bearer" = []))
+)]
 pub async fn unblock(
     state: web::Data<AppState>,
     caller: AuthUser,
@@ -35,12 +51,18 @@ pub async fn unblock(
     Ok(HttpResponse::NoContent().finish())
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct BlockList {
     blocks: Vec<BlockView>,
 }
 
 /// # GET /api/blocks
+#[utoipa::path(
+    get,
+    path = "/api/blocks",
+    responses((status = 200, body = BlockList), (status = 401, description = "missing, malformed or expired token", body = ErrorBody)),
+    security(("bearer" = []))
+)]
 pub async fn blocks(state: web::Data<AppState>, caller: AuthUser) -> AppResult<HttpResponse> {
     Ok(HttpResponse::Ok().json(BlockList { blocks: safety::blocks(&state.db, caller.id).await? }))
 }
@@ -48,6 +70,13 @@ pub async fn blocks(state: web::Data<AppState>, caller: AuthUser) -> AppResult<H
 /// # POST /api/contacts/requests
 /// 201 when made; 200 with the existing request when one already links the two users
 /// (asking someone who asked you accepts their request).
+#[utoipa::path(
+    post,
+    path = "/api/contacts/requests",
+    request_body = UserBody,
+    responses((status = 201, body = RequestView), (status = 200, description = "an existing request (accepted when the other user had asked)", body = RequestView), (status = 400, description = "malformed JSON, bad query parameter or id", body = ErrorBody), (status = 401, description = "missing, malformed or expired token", body = ErrorBody), (status = 403, description = "blocked", body = ErrorBody), (status = 404, description = "absent or not visible to the caller", body = ErrorBody), (status = 422, description = "a field fails validation", body = ErrorBody)),
+    security(("bearer" = []))
+)]
 pub async fn request(
     state: web::Data<AppState>,
     caller: AuthUser,
@@ -58,6 +87,13 @@ pub async fn request(
 }
 
 /// # POST /api/contacts/requests/{id}/accept
+#[utoipa::path(
+    post,
+    path = "/api/contacts/requests/{id}/accept",
+    params(("id" = i64, Path, description = "a positive id")),
+    responses((status = 200, body = RequestView), (status = 400, description = "malformed JSON, bad query parameter or id", body = ErrorBody), (status = 401, description = "missing, malformed or expired token", body = ErrorBody), (status = 403, description = "known but not allowed", body = ErrorBody), (status = 404, description = "absent or not visible to the caller", body = ErrorBody)),
+    security(("bearer" = []))
+)]
 pub async fn accept(
     state: web::Data<AppState>,
     caller: AuthUser,
@@ -66,23 +102,35 @@ pub async fn accept(
     Ok(HttpResponse::Ok().json(safety::accept(&state.db, caller.id, path.into_inner().0).await?))
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct ContactList {
     contacts: Vec<UserView>,
 }
 
 /// # GET /api/contacts
+#[utoipa::path(
+    get,
+    path = "/api/contacts",
+    responses((status = 200, body = ContactList), (status = 401, description = "missing, malformed or expired token", body = ErrorBody)),
+    security(("bearer" = []))
+)]
 pub async fn contacts(state: web::Data<AppState>, caller: AuthUser) -> AppResult<HttpResponse> {
     Ok(HttpResponse::Ok().json(ContactList { contacts: safety::contacts(&state.db, caller.id).await? }))
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct RequestLists {
     incoming: Vec<RequestView>,
     outgoing: Vec<RequestView>,
 }
 
 /// # GET /api/contacts/requests
+#[utoipa::path(
+    get,
+    path = "/api/contacts/requests",
+    responses((status = 200, body = RequestLists), (status = 401, description = "missing, malformed or expired token", body = ErrorBody)),
+    security(("bearer" = []))
+)]
 pub async fn requests(state: web::Data<AppState>, caller: AuthUser) -> AppResult<HttpResponse> {
     let (incoming, outgoing) = safety::requests(&state.db, caller.id).await?;
     Ok(HttpResponse::Ok().json(RequestLists { incoming, outgoing }))

@@ -1,15 +1,23 @@
 use actix_web::{HttpResponse, web};
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::AuthUser;
 use crate::domain::users;
 use crate::domain::views::UserView;
+use crate::error::ErrorBody;
 use crate::error::{AppError, AppResult};
 use crate::extract::{Id, Query};
 use crate::realtime::UserId;
 use crate::startup::AppState;
 
 /// # GET /api/users/me
+#[utoipa::path(
+    get,
+    path = "/api/users/me",
+    responses((status = 200, body = UserView), (status = 401, description = "missing, malformed or expired token", body = ErrorBody)),
+    security(("bearer" = []))
+)]
 pub async fn me(state: web::Data<AppState>, caller: AuthUser) -> AppResult<HttpResponse> {
     // A valid token for a user that no longer exists is a bad credential, not a missing page.
     let user = users::get(&state.db, caller.id)
@@ -19,6 +27,13 @@ pub async fn me(state: web::Data<AppState>, caller: AuthUser) -> AppResult<HttpR
 }
 
 /// # GET /api/users/{id}
+#[utoipa::path(
+    get,
+    path = "/api/users/{id}",
+    params(("id" = i64, Path, description = "a positive id")),
+    responses((status = 200, body = UserView), (status = 400, description = "malformed JSON, bad query parameter or id", body = ErrorBody), (status = 401, description = "missing, malformed or expired token", body = ErrorBody), (status = 404, description = "absent or not visible to the caller", body = ErrorBody)),
+    security(("bearer" = []))
+)]
 pub async fn get(
     state: web::Data<AppState>,
     _caller: AuthUser,
@@ -27,18 +42,26 @@ pub async fn get(
     Ok(HttpResponse::Ok().json(users::get(&state.db, path.into_inner().0).await?))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct SearchQuery {
     q: Option<String>,
     limit: Option<u64>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct UserList {
     users: Vec<UserView>,
 }
 
 /// # GET /api/users/search?q=&limit=
+#[utoipa::path(
+    get,
+    path = "/api/users/search",
+    params(SearchQuery),
+    responses((status = 200, body = UserList), (status = 400, description = "malformed JSON, bad query parameter or id", body = ErrorBody), (status = 401, description = "missing, malformed or expired token", body = ErrorBody)),
+    security(("bearer" = []))
+)]
 pub async fn search(
     state: web::Data<AppState>,
     _caller: AuthUser,
@@ -57,6 +80,13 @@ pub async fn search(
 }
 
 /// # GET /api/users/{id}/presence
+#[utoipa::path(
+    get,
+    path = "/api/users/{id}/presence",
+    params(("id" = i64, Path, description = "a positive id")),
+    responses((status = 200, body = crate::realtime::presence::PresenceView), (status = 400, description = "malformed JSON, bad query parameter or id", body = ErrorBody), (status = 401, description = "missing, malformed or expired token", body = ErrorBody), (status = 404, description = "absent or not visible to the caller", body = ErrorBody)),
+    security(("bearer" = []))
+)]
 pub async fn presence(
     state: web::Data<AppState>,
     _caller: AuthUser,

@@ -1,8 +1,10 @@
 use actix_web::{HttpRequest, HttpResponse, web};
 use actix_web_actors::ws;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::{AuthUser, TICKET_TTL_SECONDS, authenticate};
+use crate::error::ErrorBody;
 use crate::error::{AppError, AppResult};
 use crate::extract::Query;
 use crate::realtime::UserId;
@@ -10,7 +12,8 @@ use crate::realtime::server::OpenSessions;
 use crate::realtime::session::WsSession;
 use crate::startup::AppState;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct WsQuery {
     token: Option<String>,
     ticket: Option<String>,
@@ -19,6 +22,12 @@ pub struct WsQuery {
 
 /// # GET /ws?token=<jwt>[&since=<event_id>]
 /// Authenticates before upgrading, so a bad token gets a plain 401.
+#[utoipa::path(
+    get,
+    path = "/ws",
+    params(WsQuery),
+    responses((status = 101, description = "WebSocket upgrade; frames as in the contract"), (status = 400, description = "malformed JSON, bad query parameter or id", body = ErrorBody), (status = 401, description = "missing, malformed or expired token", body = ErrorBody), (status = 429, description = "rate limited (see Retry-After)", body = ErrorBody))
+)]
 pub async fn connect(
     req: HttpRequest,
     stream: web::Payload,
@@ -45,10 +54,21 @@ pub async fn connect(
         })
 }
 
+#[derive(Serialize, ToSchema)]
+struct TicketView {
+    ticket: String,
+    expires_in_seconds: u64,
+}
+
 /// # POST /api/ws-ticket
 /// A single-use ticket for `/ws?ticket=`, valid 30 s.
+#[utoipa::path(
+    post,
+    path = "/api/ws-ticket",
+    responses((status = 200, body = TicketView), (status = 401, description = "missing, malformed or expired token", body = ErrorBody)),
+    security(("bearer" = []))
+)]
 pub async fn ticket(state: web::Data<AppState>, caller: AuthUser) -> AppResult<HttpResponse> {
     let ticket = state.tickets.issue(caller.id).await?;
-    Ok(HttpResponse::Ok()
-        .json(serde_json::json!({"ticket": ticket, "expires_in_seconds": TICKET_TTL_SECONDS})))
+    Ok(HttpResponse::Ok().json(TicketView { ticket, expires_in_seconds: TICKET_TTL_SECONDS }))
 }

@@ -17,5 +17,6 @@ mod groups;
 mod limits;
 mod messages;
 mod observability;
+mod openapi;
 mod safety;
 pub mod websocket;

@@ -1,0 +1,125 @@
+//! The OpenAPI document is generated from the handlers; it must describe the contract.
+
+use serde_json::Value;
+
+use crate::helpers::{Backend, spawn_app};
+
+/// Every route of the contract, as (method, path template).
+const CONTRACT: &[(&str, &str)] = &[
+    ("post", "/api/auth/register"),
+    ("post", "/api/auth/login"),
+    ("get", "/api/users/me"),
+    ("get", "/api/users/{id}"),
+    ("get", "/api/users/search"),
+    ("get", "/api/users/{id}/presence"),
+    ("get", "/api/conversations"),
+    ("get", "/api/conversations/{id}"),
+    ("get", "/api/conversations/direct/{other_user_id}"),
+    ("post", "/api/messages"),
+    ("post", "/api/groups/{id}/messages"),
+    ("get", "/api/conversations/{id}/messages"),
+    ("patch", "/api/messages/{id}"),
+    ("delete", "/api/messages/{id}"),
+    ("post", "/api/conversations/{id}/read"),
+    ("patch", "/api/messages/{id}/read"),
+    ("get", "/api/messages/search"),
+    ("post", "/api/groups"),
+    ("get", "/api/groups/{id}/members"),
+    ("post", "/api/groups/{id}/members"),
+    ("delete", "/api/groups/{id}/members/{user_id}"),
+    ("post", "/api/blocks"),
+    ("delete", "/api/blocks/{user_id}"),
+    ("get", "/api/blocks"),
+    ("post", "/api/contacts/requests"),
+    ("post", "/api/contacts/requests/{id}/accept"),
+    ("get", "/api/contacts"),
+    ("get", "/api/contacts/requests"),
+    ("post", "/api/messages/with-attachment"),
+    ("get", "/api/attachments/{id}/download"),
+    ("get", "/api/sync"),
+    ("get", "/ws"),
+    ("post", "/api/ws-ticket"),
+    ("get", "/health/live"),
+    ("get", "/health/ready"),
+    ("get", "/metrics"),
+];
+
+fn properties(document: &Value, schema: &str) -> Vec<String> {
+    let mut names: Vec<String> = document["components"]["schemas"][schema]["properties"]
+        .as_object()
+        .unwrap_or_else(|| panic!("schema {schema} is described"))
+        .keys()
+        .cloned()
+        .collect();
+    names.sort();
+    names
+}
+
+fn sorted(names: &[&str]) -> Vec<String> {
+    let mut names: Vec<String> = names.iter().map(|name| (*name).to_owned()).collect();
+    names.sort();
+    names
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_openapi_document_describes_every_contract_route_and_shape() {
+    let app = spawn_app(Backend::Sqlite).await;
+    let reply = app.get(None, "/api/openapi.json").await;
+    assert_eq!(reply.status, 200);
+    let document = reply.body;
+    assert!(document["openapi"].as_str().is_some_and(|v| v.starts_with("3.")), "{}", document["openapi"]);
+    for (method, path) in CONTRACT {
+        let operation = &document["paths"][path][method];
+        assert!(operation.is_object(), "{method} {path} is documented");
+        assert!(
+            operation["responses"].as_object().is_some_and(|r| !r.is_empty()),
+            "{method} {path} responses"
+        );
+    }
+    // Protected routes say so; register and login do not.
+    assert!(document["paths"]["/api/messages"]["post"]["security"].is_array());
+    assert!(document["paths"]["/api/auth/login"]["post"]["security"].is_null());
+    assert_eq!(document["components"]["securitySchemes"]["bearer"]["scheme"], "bearer");
+
+    // The shapes are the contract's.
+    assert_eq!(
+        properties(&document, "MessageView"),
+        sorted(&[
+            "id",
+            "conversation_id",
+            "sender_id",
+            "recipient_id",
+            "message",
+            "client_id",
+            "created_at",
+            "edited_at",
+            "deleted",
+            "attachments"
+        ])
+    );
+    assert_eq!(
+        properties(&document, "ConversationView"),
+        sorted(&[
+            "id",
+            "kind",
+            "name",
+            "other_user",
+            "members_count",
+            "created_at",
+            "last_message",
+            "unread_count",
+            "last_read_message_id"
+        ])
+    );
+    assert_eq!(properties(&document, "UserView"), sorted(&["id", "username", "display_name", "created_at"]));
+    assert_eq!(properties(&document, "AttachmentView"), sorted(&["id", "filename", "mime_type", "size"]));
+    assert_eq!(properties(&document, "ErrorDetail"), sorted(&["code", "message", "field"]));
+    let created = &document["paths"]["/api/messages"]["post"]["responses"]["201"];
+    assert!(created.to_string().contains("#/components/schemas/MessageView"), "{created}");
+    for status in ["400", "401", "403", "404", "422", "429"] {
+        let error = &document["paths"]["/api/messages"]["post"]["responses"][status];
+        assert!(error.to_string().contains("ErrorBody"), "{status}: {error}");
+    }
+    let upload = &document["paths"]["/api/messages/with-attachment"]["post"]["requestBody"]["content"];
+    assert!(upload["multipart/form-data"].is_object(), "{upload}");
+}
