@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use super::conversations::{self, visible};
 use super::events::{self, StoredEvent};
-use super::messages::{new_member, to_members};
+use super::messages::{new_member, open_conversation, to_members};
 use super::views::{ConversationKind, ConversationView, UserView, optional_id};
 use super::writer::Writer;
 use crate::db::Db;
@@ -104,21 +104,8 @@ pub async fn create(
     writer
         .write(move |txn| {
             Box::pin(async move {
-                let now = time::now();
-                let conversation = conversation::ActiveModel {
-                    kind: Set("group".to_owned()),
-                    name: Set(Some(name)),
-                    direct_key: Set(None),
-                    created_by: Set(owner_id),
-                    created_at: Set(now),
-                    last_message_id: Set(None),
-                    last_activity_id: Set(0),
-                    ..Default::default()
-                }
-                .insert(txn)
-                .await?;
-                let event_id =
-                    events::append(txn, conversation.id, &StoredEvent::ConversationCreated {}).await?;
+                let (conversation, event_id) =
+                    open_conversation(txn, "group", Some(name), None, owner_id).await?;
                 let rows: Vec<member::ActiveModel> = ids
                     .iter()
                     .map(|id| {
@@ -130,9 +117,6 @@ pub async fn create(
                 for chunk in rows.chunks(500) {
                     member::Entity::insert_many(chunk.to_vec()).exec_without_returning(txn).await?;
                 }
-                let mut active = conversation.into_active_model();
-                active.last_activity_id = Set(event_id);
-                let conversation = active.update(txn).await?;
                 // Every member's view is the same (no other user, nothing unread): serialized once.
                 let view = ConversationView {
                     id: conversation.id,

@@ -333,13 +333,27 @@ async fn create_direct(
     sender_id: i64,
     recipient_id: i64,
 ) -> Result<(conversation::Model, i64), DbErr> {
-    let now = time::now();
+    let (conversation, event_id) = open_conversation(txn, "direct", None, Some(key), sender_id).await?;
+    for user_id in [sender_id, recipient_id] {
+        new_member(conversation.id, user_id, "member", event_id, 0).insert(txn).await?;
+    }
+    Ok((conversation, event_id))
+}
+
+/// Creates a conversation and its `conversation_created` event (members join at it).
+pub async fn open_conversation(
+    txn: &impl ConnectionTrait,
+    kind: &str,
+    name: Option<String>,
+    direct_key: Option<String>,
+    created_by: i64,
+) -> Result<(conversation::Model, i64), DbErr> {
     let conversation = conversation::ActiveModel {
-        kind: Set("direct".to_owned()),
-        name: Set(None),
-        direct_key: Set(Some(key)),
-        created_by: Set(sender_id),
-        created_at: Set(now),
+        kind: Set(kind.to_owned()),
+        name: Set(name),
+        direct_key: Set(direct_key),
+        created_by: Set(created_by),
+        created_at: Set(time::now()),
         last_message_id: Set(None),
         last_activity_id: Set(0),
         ..Default::default()
@@ -347,9 +361,6 @@ async fn create_direct(
     .insert(txn)
     .await?;
     let event_id = events::append(txn, conversation.id, &StoredEvent::ConversationCreated {}).await?;
-    for user_id in [sender_id, recipient_id] {
-        new_member(conversation.id, user_id, "member", event_id, 0).insert(txn).await?;
-    }
     let mut active = conversation.into_active_model();
     active.last_activity_id = Set(event_id);
     Ok((active.update(txn).await?, event_id))
@@ -490,6 +501,14 @@ async fn own(db: &Db, user_id: i64, message_id: i64) -> AppResult<message::Model
     Ok(message)
 }
 
+/// The message as the writer's transaction sees it.
+async fn current(txn: &DatabaseTransaction, message_id: i64) -> AppResult<message::Model> {
+    message::Entity::find_by_id(message_id)
+        .one(txn)
+        .await?
+        .ok_or_else(|| AppError::not_found("message not found"))
+}
+
 /// Replaces a message's text within the edit window; `message_edited` goes to every member.
 pub async fn edit(
     db: &Db,
@@ -518,9 +537,7 @@ pub async fn edit(
     writer
         .write(move |txn| {
             Box::pin(async move {
-                let Some(row) = message::Entity::find_by_id(message_id).one(txn).await? else {
-                    return Err(AppError::not_found("message not found"));
-                };
+                let row = current(txn, message_id).await?;
                 if row.deleted_at.is_some() {
                     return Err(AppError::Conflict {
                         code: "message_deleted",
@@ -557,9 +574,7 @@ pub async fn delete(db: &Db, writer: &Writer, user_id: i64, message_id: i64) -> 
     writer
         .write(move |txn| {
             Box::pin(async move {
-                let Some(row) = message::Entity::find_by_id(message_id).one(txn).await? else {
-                    return Err(AppError::not_found("message not found"));
-                };
+                let row = current(txn, message_id).await?;
                 if row.deleted_at.is_some() {
                     return Ok(((), Vec::new()));
                 }

@@ -95,10 +95,6 @@ fn attachment_of(message: &Value) -> Value {
     attachments[0].clone()
 }
 
-fn id_of(value: &Value) -> i64 {
-    value["id"].as_i64().unwrap_or_else(|| panic!("id in {value}"))
-}
-
 // ---------------------------------------------------------------------------------------------
 // Files with real headers.
 

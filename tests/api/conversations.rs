@@ -5,14 +5,6 @@ use serde_json::{Value, json};
 use crate::helpers::*;
 use crate::on_both_databases;
 
-fn id_of(value: &Value) -> i64 {
-    value["id"].as_i64().expect("id")
-}
-
-fn conversation_of(message: &Value) -> i64 {
-    message["conversation_id"].as_i64().expect("conversation_id")
-}
-
 /// The caller's conversation list; asserts 200.
 async fn list(app: &TestApp, user: &TestUser) -> Vec<Value> {
     let reply = app.get(Some(&user.token), "/api/conversations").await;

@@ -33,20 +33,8 @@ on_both_databases!(
     typing_in_a_group_reaches_the_other_members_but_not_a_removed_one,
 );
 
-const QUIET: Duration = Duration::from_millis(400);
-
-fn id_of(value: &Value) -> i64 {
-    value["id"].as_i64().unwrap_or_else(|| panic!("an id: {value}"))
-}
-
 fn event_id_of(frame: &Value) -> i64 {
     frame["event_id"].as_i64().unwrap_or_else(|| panic!("an event_id: {frame}"))
-}
-
-/// Asserts a status and the contract's error code.
-fn assert_error(reply: &Reply, status: u16, code: &str, what: &str) {
-    assert_eq!(reply.status, status, "{what}: {}", reply.body);
-    assert_eq!(reply.error_code(), code, "{what}: {}", reply.body);
 }
 
 /// Asserts a 422 naming `field`.

@@ -440,3 +440,20 @@ impl WsClient {
         }
     }
 }
+
+/// How long a test waits to be sure a frame does not come.
+pub const QUIET: Duration = Duration::from_millis(400);
+
+pub fn id_of(value: &Value) -> i64 {
+    value["id"].as_i64().unwrap_or_else(|| panic!("id in {value}"))
+}
+
+pub fn conversation_of(message: &Value) -> i64 {
+    message["conversation_id"].as_i64().unwrap_or_else(|| panic!("conversation_id in {message}"))
+}
+
+/// Asserts a status and the contract's error code.
+pub fn assert_error(reply: &Reply, status: u16, code: &str, what: &str) {
+    assert_eq!(reply.status, status, "{what}: {}", reply.body);
+    assert_eq!(reply.error_code(), code, "{what}: {}", reply.body);
+}

@@ -10,22 +10,6 @@ use switchboard::config::DirectPolicy;
 use crate::helpers::*;
 use crate::on_both_databases;
 
-const QUIET: Duration = Duration::from_millis(400);
-
-fn id_of(value: &Value) -> i64 {
-    value["id"].as_i64().unwrap_or_else(|| panic!("id in {value}"))
-}
-
-fn conversation_of(message: &Value) -> i64 {
-    message["conversation_id"].as_i64().unwrap_or_else(|| panic!("conversation_id in {message}"))
-}
-
-/// Asserts a 4xx with the contract's error body and `code`.
-fn assert_error(reply: &Reply, status: u16, code: &str, what: &str) {
-    assert_eq!(reply.status, status, "{what}: {}", reply.body);
-    assert_eq!(reply.error_code(), code, "{what}: {}", reply.body);
-}
-
 async fn edit(app: &TestApp, user: &TestUser, message_id: i64, text: &str) -> Reply {
     app.send_json(
         Method::PATCH,
