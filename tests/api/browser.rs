@@ -1,0 +1,524 @@
+//! The web client in real headless Chromium, driven over WebDriver (chromedriver): two users
+//! in two independent browsers chat through the page served at `/`.
+//!
+//! Needs Debian's `chromium` and `chromium-driver` packages (/usr/bin/chromium,
+//! /usr/bin/chromedriver; override with `CHROMIUM` / `CHROMEDRIVER`). Without them the test
+//! fails and says so: a silent skip would hide that the client went untested.
+
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use fantoccini::key::Key;
+use fantoccini::{Client, ClientBuilder, Locator};
+use hyper_util::client::legacy::connect::HttpConnector;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::helpers::{Backend, PASSWORD, TestApp, spawn_app};
+
+/// How long each expectation may take to come true: the machine is slow and shared.
+const WAIT: Duration = Duration::from_secs(10);
+
+/// An 8x8 red PNG, small enough to embed, real enough for `<img>` to decode.
+const PNG: &[u8] = &[
+    0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a, 0x00, 0x00, 0x00, 0x0d, 0x49, 0x48, 0x44, 0x52, 0x00,
+    0x00, 0x00, 0x08, 0x00, 0x00, 0x00, 0x08, 0x08, 0x02, 0x00, 0x00, 0x00, 0x4b, 0x6d, 0x29, 0xdc, 0x00,
+    0x00, 0x00, 0x11, 0x49, 0x44, 0x41, 0x54, 0x78, 0xda, 0x63, 0xb8, 0x60, 0x60, 0x80, 0x15, 0x31, 0x0c,
+    0x2d, 0x09, 0x00, 0xda, 0x7b, 0x4c, 0x01, 0x96, 0x79, 0xb5, 0x84, 0x00, 0x00, 0x00, 0x00, 0x49, 0x45,
+    0x4e, 0x44, 0xae, 0x42, 0x60, 0x82,
+];
+
+fn tool(env: &str, default: &str) -> PathBuf {
+    let path = PathBuf::from(std::env::var(env).unwrap_or_else(|_| default.into()));
+    assert!(
+        path.exists(),
+        "{} not found: the browser test needs Chromium and chromedriver. Install them with \
+         `apt-get install -y chromium chromium-driver` (or set {env} to the binary)",
+        path.display()
+    );
+    path
+}
+
+/// chromedriver as a child process in its own process group; dropping it kills the group,
+/// browsers included, also when the test panics.
+struct Chromedriver {
+    child: Child,
+    port: u16,
+    chromium: PathBuf,
+}
+
+impl Chromedriver {
+    fn start() -> Chromedriver {
+        use std::os::unix::process::CommandExt;
+        let chromium = tool("CHROMIUM", "/usr/bin/chromium");
+        let driver = tool("CHROMEDRIVER", "/usr/bin/chromedriver");
+        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let child = Command::new(driver)
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .spawn()
+            .expect("start chromedriver");
+        let started = Instant::now();
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(started.elapsed() < WAIT, "chromedriver did not listen on port {port}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Chromedriver { child, port, chromium }
+    }
+
+    /// A new browser: its own Chromium process and profile, so its own sessionStorage.
+    async fn browser(&self) -> Client {
+        let mut capabilities = serde_json::Map::new();
+        capabilities.insert(
+            "goog:chromeOptions".into(),
+            json!({
+                "binary": self.chromium,
+                "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                         "--window-size=1280,900"],
+            }),
+        );
+        // Keeps the console, so the test can assert it holds no errors (CSP violations included).
+        capabilities.insert("goog:loggingPrefs".into(), json!({"browser": "ALL"}));
+        ClientBuilder::new(HttpConnector::new())
+            .capabilities(capabilities)
+            .connect(&format!("http://127.0.0.1:{}", self.port))
+            .await
+            .expect("open a WebDriver session in headless Chromium")
+    }
+}
+
+/// The browser console's errors since the last call (chromedriver's log endpoint).
+async fn console_errors(driver: &Chromedriver, browser: &Client) -> Vec<String> {
+    let session = browser.session_id().await.unwrap().expect("a session id");
+    let url = format!("http://127.0.0.1:{}/session/{session}/se/log", driver.port);
+    let log: Value = reqwest::Client::new()
+        .post(url)
+        .json(&json!({"type": "browser"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    eprintln!("DEBUGLOG {log}");
+    let entries = log["value"].as_array().unwrap_or_else(|| panic!("unexpected log reply: {log}"));
+    entries
+        .iter()
+        .filter(|entry| entry["level"] == "SEVERE")
+        .map(|entry| entry["message"].as_str().unwrap_or_default().to_owned())
+        // Chromium asks for /favicon.ico by itself; the app has none.
+        .filter(|message| !message.contains("favicon.ico"))
+        .collect()
+}
+
+impl Drop for Chromedriver {
+    fn drop(&mut self) {
+        if let Ok(pid) = i32::try_from(self.child.id()) {
+            // SAFETY: kill(2) takes plain integers; -pid is the group this child leads.
+            unsafe { libc::kill(-pid, libc::SIGKILL) };
+        }
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs `script` until `check` accepts its result; fails after `WAIT` with what it last saw.
+async fn wait_for<T>(
+    browser: &Client,
+    what: &str,
+    script: &str,
+    mut check: impl FnMut(&Value) -> Option<T>,
+) -> T {
+    let started = Instant::now();
+    loop {
+        let last = match browser.execute(script, vec![]).await {
+            Ok(value) => match check(&value) {
+                Some(found) => return found,
+                None => value,
+            },
+            Err(err) => json!(format!("script failed: {err}")),
+        };
+        assert!(started.elapsed() < WAIT, "waited {WAIT:?} for {what}; last saw {last}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Waits until `script` returns something truthy and returns it.
+async fn wait_js(browser: &Client, what: &str, script: &str) -> Value {
+    wait_for(browser, what, script, |value| {
+        let truthy = match value {
+            Value::Null => false,
+            Value::Bool(b) => *b,
+            Value::String(s) => !s.is_empty(),
+            Value::Array(items) => !items.is_empty(),
+            _ => true,
+        };
+        truthy.then(|| value.clone())
+    })
+    .await
+}
+
+/// A message item as the page shows it.
+#[derive(Debug, Deserialize)]
+struct Shown {
+    id: i64,
+    own: bool,
+    deleted: bool,
+    edited: bool,
+    text: String,
+    tick: Option<String>,
+    markup: bool,
+    image: Option<i64>,
+    link: Option<String>,
+}
+
+const MESSAGES: &str = "return [...document.querySelectorAll('[data-testid=message]')].map((m) => ({
+    id: Number(m.dataset.messageId),
+    own: m.dataset.own === 'true',
+    deleted: m.dataset.deleted === 'true',
+    edited: m.querySelector('[data-testid=edited]') !== null,
+    text: m.querySelector('[data-testid=message-text]')?.textContent ?? '',
+    tick: m.querySelector('[data-testid=tick]')?.dataset.state ?? null,
+    markup: m.querySelector('.text b, .text img, .text script') !== null,
+    image: (() => { const i = m.querySelector('[data-testid=attachment-image]');
+                    return i && i.complete ? i.naturalWidth : null; })(),
+    link: m.querySelector('[data-testid=attachment-link]')?.href ?? null,
+  }));";
+
+/// Waits until the open chat's messages satisfy `check`.
+async fn wait_messages(browser: &Client, what: &str, check: impl Fn(&[Shown]) -> bool) -> Vec<Shown> {
+    wait_for(browser, what, MESSAGES, |value| {
+        let shown: Vec<Shown> = serde_json::from_value(value.clone()).ok()?;
+        check(&shown).then_some(shown)
+    })
+    .await
+}
+
+fn by_text<'a>(shown: &'a [Shown], text: &str) -> Option<&'a Shown> {
+    shown.iter().find(|m| m.text == text)
+}
+
+fn testid(id: &str) -> String {
+    format!("[data-testid=\"{id}\"]")
+}
+
+/// Clicks an element once it is there and displayed.
+async fn click(browser: &Client, css: &str) {
+    let script = format!(
+        "const e = document.querySelector('{}'); return e !== null && e.offsetParent !== null;",
+        css.replace('\'', "\\'")
+    );
+    let started = Instant::now();
+    loop {
+        wait_js(browser, &format!("{css} to be shown"), &script).await;
+        // A live update may replace the element between finding and clicking it: find again.
+        match browser.find(Locator::Css(css)).await.unwrap().click().await {
+            Ok(()) => return,
+            Err(err) if started.elapsed() < WAIT => eprintln!("clicking {css} again: {err}"),
+            Err(err) => panic!("could not click {css}: {err}"),
+        }
+    }
+}
+
+async fn type_into(browser: &Client, css: &str, text: &str) {
+    let field = browser.find(Locator::Css(css)).await.unwrap();
+    field.clear().await.unwrap();
+    field.send_keys(text).await.unwrap();
+}
+
+fn enter(text: &str) -> String {
+    format!("{text}{}", char::from(Key::Enter))
+}
+
+async fn connected(browser: &Client, who: &str) {
+    wait_js(
+        browser,
+        &format!("{who}'s socket to connect"),
+        "return document.querySelector('[data-testid=connection-status]').dataset.state === 'connected';",
+    )
+    .await;
+}
+
+async fn register(browser: &Client, app: &TestApp, username: &str, display_name: &str) {
+    browser.goto(&app.address).await.unwrap();
+    // The form shows only once app.js ran, and the bar is styled only once app.css loaded: both
+    // pass the page's Content-Security-Policy.
+    wait_js(
+        browser,
+        "the scripted, styled login form",
+        "return !document.getElementById('auth-view').hidden
+            && getComputedStyle(document.querySelector('.topbar')).backgroundColor === 'rgb(27, 42, 65)';",
+    )
+    .await;
+    type_into(browser, &testid("login-username"), username).await;
+    type_into(browser, &testid("login-password"), PASSWORD).await;
+    type_into(browser, &testid("login-display-name"), display_name).await;
+    click(browser, &testid("register-submit")).await;
+    connected(browser, username).await;
+    let me = browser.find(Locator::Css(&testid("me-name"))).await.unwrap().text().await.unwrap();
+    assert_eq!(me, display_name);
+}
+
+/// A conversation item's data: unread badge text, presence, preview; null when absent.
+fn conv_item(name: &str) -> String {
+    format!(
+        "const c = document.querySelector('[data-testid=conv-item][data-name=\"{name}\"]');
+         return c && {{ unread: c.querySelector('[data-testid=unread-badge]')?.textContent ?? null,
+                        presence: c.querySelector('[data-testid=presence-dot]')?.dataset.status ?? null,
+                        preview: c.querySelector('[data-testid=conv-preview]').textContent }};"
+    )
+}
+
+async fn wait_conv(browser: &Client, what: &str, name: &str, check: impl Fn(&Value) -> bool) -> Value {
+    wait_for(browser, what, &conv_item(name), |v| (!v.is_null() && check(v)).then(|| v.clone())).await
+}
+
+async fn send(browser: &Client, text: &str) {
+    type_into(browser, &testid("composer-input"), &enter(text)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_users_chat_in_headless_chromium() {
+    let started = Instant::now();
+    let driver = Chromedriver::start();
+    let app = spawn_app(Backend::Sqlite).await;
+    let (alice, bob) = tokio::join!(driver.browser(), driver.browser());
+
+    // 1. Both register through the page.
+    register(&alice, &app, "alice", "Alice").await;
+    register(&bob, &app, "bob", "Bob").await;
+
+    // 2. Alice finds Bob and sends the first message, which creates the conversation.
+    click(&alice, &testid("new-chat")).await;
+    type_into(&alice, &testid("user-search"), "bob").await;
+    click(&alice, "[data-testid=user-result][data-username=bob]").await;
+    send(&alice, "Hello Bob").await;
+    wait_messages(&alice, "Alice's first message, confirmed", |m| {
+        by_text(m, "Hello Bob").is_some_and(|m| m.own && m.tick.is_some())
+    })
+    .await;
+
+    // 3. Bob sees it arrive live, unread; his client acks it, so Alice sees "delivered".
+    wait_conv(&bob, "Bob's unread conversation with Alice", "Alice", |c| {
+        c["unread"] == "1" && c["preview"] == "Hello Bob"
+    })
+    .await;
+    wait_messages(&alice, "the delivered tick", |m| {
+        by_text(m, "Hello Bob").is_some_and(|m| m.tick.as_deref() == Some("delivered"))
+    })
+    .await;
+    wait_conv(&alice, "Bob online for Alice", "Bob", |c| c["presence"] == "online").await;
+
+    // 4. Bob opens it: read, and Alice sees "Read"; the badge goes.
+    click(&bob, "[data-testid=conv-item][data-name=\"Alice\"]").await;
+    wait_messages(&bob, "Bob to see Alice's message", |m| by_text(m, "Hello Bob").is_some_and(|m| !m.own))
+        .await;
+    wait_messages(&alice, "the read tick", |m| {
+        by_text(m, "Hello Bob").is_some_and(|m| m.tick.as_deref() == Some("read"))
+    })
+    .await;
+    wait_conv(&bob, "Bob's badge to clear", "Alice", |c| c["unread"].is_null()).await;
+
+    // 5. Bob types: Alice sees it. Then he replies with markup, which must stay text.
+    type_into(&bob, &testid("composer-input"), "I am typ").await;
+    wait_js(
+        &alice,
+        "the typing indicator",
+        "return document.querySelector('[data-testid=typing-indicator]').textContent === 'Bob is typing…';",
+    )
+    .await;
+    let reply = "Hi Alice <b>bold</b> <img src=x onerror=\"document.title='pwned'\">";
+    send(&bob, reply).await;
+    let shown = wait_messages(&alice, "Bob's reply, live", |m| by_text(m, reply).is_some()).await;
+    assert!(!by_text(&shown, reply).unwrap().own);
+    assert!(!by_text(&shown, reply).unwrap().markup, "message text was rendered as HTML");
+    assert_ne!(alice.execute("return document.title;", vec![]).await.unwrap(), "pwned");
+    wait_js(
+        &alice,
+        "the typing indicator to clear",
+        "return document.querySelector('[data-testid=typing-indicator]').textContent === '';",
+    )
+    .await;
+
+    // 6. A dropped socket shows "Reconnecting…" and comes back by itself.
+    bob.execute(
+        "window.seen = []; const s = document.querySelector('[data-testid=connection-status]');
+         new MutationObserver(() => window.seen.push(s.dataset.state + ':' + s.textContent))
+           .observe(s, { childList: true, characterData: true, subtree: true, attributes: true });
+         socket.close(); return true;",
+        vec![],
+    )
+    .await
+    .unwrap();
+    wait_js(
+        &bob,
+        "the Reconnecting… status",
+        "return window.seen.includes('reconnecting:Reconnecting…') && window.seen;",
+    )
+    .await;
+    connected(&bob, "bob (after a dropped socket)").await;
+
+    // 7. Bob leaves the page; Alice sees him offline and sends two messages he misses.
+    bob.goto("about:blank").await.unwrap();
+    wait_conv(&alice, "Bob offline for Alice", "Bob", |c| c["presence"] == "offline").await;
+    send(&alice, "Missed one").await;
+    wait_messages(&alice, "the first missed message", |m| by_text(m, "Missed one").is_some()).await;
+    send(&alice, "Missed two").await;
+    let shown =
+        wait_messages(&alice, "the second missed message", |m| by_text(m, "Missed two").is_some()).await;
+    assert_eq!(by_text(&shown, "Missed two").unwrap().tick.as_deref(), Some("sent"), "{shown:?}");
+
+    // 8. Bob comes back in the same tab (token and last event id in sessionStorage): the
+    // socket replays what he missed, the chat he had open reopens and is read.
+    bob.goto(&app.address).await.unwrap();
+    connected(&bob, "bob (back)").await;
+    let shown = wait_messages(&bob, "both missed messages", |m| {
+        by_text(m, "Missed one").is_some() && by_text(m, "Missed two").is_some()
+    })
+    .await;
+    // History and replay both carry them: each is shown once.
+    let texts: Vec<&str> = shown.iter().map(|m| m.text.as_str()).collect();
+    assert_eq!(texts, ["Hello Bob", reply, "Missed one", "Missed two"], "Bob's chat after coming back");
+    // His own reply keeps its "Read" tick across the reload.
+    assert_eq!(by_text(&shown, reply).unwrap().tick.as_deref(), Some("read"), "{shown:?}");
+    wait_messages(&alice, "read ticks on the missed messages", |m| {
+        ["Missed one", "Missed two"]
+            .iter()
+            .all(|text| by_text(m, text).is_some_and(|m| m.tick.as_deref() == Some("read")))
+    })
+    .await;
+    wait_conv(&alice, "Bob online again", "Bob", |c| c["presence"] == "online").await;
+
+    // 9. Alice edits one and deletes the other; Bob sees both changes live.
+    let shown = wait_messages(&alice, "Alice's messages", |m| by_text(m, "Missed two").is_some()).await;
+    let one = by_text(&shown, "Missed one").unwrap().id;
+    let two = by_text(&shown, "Missed two").unwrap().id;
+    click(&alice, &format!("[data-message-id=\"{one}\"] [data-testid=edit-button]")).await;
+    send(&alice, "Missed one, edited").await;
+    click(&alice, &format!("[data-message-id=\"{two}\"] [data-testid=delete-button]")).await;
+    accept_confirm(&alice).await;
+    wait_messages(&bob, "the edit and the delete", |m| {
+        m.iter().any(|m| m.id == one && m.text == "Missed one, edited" && m.edited)
+            && m.iter().any(|m| m.id == two && m.deleted && m.text == "message deleted")
+    })
+    .await;
+    wait_messages(&alice, "Alice's own view of the edit and delete", |m| {
+        m.iter().any(|m| m.id == one && m.edited) && m.iter().any(|m| m.id == two && m.deleted)
+    })
+    .await;
+
+    // 10. Alice sends a picture; Bob gets a preview and a signed download link.
+    let dir = tempfile::tempdir().unwrap();
+    let picture = dir.path().join("red.png");
+    std::fs::write(&picture, PNG).unwrap();
+    let attach = alice.find(Locator::Css(&testid("attach-input"))).await.unwrap();
+    attach.send_keys(&picture.display().to_string()).await.unwrap();
+    send(&alice, "A picture").await;
+    let shown = wait_messages(&bob, "the picture's preview", |m| {
+        by_text(m, "A picture").is_some_and(|m| {
+            m.image == Some(8) && m.link.as_deref().is_some_and(|link| link.contains("signature="))
+        })
+    })
+    .await;
+    let link = by_text(&shown, "A picture").unwrap().link.clone().unwrap();
+    assert!(link.contains("/api/attachments/") && link.contains("signature="), "{link}");
+    let bytes = reqwest::get(&link).await.unwrap().bytes().await.unwrap();
+    assert_eq!(&bytes[..], PNG, "the download link serves the uploaded bytes");
+
+    // 11. A group: Alice creates it with Bob; it tops Bob's list with its first message.
+    click(&alice, &testid("new-group")).await;
+    type_into(&alice, &testid("group-name"), "Team").await;
+    type_into(&alice, &testid("group-search"), "bob").await;
+    click(&alice, "[data-testid=group-member][data-username=bob]").await;
+    click(&alice, &testid("group-create")).await;
+    wait_js(
+        &alice,
+        "the group chat",
+        "return document.querySelector('[data-testid=chat-title]').textContent === 'Team';",
+    )
+    .await;
+    send(&alice, "Welcome to the team").await;
+    wait_conv(&bob, "the group in Bob's list", "Team", |c| c["preview"] == "Welcome to the team").await;
+    let first = bob
+        .execute("return document.querySelector('[data-testid=conv-item]').dataset.name;", vec![])
+        .await
+        .unwrap();
+    assert_eq!(first, "Team", "the most recent conversation comes first");
+
+    // The screenshot shows Alice's chat with Bob.
+    click(&alice, "[data-testid=conv-item][data-name=\"Bob\"]").await;
+    wait_messages(&alice, "the chat with Bob again", |m| {
+        by_text(m, "A picture").is_some_and(|m| m.image == Some(8))
+    })
+    .await;
+    let artifacts = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-artifacts");
+    std::fs::create_dir_all(&artifacts).unwrap();
+    std::fs::write(artifacts.join("chat.png"), alice.screenshot().await.unwrap()).unwrap();
+
+    // 12. Scroll-back: a long conversation shows its latest page; scrolling to the top loads
+    // the page before it, and "Load older" the rest.
+    let carol = app.register("carol").await;
+    let login = app.post(None, "/api/auth/login", &json!({"username": "alice", "password": PASSWORD})).await;
+    let alice_id = login.body["user"]["id"].as_i64().unwrap();
+    for n in 1..=120 {
+        let sent = app
+            .post(
+                Some(&carol.token),
+                "/api/messages",
+                &json!({"recipient_id": alice_id, "message": format!("Line {n}")}),
+            )
+            .await;
+        assert_eq!(sent.status, 201, "{}", sent.body);
+    }
+    click(&alice, "[data-testid=conv-item][data-name=\"carol\"]").await;
+    wait_messages(&alice, "the latest page", |m| {
+        m.len() == 50 && m.last().is_some_and(|m| m.text == "Line 120")
+    })
+    .await;
+    alice.execute("document.getElementById('scroller').scrollTop = 0; return true;", vec![]).await.unwrap();
+    wait_messages(&alice, "the page before, by scrolling up", |m| m.len() == 100 && m[0].text == "Line 21")
+        .await;
+    // Clicked from script: a WebDriver click scrolls the button into view, which would itself
+    // load the page and race the click.
+    alice
+        .execute("document.querySelector('[data-testid=load-older]').click(); return true;", vec![])
+        .await
+        .unwrap();
+    wait_messages(&alice, "the oldest page, by the button", |m| m.len() == 120 && m[0].text == "Line 1")
+        .await;
+    wait_js(&alice, "no more to load", "return document.querySelector('[data-testid=load-older]').hidden;")
+        .await;
+
+    // 13. At 375 px the list and the chat stack, with a back button.
+    bob.set_window_size(375, 800).await.unwrap();
+    let layout = "const shown = (s) => { const e = document.querySelector(s); return e !== null && e.offsetParent !== null; };
+        return { list: shown('#sidebar'), chat: shown('#chat-view'), back: shown('[data-testid=back-button]'),
+                 overflow: document.documentElement.scrollWidth > window.innerWidth };";
+    let chat = json!({"list": false, "chat": true, "back": true, "overflow": false});
+    wait_for(&bob, "the chat alone at 375 px", layout, |v| (*v == chat).then_some(())).await;
+    std::fs::write(artifacts.join("chat-375.png"), bob.screenshot().await.unwrap()).unwrap();
+    click(&bob, &testid("back-button")).await;
+    let list = json!({"list": true, "chat": false, "back": false, "overflow": false});
+    wait_for(&bob, "the list alone at 375 px", layout, |v| (*v == list).then_some(())).await;
+
+    for (who, browser) in [("Alice", &alice), ("Bob", &bob)] {
+        let errors = console_errors(&driver, browser).await;
+        assert!(errors.is_empty(), "{who}'s browser console has errors: {errors:#?}");
+    }
+    alice.close().await.unwrap();
+    bob.close().await.unwrap();
+    println!("browser test took {:.1} s", started.elapsed().as_secs_f64());
+}
+
+/// Accepts the delete confirmation once the dialog is up.
+async fn accept_confirm(browser: &Client) {
+    let started = Instant::now();
+    while browser.get_alert_text().await.is_err() {
+        assert!(started.elapsed() < WAIT, "no confirmation dialog appeared");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    browser.accept_alert().await.unwrap();
+}
