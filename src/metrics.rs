@@ -18,6 +18,7 @@ pub struct Metrics {
     pub write_batch_seconds: Histogram,
     pub write_batch_jobs: Histogram,
     pub publish_seconds: Histogram,
+    pub delivery_seconds: Histogram,
 }
 
 fn build() -> Result<Metrics, prometheus::Error> {
@@ -59,6 +60,14 @@ fn build() -> Result<Metrics, prometheus::Error> {
         )
         .buckets(latency),
     )?;
+    let delivery_seconds = Histogram::with_opts(
+        HistogramOpts::new(
+            "switchboard_delivery_seconds",
+            "From an event's commit until its frame is written to a live socket (through Redis too).",
+        )
+        .buckets(vec![0.0005, 0.001, 0.002, 0.004, 0.008, 0.015, 0.03, 0.06, 0.125, 0.25, 0.5, 1.0, 2.5]),
+    )?;
+    registry.register(Box::new(delivery_seconds.clone()))?;
     registry.register(Box::new(http_requests.clone()))?;
     registry.register(Box::new(http_duration.clone()))?;
     registry.register(Box::new(messages.clone()))?;
@@ -79,6 +88,7 @@ fn build() -> Result<Metrics, prometheus::Error> {
         write_batch_seconds,
         write_batch_jobs,
         publish_seconds,
+        delivery_seconds,
     })
 }
 

@@ -323,7 +323,12 @@ impl PerReaderFrame {
             self.prefix,
             Self::TAIL_KEY
         );
-        Frame { event_id: Some(self.event_id), prev_event_id: None, text: ByteString::from(text) }
+        Frame {
+            event_id: Some(self.event_id),
+            prev_event_id: None,
+            committed_us: None,
+            text: ByteString::from(text),
+        }
     }
 }
 

@@ -187,6 +187,10 @@ async fn run_batch(db: &Db, relay: &Relay, batch: Vec<Job>, cluster: bool) {
     match txn.commit().await {
         Ok(()) => {
             let committed = std::time::Instant::now();
+            let committed_us = crate::realtime::unix_micros();
+            for frame in &mut frames {
+                frame.frame.committed_us = Some(committed_us);
+            }
             relay.publish(frames).await;
             crate::metrics::record(|m| {
                 m.write_batch_seconds.observe(committed.duration_since(started).as_secs_f64());

@@ -36,6 +36,9 @@ pub struct Frame {
     /// Over Redis: the event published before this one on the same user's channel, so a
     /// session can tell it missed one.
     pub prev_event_id: Option<i64>,
+    /// When the event's transaction committed (Unix microseconds), for the delivery latency
+    /// histogram; it travels through Redis too.
+    pub committed_us: Option<u64>,
     pub text: ByteString,
 }
 
@@ -43,8 +46,15 @@ impl Frame {
     pub fn new(event_id: Option<i64>, frame: &impl Serialize) -> Self {
         // Our frame types serialize infallibly (string keys, no maps with non-string keys).
         let text = serde_json::to_string(frame).unwrap_or_default();
-        Self { event_id, prev_event_id: None, text: ByteString::from(text) }
+        Self { event_id, prev_event_id: None, committed_us: None, text: ByteString::from(text) }
     }
+}
+
+/// Now, in Unix microseconds.
+pub fn unix_micros() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX))
 }
 
 /// One frame for every device of one user.

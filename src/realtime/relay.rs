@@ -33,12 +33,18 @@ const PUBLISH_TIMEOUT: Duration = Duration::from_millis(500);
 const CHAIN_TTL_SECONDS: u64 = 7 * 24 * 3600;
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
-/// Publishes `ARGV[2]` on `KEYS[2]` prefixed with the previous event id stamped on `KEYS[1]`.
+/// Publishes `ARGV[2]` (`committed:json`) on `KEYS[2]` prefixed with the previous event id
+/// stamped on `KEYS[1]` and the event id: the payload is `prev:event:committed:json`
+/// (`-:-:-:json` for ephemeral frames).
 const CHAIN_PUBLISH: &str = r"
 local prev = redis.call('GET', KEYS[1]) or '0'
 redis.call('SET', KEYS[1], ARGV[1], 'EX', tonumber(ARGV[3]))
 return redis.call('PUBLISH', KEYS[2], prev .. ':' .. ARGV[1] .. ':' .. ARGV[2])
 ";
+
+fn stamp(committed_us: Option<u64>) -> String {
+    committed_us.map_or_else(|| "-".to_owned(), |us| us.to_string())
+}
 
 pub enum Relay {
     Local(Addr<ChatServer>),
@@ -163,12 +169,12 @@ impl RedisRelay {
                         .arg(format!("{}chain:{}", self.prefix, user_id.0))
                         .arg(channel)
                         .arg(event_id)
-                        .arg(&*frame.text)
+                        .arg(format!("{}:{}", stamp(frame.committed_us), frame.text))
                         .arg(CHAIN_TTL_SECONDS)
                         .ignore();
                 }
                 None => {
-                    pipe.cmd("PUBLISH").arg(channel).arg(format!("-:-:{}", frame.text)).ignore();
+                    pipe.cmd("PUBLISH").arg(channel).arg(format!("-:-:-:{}", frame.text)).ignore();
                 }
             }
         }
@@ -225,12 +231,14 @@ impl RedisRelay {
         let user_id = UserId(user_id.parse().ok()?);
         let payload = std::str::from_utf8(message.get_payload_bytes()).ok()?;
         let (prev, rest) = payload.split_once(':')?;
-        let (event_id, json) = rest.split_once(':')?;
+        let (event_id, rest) = rest.split_once(':')?;
+        let (committed_us, json) = rest.split_once(':')?;
         Some(UserFrame {
             user_id,
             frame: Frame {
                 event_id: event_id.parse().ok(),
                 prev_event_id: prev.parse().ok(),
+                committed_us: committed_us.parse().ok(),
                 text: ByteString::from(json.to_owned()),
             },
         })

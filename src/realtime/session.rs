@@ -320,6 +320,10 @@ impl Handler<Frame> for WsSession {
             return self.catch_up(ctx);
         }
         self.last_sent = event_id;
+        if let Some(committed) = frame.committed_us {
+            let seconds = crate::realtime::unix_micros().saturating_sub(committed) as f64 / 1e6;
+            crate::metrics::record(|m| m.delivery_seconds.observe(seconds));
+        }
         ctx.text(frame.text);
     }
 }

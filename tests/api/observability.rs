@@ -26,7 +26,9 @@ async fn metrics_count_traffic_messages_events_and_sockets() {
     for n in 0..3 {
         app.dm(&alice, &bob, &format!("message {n}")).await;
     }
-    socket.next_of("new_message").await;
+    for _ in 0..3 {
+        socket.next_of("new_message").await;
+    }
     let text = app.client.get(app.url("/metrics")).send().await.expect("metrics").text().await.expect("text");
     for name in [
         "switchboard_http_requests_total",
@@ -38,6 +40,7 @@ async fn metrics_count_traffic_messages_events_and_sockets() {
         "switchboard_db_write_batch_seconds_bucket",
         "switchboard_db_write_batch_jobs_bucket",
         "switchboard_delivery_handoff_seconds_bucket",
+        "switchboard_delivery_seconds_bucket",
         "switchboard_sessions",
         "switchboard_rooms",
     ] {
@@ -48,6 +51,7 @@ async fn metrics_count_traffic_messages_events_and_sockets() {
     assert!(metric(&text, "switchboard_events_total") >= 4.0, "conversation_created and three messages");
     assert!(metric(&text, "switchboard_ws_connections_total") >= 1.0);
     assert!(metric(&text, "switchboard_sessions") >= 1.0);
+    assert!(metric(&text, "switchboard_delivery_seconds_count") >= 3.0, "Bob's socket got three live frames");
     // Requests are labelled by route pattern, never by raw path (ids would explode the series).
     assert!(text.contains(r#"route="/api/messages",status="2xx""#), "{text}");
     assert!(!text.contains(&format!("/api/users/{}", alice.id)));
