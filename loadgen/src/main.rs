@@ -10,8 +10,10 @@
 //!   reported per recipient and per message (until its last recipient has it).
 //! - `search`: seeds a history, then times full-text searches.
 //! - `upload`: times large attachment uploads.
+//! - `idle`: the server's memory per open, quiet socket, from worker processes.
 
 mod bench;
+mod idle;
 
 use std::collections::HashMap;
 use std::fs::OpenOptions;
@@ -68,6 +70,32 @@ enum Scenario {
         senders: usize,
         #[arg(long, default_value_t = 500)]
         queries: usize,
+    },
+    /// Opens `sockets` idle sockets, `step` more per worker process, and prints the server's
+    /// RSS after each step.
+    Idle {
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        url: String,
+        #[arg(long)]
+        pid: u32,
+        #[arg(long, default_value_t = 18_000)]
+        sockets: usize,
+        #[arg(long, default_value_t = 2_000)]
+        step: usize,
+        #[arg(long, default_value_t = 100)]
+        users: usize,
+    },
+    /// One `idle` worker (started by `idle`).
+    #[command(hide = true)]
+    IdleWorker {
+        #[arg(long)]
+        url: String,
+        #[arg(long)]
+        source: std::net::Ipv4Addr,
+        #[arg(long)]
+        count: usize,
+        #[arg(long, value_delimiter = ',')]
+        tokens: Vec<String>,
     },
     /// Uploads a file of `megabytes` MB `count` times.
     Upload {
@@ -155,6 +183,12 @@ async fn main() -> Result<(), String> {
             return bench::search(url, *messages, (*senders).max(1), *queries).await;
         }
         Scenario::Upload { url, megabytes, count } => return bench::upload(url, *megabytes, *count).await,
+        Scenario::Idle { url, pid, sockets, step, users } => {
+            return idle::run(url, *pid, *sockets, (*step).max(1), (*users).max(1)).await;
+        }
+        Scenario::IdleWorker { url, source, count, tokens } => {
+            return idle::worker(url, *source, *count, tokens.clone()).await;
+        }
         _ => {}
     }
     let (name, common, users, params) = match &cli.scenario {
@@ -174,7 +208,12 @@ async fn main() -> Result<(), String> {
             }
             ("fanout", common, *members, format!("members={members} rate={rate}"))
         }
-        Scenario::Search { .. } | Scenario::Upload { .. } => return Ok(()),
+        Scenario::Search { .. }
+        | Scenario::Upload { .. }
+        | Scenario::Idle { .. }
+        | Scenario::IdleWorker { .. } => {
+            return Ok(());
+        }
     };
     let http = reqwest::Client::builder().pool_max_idle_per_host(256).build().map_err(|e| e.to_string())?;
     eprintln!("registering {users} users…");
@@ -242,7 +281,10 @@ async fn main() -> Result<(), String> {
                 n += 1;
             }
         }
-        Scenario::Search { .. } | Scenario::Upload { .. } => {}
+        Scenario::Search { .. }
+        | Scenario::Upload { .. }
+        | Scenario::Idle { .. }
+        | Scenario::IdleWorker { .. } => {}
         Scenario::DmMax { .. } => {
             // Closed loop: each sender waits for its POST before the next.
             for (index, (recipient, token)) in pairs.iter().cloned().enumerate() {
