@@ -4,7 +4,8 @@ use serde_json::{Value, json};
 use crate::helpers::*;
 use crate::on_both_databases;
 
-const CONTRACT_FIELDS: [&str; 10] = [
+/// The contract's message fields.
+pub const CONTRACT_FIELDS: [&str; 10] = [
     "id",
     "conversation_id",
     "sender_id",
