@@ -7,39 +7,35 @@ use std::collections::HashMap;
 use entity::{block, contact_request, user};
 use sea_orm::prelude::*;
 use sea_orm::sea_query::ExprTrait;
-use sea_orm::{Condition, ConnectionTrait, IntoActiveModel, QueryOrder, Set};
+use sea_orm::{Condition, ConnectionTrait, FromQueryResult, IntoActiveModel, QueryOrder, Set};
 use serde::Serialize;
 
 use super::pii;
 use super::views::UserView;
 use crate::config::{DirectPolicy, MessagingSettings};
-use crate::db::Db;
+use crate::db::{self, Db};
 use crate::error::{AppError, AppResult};
 use crate::time::{self, Timestamp};
 
 /// How two users stand with each other.
+#[derive(FromQueryResult)]
 pub struct Pair {
     pub blocked: bool,
     pub contacts: bool,
 }
 
+/// One statement, since it runs before every direct message.
 pub async fn pair(conn: &impl ConnectionTrait, a: i64, b: i64) -> Result<Pair, DbErr> {
-    let blocked = block::Entity::find()
-        .filter(
-            Condition::any()
-                .add(block::Column::BlockerId.eq(a).and(block::Column::BlockedId.eq(b)))
-                .add(block::Column::BlockerId.eq(b).and(block::Column::BlockedId.eq(a))),
-        )
+    let sql = "SELECT \
+        EXISTS (SELECT 1 FROM blocks WHERE (blocker_id = $1 AND blocked_id = $2) \
+                OR (blocker_id = $2 AND blocked_id = $1)) AS blocked, \
+        EXISTS (SELECT 1 FROM contact_requests WHERE status = 'accepted' \
+                AND ((from_user_id = $1 AND to_user_id = $2) OR (from_user_id = $2 AND to_user_id = $1))) AS contacts";
+    let statement = db::statement(conn.get_database_backend(), sql, vec![a.into(), b.into()]);
+    Ok(Pair::find_by_statement(statement)
         .one(conn)
         .await?
-        .is_some();
-    let contacts = contact_request::Entity::find()
-        .filter(between(a, b))
-        .filter(contact_request::Column::Status.eq("accepted"))
-        .one(conn)
-        .await?
-        .is_some();
-    Ok(Pair { blocked, contacts })
+        .unwrap_or(Pair { blocked: false, contacts: false }))
 }
 
 fn between(a: i64, b: i64) -> Condition {
