@@ -71,5 +71,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .route("/app.css", web::get().to(client::style))
     .route("/health/live", web::get().to(health::live))
     .route("/health/ready", web::get().to(health::ready))
+    // Load balancers often probe with HEAD; the server sends the status without the body.
+    .route("/health/live", web::head().to(health::live))
+    .route("/health/ready", web::head().to(health::ready))
     .route("/metrics", web::get().to(health::metrics));
 }

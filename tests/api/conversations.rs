@@ -451,6 +451,8 @@ async fn the_health_endpoints_answer_200(backend: Backend) {
     for path in ["/health/live", "/health/ready"] {
         let reply = app.get(None, path).await;
         assert_eq!(reply.status, 200, "{path}: {}", reply.body);
+        let head = app.client.head(app.url(path)).send().await.expect("HEAD");
+        assert_eq!(head.status(), 200, "HEAD {path}");
     }
 }
 
