@@ -66,12 +66,12 @@ impl Application {
     /// Must run inside an actix system (`#[actix_web::main]` or `#[actix_web::test]`).
     pub async fn build(settings: Settings) -> Result<Self, StartupError> {
         let db = Db::connect(&settings.database).await?;
-        let files = Store::open(&settings).map_err(StartupError::Files)?;
         let instance_id = if settings.server.instance_id.is_empty() {
             format!("sb-{:08x}", rand::random::<u32>())
         } else {
             settings.server.instance_id.clone()
         };
+        let files = Store::open(&settings, &instance_id).map_err(StartupError::Files)?;
         // One ChatServer for the whole process, shared by every worker thread.
         let queue_limit = settings.websocket.outbound_queue_bytes;
         let (counts, count_receiver) = tokio::sync::mpsc::unbounded_channel();

@@ -2,7 +2,7 @@
 //! are checked, linked to their message in the message's transaction, and served through
 //! signed, expiring URLs.
 //!
-//! A file is written as `tmp/<key>.part`, synced, then renamed to `<key>`; its row is only
+//! A file is written as `tmp/<instance>/<key>.part`, synced, then renamed to `<key>`; its row is only
 //! inserted after that, with the message. A crash mid-upload leaves a `.part` file that is
 //! never served (no row names it) and is removed at the next start.
 
@@ -35,8 +35,13 @@ pub struct StoredFile {
     pub size: i64,
 }
 
+/// An upload whose `.part` file has not been written to for this long is dead.
+const STALE_UPLOAD: std::time::Duration = std::time::Duration::from_secs(600);
+
 pub struct Store {
     dir: PathBuf,
+    /// This instance's half-written uploads.
+    tmp: PathBuf,
     signing_key: Vec<u8>,
     url_ttl_seconds: u64,
     max_image_bytes: u64,
@@ -44,14 +49,31 @@ pub struct Store {
 }
 
 impl Store {
-    /// Creates the directory and removes uploads a crash left half-written.
-    pub fn open(settings: &Settings) -> std::io::Result<Self> {
+    /// Creates the directories and removes uploads a crash left half-written. With several
+    /// instances the directory is shared, so each writes its uploads under `tmp/<instance>`:
+    /// its own leftovers go at once, other instances' only once they are stale (an instance
+    /// with a generated id never comes back for them).
+    pub fn open(settings: &Settings, instance_id: &str) -> std::io::Result<Self> {
         let config = &settings.attachments;
         let dir = PathBuf::from(&config.dir);
-        std::fs::create_dir_all(dir.join("tmp"))?;
-        for entry in std::fs::read_dir(dir.join("tmp"))?.flatten() {
-            if entry.path().extension().is_some_and(|ext| ext == "part") {
-                let _ = std::fs::remove_file(entry.path());
+        let own: String = instance_id
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' })
+            .collect();
+        let tmp = dir.join("tmp").join(own);
+        std::fs::create_dir_all(&tmp)?;
+        for folder in std::fs::read_dir(dir.join("tmp"))?.flatten() {
+            let mine = folder.path() == tmp;
+            for entry in std::fs::read_dir(folder.path()).into_iter().flatten().flatten() {
+                let stale = entry
+                    .metadata()
+                    .and_then(|meta| meta.modified())
+                    .ok()
+                    .and_then(|modified| modified.elapsed().ok())
+                    .is_some_and(|age| age > STALE_UPLOAD);
+                if (mine || stale) && entry.path().extension().is_some_and(|ext| ext == "part") {
+                    let _ = std::fs::remove_file(entry.path());
+                }
             }
         }
         // Derived from the JWT secret, so every instance signs alike without another secret;
@@ -61,6 +83,7 @@ impl Store {
         mac.update(b"switchboard attachment download urls");
         Ok(Self {
             dir,
+            tmp,
             signing_key: mac.finalize().into_bytes().to_vec(),
             url_ttl_seconds: config.url_ttl_seconds,
             max_image_bytes: config.max_image_bytes,
@@ -87,7 +110,7 @@ impl Store {
     /// size limit is enforced as bytes arrive, so an oversized upload is refused early.
     pub async fn receive(&self, field: &mut Field, raw_filename: &str) -> AppResult<StoredFile> {
         let key = format!("{:032x}", rand::random::<u128>());
-        let part = self.dir.join("tmp").join(format!("{key}.part"));
+        let part = self.tmp.join(format!("{key}.part"));
         let result = self.write_part(field, &part, raw_filename).await;
         match result {
             Ok((filename, mime_type, size)) => {

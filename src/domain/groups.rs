@@ -353,29 +353,41 @@ async fn remove_in(
 /// Makes a member an admin or an admin a member (owner only).
 pub async fn set_role(
     db: &Db,
+    writer: &Writer,
     actor_id: i64,
     group_id: i64,
     user_id: i64,
     role: Role,
 ) -> AppResult<MemberView> {
-    let (_, actor) = group(&db.read, actor_id, group_id).await?;
-    if Role::parse(&actor.role) != Role::Owner {
-        return Err(AppError::forbidden("not_allowed", "only the owner may change roles"));
-    }
     if role == Role::Owner || user_id == actor_id {
         return Err(AppError::validation(
             "role",
             "role must be admin or member, for a member other than the owner",
         ));
     }
-    let target = member::Entity::find_by_id((group_id, user_id))
-        .one(&db.write)
-        .await?
-        .filter(|row| row.left_event_id.is_none())
-        .ok_or_else(|| AppError::not_found("member not found"))?;
-    let mut active = target.into_active_model();
-    active.role = Set(role.as_str().into());
-    let row = active.update(&db.write).await?;
+    // Checked and changed in the writer, so a concurrent leave (which may hand ownership to
+    // this very member) cannot interleave with it.
+    let row = writer
+        .write(move |txn| {
+            Box::pin(async move {
+                let (_, actor) = group(txn, actor_id, group_id).await?;
+                if Role::parse(&actor.role) != Role::Owner {
+                    return Err(AppError::forbidden("not_allowed", "only the owner may change roles"));
+                }
+                let target = member::Entity::find_by_id((group_id, user_id))
+                    .one(txn)
+                    .await?
+                    .filter(|row| row.left_event_id.is_none())
+                    .ok_or_else(|| AppError::not_found("member not found"))?;
+                if Role::parse(&target.role) == Role::Owner {
+                    return Err(AppError::validation("role", "the owner's role cannot be changed"));
+                }
+                let mut active = target.into_active_model();
+                active.role = Set(role.as_str().into());
+                Ok((active.update(txn).await?, Vec::new()))
+            })
+        })
+        .await?;
     let user = user::Entity::find_by_id(user_id)
         .one(&db.read)
         .await?

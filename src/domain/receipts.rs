@@ -62,6 +62,17 @@ pub async fn ack(db: &Db, writer: &Writer, user_id: i64, after: i64, up_to: i64)
                         .filter(message::Column::Id.gt(previous))
                         .filter(message::Column::Id.lte(delivered))
                         .filter(message::Column::SenderId.ne(user_id))
+                        // Former members hear nothing more from the conversation.
+                        .filter(
+                            message::Column::SenderId.in_subquery(
+                                sea_orm::sea_query::Query::select()
+                                    .column(member::Column::UserId)
+                                    .from(member::Entity)
+                                    .and_where(member::Column::ConversationId.eq(conversation_id))
+                                    .and_where(member::Column::LeftEventId.is_null())
+                                    .to_owned(),
+                            ),
+                        )
                         .into_tuple()
                         .all(txn)
                         .await?;

@@ -129,5 +129,6 @@ pub async fn set_role(
     body: JsonBody<RoleBody>,
 ) -> AppResult<HttpResponse> {
     let (Id(group), Id(user)) = path.into_inner();
-    Ok(HttpResponse::Ok().json(groups::set_role(&state.db, caller.id, group, user, body.0.role).await?))
+    Ok(HttpResponse::Ok()
+        .json(groups::set_role(&state.db, &state.writer, caller.id, group, user, body.0.role).await?))
 }

@@ -194,14 +194,18 @@ fn stored_files(dir: &Path) -> BTreeSet<String> {
         .collect()
 }
 
-/// Everything under `dir/tmp` (half-written uploads).
+/// The files under `dir/tmp/<instance>/` (half-written uploads).
 fn temporary_files(dir: &Path) -> Vec<String> {
-    match std::fs::read_dir(dir.join("tmp")) {
-        Ok(entries) => {
-            entries.flatten().map(|entry| entry.file_name().to_string_lossy().into_owned()).collect()
-        }
-        Err(_) => Vec::new(),
-    }
+    uploads_in_progress(dir).map(|entry| entry.file_name().to_string_lossy().into_owned()).collect()
+}
+
+/// The entries of every instance's folder under `dir/tmp`.
+fn uploads_in_progress(dir: &Path) -> impl Iterator<Item = std::fs::DirEntry> {
+    std::fs::read_dir(dir.join("tmp"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .flat_map(|folder| std::fs::read_dir(folder.path()).into_iter().flatten().flatten())
 }
 
 fn assert_nothing_stored(dir: &Path, what: &str) {
@@ -1249,10 +1253,7 @@ async fn storage_keys(database_url: &str) -> BTreeSet<String> {
 
 /// `.part` files under `dir/tmp` with their sizes.
 fn part_files(dir: &Path) -> Vec<(String, u64)> {
-    std::fs::read_dir(dir.join("tmp"))
-        .into_iter()
-        .flatten()
-        .flatten()
+    uploads_in_progress(dir)
         .filter(|entry| entry.path().extension().is_some_and(|ext| ext == "part"))
         .map(|entry| {
             let size = entry.metadata().map(|meta| meta.len()).unwrap_or(0);

@@ -29,6 +29,8 @@ on_both_databases!(
     a_removed_member_can_be_added_again,
     the_conversation_list_orders_groups_and_direct_conversations_by_latest_activity,
     acking_a_group_message_tells_only_its_senders_it_was_delivered,
+    a_removed_sender_hears_no_delivered_receipt,
+    the_owner_s_role_cannot_be_changed,
     group_read_receipts_reach_every_member_and_show_in_the_members_list,
     typing_in_a_group_reaches_the_other_members_but_not_a_removed_one,
 );
@@ -945,6 +947,46 @@ async fn the_conversation_list_orders_groups_and_direct_conversations_by_latest_
 
 // ---------------------------------------------------------------------------------------------
 // Receipts and typing
+
+async fn a_removed_sender_hears_no_delivered_receipt(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let alice = app.user("alice").await;
+    let bob = app.user("bob").await;
+    let carol = app.user("carol").await;
+    let group = id_of(&create_group(&app, &alice, "club", &[&bob, &carol]).await);
+    let mut carol_socket = app.ws(&carol).await;
+    group_send(&app, &carol, group, "from carol").await;
+    assert_eq!(remove(&app, &alice, group, carol.id).await.status, 204);
+    carol_socket.next_of("member_removed").await;
+    // Bob comes online afterwards, is replayed Carol's message and his removal notice, and acks.
+    let mut bob_socket = app.ws_since(&bob, 0).await;
+    bob_socket.next_of("new_message").await;
+    let removed = bob_socket.next_of("member_removed").await;
+    bob_socket.send(json!({"type": "ack", "event_id": event_id_of(&removed)})).await;
+    carol_socket.expect_none_of("message_delivered", QUIET).await;
+    // The pointer still moved for the members who can see it.
+    let mut moved = false;
+    for _ in 0..50 {
+        if entry_of(&app, &alice, group, &bob).await["last_delivered_message_id"].is_i64() {
+            moved = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(moved, "bob's delivered pointer moved");
+}
+
+async fn the_owner_s_role_cannot_be_changed(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let alice = app.user("alice").await;
+    let bob = app.user("bob").await;
+    let group = id_of(&create_group(&app, &alice, "club", &[&bob]).await);
+    assert_eq!(set_role(&app, &alice, group, bob.id, "admin").await.status, 200);
+    // Alice leaves: Bob, the admin, becomes owner; Alice's earlier rights are gone.
+    assert_eq!(remove(&app, &alice, group, alice.id).await.status, 204);
+    assert_error(&set_role(&app, &alice, group, bob.id, "member").await, 404, "not_found", "former owner");
+    assert_eq!(roles(&app, &bob, group).await, [(bob.id, "owner".to_owned())]);
+}
 
 async fn acking_a_group_message_tells_only_its_senders_it_was_delivered(backend: Backend) {
     let app = spawn_app(backend).await;
