@@ -58,14 +58,14 @@ fn build() -> Result<Metrics, prometheus::Error> {
             "switchboard_delivery_handoff_seconds",
             "From a batch's commit until its frames are handed to the live side (local actors or Redis).",
         )
-        .buckets(latency),
+        .buckets(latency.clone()),
     )?;
     let delivery_seconds = Histogram::with_opts(
         HistogramOpts::new(
             "switchboard_delivery_seconds",
             "From an event's commit until its frame is written to a live socket (through Redis too).",
         )
-        .buckets(vec![0.0005, 0.001, 0.002, 0.004, 0.008, 0.015, 0.03, 0.06, 0.125, 0.25, 0.5, 1.0, 2.5]),
+        .buckets(latency),
     )?;
     registry.register(Box::new(delivery_seconds.clone()))?;
     registry.register(Box::new(http_requests.clone()))?;

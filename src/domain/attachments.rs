@@ -281,11 +281,7 @@ pub async fn views(
 /// An attachment the caller may download: its message is not deleted and the caller is a
 /// current member of the message's conversation; 404 otherwise.
 pub async fn downloadable(db: &Db, user_id: i64, attachment_id: i64) -> AppResult<attachment::Model> {
-    let row = servable(db, attachment_id).await?;
-    let message = message::Entity::find_by_id(row.message_id)
-        .one(&db.read)
-        .await?
-        .ok_or_else(|| AppError::not_found("attachment not found"))?;
+    let (row, message) = live(db, attachment_id).await?;
     visible(&db.read, user_id, message.conversation_id)
         .await
         .map_err(|_| AppError::not_found("attachment not found"))?;
@@ -294,13 +290,16 @@ pub async fn downloadable(db: &Db, user_id: i64, attachment_id: i64) -> AppResul
 
 /// The attachment if its message still stands (a deleted message's files are not served).
 pub async fn servable(db: &Db, attachment_id: i64) -> AppResult<attachment::Model> {
-    let row = attachment::Entity::find_by_id(attachment_id)
+    Ok(live(db, attachment_id).await?.0)
+}
+
+async fn live(db: &Db, attachment_id: i64) -> AppResult<(attachment::Model, message::Model)> {
+    let not_found = || AppError::not_found("attachment not found");
+    let row = attachment::Entity::find_by_id(attachment_id).one(&db.read).await?.ok_or_else(not_found)?;
+    let message = message::Entity::find_by_id(row.message_id)
         .one(&db.read)
         .await?
-        .ok_or_else(|| AppError::not_found("attachment not found"))?;
-    let live = message::Entity::find_by_id(row.message_id)
-        .one(&db.read)
-        .await?
-        .is_some_and(|message| message.deleted_at.is_none());
-    if live { Ok(row) } else { Err(AppError::not_found("attachment not found")) }
+        .filter(|message| message.deleted_at.is_none())
+        .ok_or_else(not_found)?;
+    Ok((row, message))
 }

@@ -209,18 +209,30 @@ pub async fn count_unread(
 
 /// The other current members of `conversation_id`, or `None` if `user_id` is not one.
 pub async fn other_members(db: &Db, user_id: i64, conversation_id: i64) -> Result<Option<Vec<i64>>, DbErr> {
-    let members: Vec<i64> = member::Entity::find()
+    let members = member_ids(&db.read, conversation_id).await?;
+    if !members.contains(&user_id) {
+        return Ok(None);
+    }
+    Ok(Some(members.into_iter().filter(|member| *member != user_id).collect()))
+}
+
+/// The current members of `conversation_id`.
+pub async fn member_ids(conn: &impl ConnectionTrait, conversation_id: i64) -> Result<Vec<i64>, DbErr> {
+    member::Entity::find()
         .select_only()
         .column(member::Column::UserId)
         .filter(member::Column::ConversationId.eq(conversation_id))
         .filter(member::Column::LeftEventId.is_null())
         .into_tuple()
-        .all(&db.read)
-        .await?;
-    if !members.contains(&user_id) {
-        return Ok(None);
-    }
-    Ok(Some(members.into_iter().filter(|member| *member != user_id).collect()))
+        .all(conn)
+        .await
+}
+
+/// The other user of a direct conversation, from its `"{low}:{high}"` key.
+pub fn direct_partner(conversation: &conversation::Model, user_id: i64) -> Option<i64> {
+    let (low, high) = conversation.direct_key.as_deref()?.split_once(':')?;
+    let (low, high) = (low.parse::<i64>().ok()?, high.parse::<i64>().ok()?);
+    if low == user_id { Some(high) } else { Some(low) }
 }
 
 /// The conversations `user_id` is a current member of.

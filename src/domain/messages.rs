@@ -6,7 +6,7 @@ use bytestring::ByteString;
 use entity::{conversation, member, message, user};
 use sea_orm::prelude::*;
 use sea_orm::sea_query::ExprTrait;
-use sea_orm::{ConnectionTrait, DatabaseTransaction, FromQueryResult, IntoActiveModel, QuerySelect, Set};
+use sea_orm::{ConnectionTrait, DatabaseTransaction, FromQueryResult, IntoActiveModel, Set};
 
 use super::attachments::{self, StoredFile};
 use super::conversations::{self, count_unread, direct_key, visible};
@@ -40,6 +40,39 @@ pub struct NewMessage {
     pub attachment: Option<StoredFile>,
 }
 
+impl Target {
+    /// Exactly one of a recipient and a conversation (422 otherwise).
+    pub fn either(recipient_id: Option<i64>, conversation_id: Option<i64>) -> AppResult<Self> {
+        match (recipient_id, conversation_id) {
+            (Some(user), None) => Ok(Self::User(user)),
+            (None, Some(conversation)) => Ok(Self::Conversation(conversation)),
+            (Some(_), Some(_)) => {
+                Err(AppError::validation("recipient_id", "give recipient_id or conversation_id, not both"))
+            }
+            (None, None) => {
+                Err(AppError::validation("recipient_id", "recipient_id or conversation_id is required"))
+            }
+        }
+    }
+}
+
+impl NewMessage {
+    /// Checks the text (it may be empty only when a file comes with it) and the client id.
+    pub fn new(
+        target: Target,
+        text: &str,
+        client_id: Option<String>,
+        attachment: Option<StoredFile>,
+    ) -> AppResult<Self> {
+        let body =
+            if attachment.is_some() && text.trim().is_empty() { String::new() } else { validate_body(text)? };
+        if let Some(client_id) = &client_id {
+            validate_client_id(client_id)?;
+        }
+        Ok(Self { target, body, client_id, attachment })
+    }
+}
+
 /// Whether a send stored a new message or found the one this `client_id` already stored.
 pub enum Sent {
     Created(MessageView),
@@ -66,7 +99,7 @@ pub fn validate_body(body: &str) -> AppResult<String> {
 }
 
 /// 1–64 of `[A-Za-z0-9_-]`.
-pub fn validate_client_id(client_id: &str) -> AppResult<()> {
+fn validate_client_id(client_id: &str) -> AppResult<()> {
     let valid = (1..=MAX_CLIENT_ID_LEN).contains(&client_id.len())
         && client_id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
     if valid {
@@ -120,14 +153,7 @@ pub async fn send(
             if matches!(target, Target::Group(_)) && conversation.kind != "group" {
                 return Err(AppError::not_found("group not found"));
             }
-            let other = if conversation.kind == "direct" {
-                conversations::other_members(db, sender_id, conversation_id)
-                    .await?
-                    .and_then(|o| o.first().copied())
-            } else {
-                None
-            };
-            (vec![sender_id], other)
+            (vec![sender_id], conversations::direct_partner(&conversation, sender_id))
         }
     };
     let users: HashMap<i64, UserView> = user::Entity::find()
@@ -152,7 +178,11 @@ pub async fn send(
         body = pair.mask(rules, body);
     }
     let message = PendingMessage { sender_id, target, body, client_id, users, attachment };
-    writer.write(move |txn| Box::pin(message.store(txn))).await
+    let sent = writer.write(move |txn| Box::pin(message.store(txn))).await?;
+    if let Sent::Created(_) = &sent {
+        crate::metrics::record(|m| m.messages.inc());
+    }
+    Ok(sent)
 }
 
 struct PendingMessage {
@@ -213,7 +243,6 @@ impl PendingMessage {
         }
         .insert(txn)
         .await?;
-        crate::metrics::record(|m| m.messages.inc());
         let mut view = MessageView::from(row);
         if let Some(file) = &attachment {
             view.attachments.push(attachments::link(txn, view.id, sender_id, file).await?);
@@ -462,14 +491,7 @@ pub async fn to_members(
     frame: Option<Frame>,
 ) -> Result<Vec<UserFrame>, DbErr> {
     let Some(frame) = frame else { return Ok(Vec::new()) };
-    let members: Vec<i64> = member::Entity::find()
-        .select_only()
-        .column(member::Column::UserId)
-        .filter(member::Column::ConversationId.eq(conversation_id))
-        .filter(member::Column::LeftEventId.is_null())
-        .into_tuple()
-        .all(conn)
-        .await?;
+    let members = conversations::member_ids(conn, conversation_id).await?;
     Ok(members.into_iter().map(|id| UserFrame { user_id: UserId(id), frame: frame.clone() }).collect())
 }
 

@@ -137,31 +137,15 @@ fn form_id(value: Option<&String>, field: &'static str) -> AppResult<Option<i64>
 }
 
 async fn send_form(state: &AppState, caller: i64, form: &mut Form) -> AppResult<HttpResponse> {
-    let target = match (
+    let target = Target::either(
         form_id(form.recipient_id.as_ref(), "recipient_id")?,
         form_id(form.conversation_id.as_ref(), "conversation_id")?,
-    ) {
-        (Some(user), None) => Target::User(user),
-        (None, Some(conversation)) => Target::Conversation(conversation),
-        (Some(_), Some(_)) => {
-            return Err(AppError::validation(
-                "recipient_id",
-                "give recipient_id or conversation_id, not both",
-            ));
-        }
-        (None, None) => {
-            return Err(AppError::validation("recipient_id", "recipient_id or conversation_id is required"));
-        }
-    };
+    )?;
     if form.file.is_none() {
         return Err(AppError::validation("file", "a file is required"));
     }
     let text = form.message.take().unwrap_or_default();
-    let body = if text.trim().is_empty() { String::new() } else { messages::validate_body(&text)? };
-    if let Some(client_id) = &form.client_id {
-        messages::validate_client_id(client_id)?;
-    }
-    let input = NewMessage { target, body, client_id: form.client_id.take(), attachment: form.file.clone() };
+    let input = NewMessage::new(target, &text, form.client_id.take(), form.file.clone())?;
     let sent_message =
         messages::send(&state.db, &state.writer, &state.settings.messaging, caller, input).await?;
     if let messages::Sent::Created(_) = &sent_message {

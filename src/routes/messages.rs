@@ -37,24 +37,8 @@ pub async fn send(
 ) -> AppResult<HttpResponse> {
     state.limits.send(&req, caller.id)?;
     let JsonBody(body) = body;
-    let target = match (body.recipient_id, body.conversation_id) {
-        (Some(Id(user)), None) => Target::User(user),
-        (None, Some(Id(conversation))) => Target::Conversation(conversation),
-        (Some(_), Some(_)) => {
-            return Err(AppError::validation(
-                "recipient_id",
-                "give recipient_id or conversation_id, not both",
-            ));
-        }
-        (None, None) => {
-            return Err(AppError::validation("recipient_id", "recipient_id or conversation_id is required"));
-        }
-    };
-    let body_text = messages::validate_body(&body.message)?;
-    if let Some(client_id) = &body.client_id {
-        messages::validate_client_id(client_id)?;
-    }
-    let input = NewMessage { target, body: body_text, client_id: body.client_id, attachment: None };
+    let target = Target::either(body.recipient_id.map(|Id(id)| id), body.conversation_id.map(|Id(id)| id))?;
+    let input = NewMessage::new(target, &body.message, body.client_id, None)?;
     sent(messages::send(&state.db, &state.writer, &state.settings.messaging, caller.id, input).await?)
 }
 
@@ -90,12 +74,8 @@ pub async fn send_to_group(
 ) -> AppResult<HttpResponse> {
     state.limits.send(&req, caller.id)?;
     let JsonBody(body) = body;
-    let text = messages::validate_body(&body.message)?;
-    if let Some(client_id) = &body.client_id {
-        messages::validate_client_id(client_id)?;
-    }
     let target = Target::Group(path.into_inner().0);
-    let input = NewMessage { target, body: text, client_id: body.client_id, attachment: None };
+    let input = NewMessage::new(target, &body.message, body.client_id, None)?;
     sent(messages::send(&state.db, &state.writer, &state.settings.messaging, caller.id, input).await?)
 }
 
