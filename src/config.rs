@@ -78,7 +78,7 @@ pub enum DirectPolicy {
     Contacts,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct MessagingSettings {
     pub direct_policy: DirectPolicy,

@@ -101,7 +101,7 @@ impl Application {
         let state = web::Data::new(AppState {
             tokens: Tokens::new(&settings.auth),
             tickets: Tickets::new(relay.redis().map(|redis| (redis.clone(), settings.redis.prefix.clone()))),
-            writer: Writer::start(db.clone(), relay.clone()),
+            writer: Writer::start(db.clone(), relay.clone(), settings.messaging.clone()),
             files,
             limits: Limits::new(&settings.limits),
             db,

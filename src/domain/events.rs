@@ -62,6 +62,14 @@ impl StoredEvent {
             _ => None,
         }
     }
+
+    /// The message a `message_created` event stores (the `message_id` column).
+    fn created_message_id(&self) -> Option<i64> {
+        match self {
+            Self::MessageCreated { message } => Some(message.id),
+            _ => None,
+        }
+    }
 }
 
 /// Appends an event for every member of `conversation_id`; returns its id.
@@ -84,6 +92,41 @@ pub async fn append_for_user(
     insert(conn, conversation_id, Some(user_id), stored).await
 }
 
+/// Appends one event per `(conversation_id, event)` in one statement; returns their ids, in
+/// the order given.
+pub async fn append_many(
+    conn: &impl ConnectionTrait,
+    stored: &[(i64, StoredEvent)],
+) -> Result<Vec<i64>, DbErr> {
+    let now = time::now();
+    let mut ids = Vec::with_capacity(stored.len());
+    // SQLite allows 32,766 bound values; an event row binds six.
+    for chunk in stored.chunks(2000) {
+        let mut rows = Vec::with_capacity(chunk.len());
+        for (conversation_id, event) in chunk {
+            let payload = serde_json::to_string(event).map_err(|err| DbErr::Custom(err.to_string()))?;
+            rows.push(event::ActiveModel {
+                conversation_id: Set(Some(*conversation_id)),
+                user_id: Set(None),
+                kind: Set(event.kind().to_owned()),
+                payload: Set(payload),
+                created_at: Set(now),
+                message_id: Set(event.created_message_id()),
+                ..Default::default()
+            });
+        }
+        // One statement's rows take ascending ids in the order they are listed.
+        let mut chunk_ids = event::Entity::insert_many(rows).exec_with_returning_keys(conn).await?;
+        chunk_ids.sort_unstable();
+        ids.extend(chunk_ids);
+    }
+    if ids.len() != stored.len() {
+        return Err(DbErr::Custom("an event insert returned the wrong number of ids".into()));
+    }
+    crate::metrics::record(|m| m.events.inc_by(ids.len() as u64));
+    Ok(ids)
+}
+
 async fn insert(
     conn: &impl ConnectionTrait,
     conversation_id: i64,
@@ -91,17 +134,13 @@ async fn insert(
     stored: &StoredEvent,
 ) -> Result<i64, DbErr> {
     let payload = serde_json::to_string(stored).map_err(|err| DbErr::Custom(err.to_string()))?;
-    let message_id = match stored {
-        StoredEvent::MessageCreated { message } => Some(message.id),
-        _ => None,
-    };
     let row = event::ActiveModel {
         conversation_id: Set(Some(conversation_id)),
         user_id: Set(user_id),
         kind: Set(stored.kind().to_owned()),
         payload: Set(payload),
         created_at: Set(time::now()),
-        message_id: Set(message_id),
+        message_id: Set(stored.created_message_id()),
         ..Default::default()
     }
     .insert(conn)

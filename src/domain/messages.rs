@@ -1,21 +1,20 @@
 //! Sending messages and moving read pointers.
 
-use std::collections::HashMap;
-
 use bytestring::ByteString;
-use entity::{conversation, member, message, user};
+use entity::{conversation, member, message};
 use sea_orm::prelude::*;
 use sea_orm::sea_query::ExprTrait;
-use sea_orm::{ConnectionTrait, DatabaseTransaction, FromQueryResult, IntoActiveModel, Set};
+use sea_orm::{ConnectionTrait, DatabaseTransaction, IntoActiveModel, Set};
 
 use super::attachments::{self, StoredFile};
-use super::conversations::{self, count_unread, direct_key, visible};
+use super::conversations::{self, count_unread, visible};
 use super::events::{self, StoredEvent};
 use super::safety;
-use super::views::{ConversationKind, ConversationView, MessageView, UserView, optional_id};
+use super::sending::PendingMessage;
+use super::views::{ConversationView, MessageView, optional_id};
 use super::writer::Writer;
 use crate::config::MessagingSettings;
-use crate::db::{self, Db};
+use crate::db::Db;
 use crate::error::{AppError, AppResult};
 use crate::realtime::protocol::ServerFrame;
 use crate::realtime::{Frame, UserFrame, UserId};
@@ -109,226 +108,29 @@ fn validate_client_id(client_id: &str) -> AppResult<()> {
     }
 }
 
-async fn find_by_client_id(
-    conn: &impl ConnectionTrait,
-    sender_id: i64,
-    client_id: Option<&str>,
-) -> Result<Option<MessageView>, DbErr> {
-    let Some(client_id) = client_id else {
-        return Ok(None);
-    };
-    let row = message::Entity::find()
-        .filter(message::Column::SenderId.eq(sender_id))
-        .filter(message::Column::ClientId.eq(client_id))
-        .one(conn)
-        .await?;
-    Ok(match row {
-        Some(row) => attachments::views(conn, vec![row]).await?.pop(),
-        None => None,
-    })
-}
-
 /// Persists a message and its event in one transaction, then delivers it: `new_message` to
 /// every other member's devices, `message_sent` to the sender's. A repeated `client_id`
-/// returns the stored message and changes nothing.
-pub async fn send(
-    db: &Db,
-    writer: &Writer,
-    rules: &MessagingSettings,
-    sender_id: i64,
-    input: NewMessage,
-) -> AppResult<Sent> {
-    let NewMessage { target, mut body, client_id, attachment } = input;
-    if let Some(existing) = find_by_client_id(&db.read, sender_id, client_id.as_deref()).await? {
-        return Ok(Sent::Existing(existing));
-    }
-    // Checks that need no transaction happen before the writer's queue.
-    let (wanted, other): (Vec<i64>, Option<i64>) = match target {
-        Target::User(recipient_id) if recipient_id == sender_id => {
-            return Err(AppError::validation("recipient_id", "you cannot send a message to yourself"));
-        }
-        Target::User(recipient_id) => (vec![sender_id, recipient_id], Some(recipient_id)),
-        Target::Conversation(conversation_id) | Target::Group(conversation_id) => {
-            let (conversation, _) = visible(&db.read, sender_id, conversation_id).await?;
-            if matches!(target, Target::Group(_)) && conversation.kind != "group" {
-                return Err(AppError::not_found("group not found"));
-            }
-            (vec![sender_id], conversations::direct_partner(&conversation, sender_id))
-        }
-    };
-    let users: HashMap<i64, UserView> = user::Entity::find()
-        .filter(user::Column::Id.is_in(wanted))
-        .all(&db.read)
-        .await?
-        .into_iter()
-        .map(|row| (row.id, UserView::from(row)))
-        .collect();
-    if !users.contains_key(&sender_id) {
-        return Err(AppError::unauthorized("invalid_token", "the token's user does not exist"));
-    }
+/// returns the stored message and changes nothing. Every check that needs the database
+/// runs in the writer's batch (`sending::store`), so a send costs no query of its own.
+pub async fn send(writer: &Writer, sender_id: i64, input: NewMessage) -> AppResult<Sent> {
+    let NewMessage { target, body, client_id, attachment } = input;
     if let Target::User(recipient_id) = target
-        && !users.contains_key(&recipient_id)
+        && recipient_id == sender_id
     {
-        return Err(AppError::not_found("recipient not found"));
+        return Err(AppError::validation("recipient_id", "you cannot send a message to yourself"));
     }
-    // Direct messages obey blocks, the direct policy and masking.
-    if let Some(other) = other {
-        let pair = safety::pair(&db.read, sender_id, other).await?;
-        pair.may_message(rules)?;
-        body = pair.mask(rules, body);
-    }
-    let message = PendingMessage { sender_id, target, body, client_id, users, attachment };
-    let sent = writer.write(move |txn| Box::pin(message.store(txn))).await?;
+    let sent = writer.send(PendingMessage { sender_id, target, body, client_id, attachment }).await?;
     if let Sent::Created(_) = &sent {
         crate::metrics::record(|m| m.messages.inc());
     }
     Ok(sent)
 }
 
-struct PendingMessage {
-    sender_id: i64,
-    target: Target,
-    body: String,
-    client_id: Option<String>,
-    /// The sender and, for a direct target, the recipient.
-    users: HashMap<i64, UserView>,
-    attachment: Option<StoredFile>,
-}
-
-impl PendingMessage {
-    async fn store(self, txn: &DatabaseTransaction) -> AppResult<(Sent, Vec<UserFrame>)> {
-        let PendingMessage { sender_id, target, body, client_id, users, attachment } = self;
-        // Checked again in the writer: two concurrent retries store one message.
-        if let Some(existing) = find_by_client_id(txn, sender_id, client_id.as_deref()).await? {
-            return Ok((Sent::Existing(existing), Vec::new()));
-        }
-        let mut created_event = None;
-        let conversation = match target {
-            Target::User(recipient_id) => {
-                let key = direct_key(sender_id, recipient_id);
-                match conversation::Entity::find()
-                    .filter(conversation::Column::DirectKey.eq(&key))
-                    .one(txn)
-                    .await?
-                {
-                    Some(conversation) => conversation,
-                    None => {
-                        let (conversation, event_id) =
-                            create_direct(txn, key, sender_id, recipient_id).await?;
-                        created_event = Some(event_id);
-                        conversation
-                    }
-                }
-            }
-            Target::Conversation(conversation_id) | Target::Group(conversation_id) => {
-                visible(txn, sender_id, conversation_id).await?.0
-            }
-        };
-        // Every recipient's counter moves in one statement, which also returns their read
-        // state: no per-member query, whatever the group's size.
-        let recipients = bump_unread(txn, conversation.id, sender_id).await?;
-        let direct = conversation.kind == "direct";
-        let recipient_id = if direct { recipients.first().map(|r| r.user_id) } else { None };
-
-        let row = message::ActiveModel {
-            conversation_id: Set(conversation.id),
-            sender_id: Set(sender_id),
-            recipient_id: Set(recipient_id),
-            body: Set(body),
-            client_id: Set(client_id),
-            created_at: Set(time::now()),
-            edited_at: Set(None),
-            deleted_at: Set(None),
-            ..Default::default()
-        }
-        .insert(txn)
-        .await?;
-        let mut view = MessageView::from(row);
-        if let Some(file) = &attachment {
-            view.attachments.push(attachments::link(txn, view.id, sender_id, file).await?);
-        }
-        let stored = StoredEvent::MessageCreated { message: view.clone() };
-        let event_id = events::append(txn, conversation.id, &stored).await?;
-        conversation::Entity::update_many()
-            .col_expr(conversation::Column::LastMessageId, Expr::value(view.id))
-            .col_expr(conversation::Column::LastActivityId, Expr::value(event_id))
-            .filter(conversation::Column::Id.eq(conversation.id))
-            .exec(txn)
-            .await?;
-        let sent = Frame::new(Some(event_id), &ServerFrame::MessageSent { event_id, message: &view });
-        let template = ConversationView {
-            id: conversation.id,
-            kind: ConversationKind::parse(&conversation.kind),
-            name: conversation.name.clone(),
-            other_user: None,
-            members_count: recipients.len() as i64 + 1,
-            created_at: conversation.created_at,
-            last_message: Some(view.clone()),
-            unread_count: 0,
-            last_read_message_id: None,
-        };
-        let mut frames = Vec::with_capacity(recipients.len() + 3);
-        if let Some(created) = created_event {
-            // A new direct conversation: the sender's view names the recipient.
-            let other_user = recipient_id.and_then(|id| users.get(&id)).cloned();
-            let mine = ConversationView { other_user, ..template.clone() };
-            let frame = ServerFrame::ConversationCreated { event_id: created, conversation: &mine };
-            frames.push(UserFrame { user_id: UserId(sender_id), frame: frame.to_frame() });
-        }
-        frames.push(UserFrame { user_id: UserId(sender_id), frame: sent });
-        if direct {
-            for recipient in &recipients {
-                let theirs = ConversationView {
-                    other_user: users.get(&sender_id).cloned(),
-                    unread_count: recipient.unread_count,
-                    last_read_message_id: optional_id(recipient.last_read_message_id),
-                    ..template.clone()
-                };
-                if let Some(created) = created_event {
-                    let frame = ServerFrame::ConversationCreated { event_id: created, conversation: &theirs };
-                    frames.push(UserFrame { user_id: UserId(recipient.user_id), frame: frame.to_frame() });
-                }
-                let frame = ServerFrame::NewMessage { event_id, message: &view, conversation: &theirs };
-                frames.push(UserFrame { user_id: UserId(recipient.user_id), frame: frame.to_frame() });
-            }
-        } else {
-            // A group: serialized once, each recipient's read state spliced into the tail.
-            let shared = PerReaderFrame::new(event_id, &view, &template);
-            for recipient in &recipients {
-                let frame = shared.for_reader(recipient.unread_count, recipient.last_read_message_id);
-                frames.push(UserFrame { user_id: UserId(recipient.user_id), frame });
-            }
-        }
-        Ok((Sent::Created(view), frames))
-    }
-}
-
-/// A recipient's read state just after a message reached them.
-#[derive(FromQueryResult)]
-struct Recipient {
-    user_id: i64,
-    unread_count: i64,
-    last_read_message_id: i64,
-}
-
-async fn bump_unread(
-    txn: &DatabaseTransaction,
-    conversation_id: i64,
-    sender_id: i64,
-) -> Result<Vec<Recipient>, DbErr> {
-    let sql = "UPDATE conversation_members SET unread_count = unread_count + 1 \
-               WHERE conversation_id = $1 AND left_event_id IS NULL AND user_id <> $2 \
-               RETURNING user_id, unread_count, last_read_message_id";
-    let statement =
-        db::statement(txn.get_database_backend(), sql, vec![conversation_id.into(), sender_id.into()]);
-    Recipient::find_by_statement(statement).all(txn).await
-}
-
 /// A `new_message` frame serialized once for all recipients of a group message. Only the
 /// conversation's `unread_count` and `last_read_message_id` differ between readers; they are
 /// the last two fields of the last object, so each reader's frame is the shared prefix plus
 /// a short tail.
-struct PerReaderFrame {
+pub(super) struct PerReaderFrame {
     event_id: i64,
     prefix: String,
 }
@@ -336,7 +138,7 @@ struct PerReaderFrame {
 impl PerReaderFrame {
     const TAIL_KEY: &'static str = "\"unread_count\":";
 
-    fn new(event_id: i64, message: &MessageView, conversation: &ConversationView) -> Self {
+    pub(super) fn new(event_id: i64, message: &MessageView, conversation: &ConversationView) -> Self {
         let text = serde_json::to_string(&ServerFrame::NewMessage { event_id, message, conversation })
             .unwrap_or_default();
         // Keys are unescaped quotes only outside strings, so the last match is the field.
@@ -344,7 +146,7 @@ impl PerReaderFrame {
         Self { event_id, prefix: text[..cut].to_owned() }
     }
 
-    fn for_reader(&self, unread_count: i64, last_read_message_id: i64) -> Frame {
+    pub(super) fn for_reader(&self, unread_count: i64, last_read_message_id: i64) -> Frame {
         let last_read =
             optional_id(last_read_message_id).map_or_else(|| "null".to_owned(), |id| id.to_string());
         let text = format!(
@@ -361,7 +163,7 @@ impl PerReaderFrame {
     }
 }
 
-async fn create_direct(
+pub(super) async fn create_direct(
     txn: &impl ConnectionTrait,
     key: String,
     sender_id: i64,
@@ -631,6 +433,7 @@ pub async fn delete(db: &Db, writer: &Writer, user_id: i64, message_id: i64) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::views::ConversationKind;
 
     #[test]
     fn per_reader_frames_match_a_full_serialization() {

@@ -11,6 +11,7 @@ pub mod pii;
 pub mod receipts;
 pub mod safety;
 pub mod search;
+pub mod sending;
 pub mod users;
 pub mod views;
 pub mod writer;

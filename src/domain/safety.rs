@@ -18,24 +18,74 @@ use crate::error::{AppError, AppResult};
 use crate::time::{self, Timestamp};
 
 /// How two users stand with each other.
-#[derive(FromQueryResult)]
 pub struct Pair {
     pub blocked: bool,
     pub contacts: bool,
 }
 
-/// One statement, since it runs before every direct message.
+impl Pair {
+    pub const NONE: Pair = Pair { blocked: false, contacts: false };
+}
+
+/// How two users stand with each other, in one statement.
 pub async fn pair(conn: &impl ConnectionTrait, a: i64, b: i64) -> Result<Pair, DbErr> {
-    let sql = "SELECT \
-        EXISTS (SELECT 1 FROM blocks WHERE (blocker_id = $1 AND blocked_id = $2) \
-                OR (blocker_id = $2 AND blocked_id = $1)) AS blocked, \
-        EXISTS (SELECT 1 FROM contact_requests WHERE status = 'accepted' \
-                AND ((from_user_id = $1 AND to_user_id = $2) OR (from_user_id = $2 AND to_user_id = $1))) AS contacts";
-    let statement = db::statement(conn.get_database_backend(), sql, vec![a.into(), b.into()]);
-    Ok(Pair::find_by_statement(statement)
-        .one(conn)
-        .await?
-        .unwrap_or(Pair { blocked: false, contacts: false }))
+    Ok(pairs(conn, &[(a, b)]).await?.remove(&pair_key(a, b)).unwrap_or(Pair::NONE))
+}
+
+/// The key of a pair in `pairs`' answer, the same whichever user comes first.
+pub fn pair_key(a: i64, b: i64) -> (i64, i64) {
+    (Ord::min(a, b), Ord::max(a, b))
+}
+
+/// How each of `wanted` stands, in one statement whatever their number (a writer batch
+/// checks all of its direct messages at once). Pairs with neither a block nor a contact are
+/// left out.
+pub async fn pairs(
+    conn: &impl ConnectionTrait,
+    wanted: &[(i64, i64)],
+) -> Result<HashMap<(i64, i64), Pair>, DbErr> {
+    if wanted.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let users: Vec<i64> = wanted
+        .iter()
+        .flat_map(|(a, b)| [*a, *b])
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let list = (1..=users.len()).map(|n| format!("${n}")).collect::<Vec<_>>().join(", ");
+    let sql = format!(
+        "SELECT 1 AS blocked, blocker_id AS a, blocked_id AS b FROM blocks \
+         WHERE blocker_id IN ({list}) AND blocked_id IN ({list}) \
+         UNION ALL SELECT 0, from_user_id, to_user_id FROM contact_requests \
+         WHERE status = 'accepted' AND from_user_id IN ({list}) AND to_user_id IN ({list})"
+    );
+    let values = users.into_iter().map(Into::into).collect();
+    let statement = db::statement(conn.get_database_backend(), &sql, values);
+    let rows = PairRow::find_by_statement(statement).all(conn).await?;
+    let wanted: std::collections::HashSet<(i64, i64)> =
+        wanted.iter().map(|(a, b)| pair_key(*a, *b)).collect();
+    let mut standing: HashMap<(i64, i64), Pair> = HashMap::new();
+    for row in rows {
+        let key = pair_key(row.a, row.b);
+        if !wanted.contains(&key) {
+            continue;
+        }
+        let pair = standing.entry(key).or_insert(Pair::NONE);
+        if row.blocked == 1 {
+            pair.blocked = true;
+        } else {
+            pair.contacts = true;
+        }
+    }
+    Ok(standing)
+}
+
+#[derive(FromQueryResult)]
+struct PairRow {
+    blocked: i32,
+    a: i64,
+    b: i64,
 }
 
 fn between(a: i64, b: i64) -> Condition {

@@ -1,11 +1,13 @@
 //! The single path for transactions that append events: one task per process that commits
 //! them in batches (group commit).
 //!
-//! Callers hand `Writer::write` a piece of work that runs inside a transaction and returns
-//! its result and the frames to deliver. The writer task takes every piece of work that is
-//! waiting, runs each in its own savepoint (a failing one rolls back alone), commits them
-//! together, publishes their frames in order and only then answers the callers: a 2xx still
-//! means "persisted", and one fsync serves the whole batch.
+//! Message sends, the hot path, are typed jobs (`Writer::send`): the batch stores all of them
+//! together, with one query per check and one multi-row statement per table
+//! (`sending::store`). Every other change is a piece of work (`Writer::write`) that runs
+//! inside the transaction and returns its result and the frames to deliver; each runs in its
+//! own savepoint, so a failing one rolls back alone. The writer task takes every job that is
+//! waiting, commits them together, publishes their frames in order and only then answers the
+//! callers: a 2xx still means "persisted", and one fsync serves the whole batch.
 //!
 //! It also keeps event ids committed in id order, so a reader that sees event N can never
 //! later find a smaller id committing behind it: one writer task per process; on PostgreSQL
@@ -22,6 +24,9 @@ use sea_orm::sqlx::{Postgres, pool::PoolConnection};
 use sea_orm::{ConnectionTrait, DatabaseTransaction, DbErr, TransactionTrait};
 use tokio::sync::{mpsc, oneshot};
 
+use super::messages::Sent;
+use super::sending::{self, PendingMessage};
+use crate::config::MessagingSettings;
 use crate::db::Db;
 use crate::error::{AppError, AppResult};
 use crate::realtime::UserFrame;
@@ -42,7 +47,12 @@ struct Outcome {
     answer: Box<dyn FnOnce(Option<AppError>) + Send>,
 }
 
-type Job = Box<dyn for<'a> FnOnce(&'a DatabaseTransaction) -> BoxFuture<'a, Outcome> + Send>;
+type Work = Box<dyn for<'a> FnOnce(&'a DatabaseTransaction) -> BoxFuture<'a, Outcome> + Send>;
+
+enum Job {
+    Send(PendingMessage, oneshot::Sender<AppResult<Sent>>),
+    Work(Work),
+}
 
 #[derive(Clone)]
 pub struct Writer {
@@ -51,11 +61,19 @@ pub struct Writer {
 
 impl Writer {
     /// Starts the writer task on the current actix arbiter.
-    pub fn start(db: Db, relay: Arc<Relay>) -> Self {
+    pub fn start(db: Db, relay: Arc<Relay>, rules: MessagingSettings) -> Self {
         let (jobs, receiver) = mpsc::unbounded_channel();
         let cluster = db.is_postgres() && relay.redis().is_some();
-        actix::spawn(run(receiver, db, relay, cluster));
+        actix::spawn(run(receiver, Batcher { db, relay, rules, cluster }));
         Self { jobs }
+    }
+
+    /// Stores a message in the next batch; the answer comes once the batch is committed and
+    /// its frames are handed to the relay.
+    pub async fn send(&self, message: PendingMessage) -> AppResult<Sent> {
+        let (reply, answer) = oneshot::channel();
+        self.jobs.send(Job::Send(message, reply)).map_err(|_| write_unavailable())?;
+        answer.await.map_err(|_| write_unavailable())?
     }
 
     /// Runs `work` in the next batch's transaction; its result comes back once the batch is
@@ -68,7 +86,7 @@ impl Writer {
             + 'static,
     {
         let (reply, answer) = oneshot::channel::<AppResult<T>>();
-        let job: Job = Box::new(move |txn| {
+        let job: Work = Box::new(move |txn| {
             Box::pin(async move {
                 match work(txn).await {
                     Ok((value, frames)) => Outcome {
@@ -88,9 +106,16 @@ impl Writer {
                 }
             })
         });
-        self.jobs.send(job).map_err(|_| write_unavailable())?;
+        self.jobs.send(Job::Work(job)).map_err(|_| write_unavailable())?;
         answer.await.map_err(|_| write_unavailable())?
     }
+}
+
+struct Batcher {
+    db: Db,
+    relay: Arc<Relay>,
+    rules: MessagingSettings,
+    cluster: bool,
 }
 
 fn write_unavailable() -> AppError {
@@ -101,7 +126,8 @@ fn failure(err: &DbErr) -> AppError {
     AppError::internal(DbErr::Custom(err.to_string()))
 }
 
-async fn run(mut jobs: mpsc::UnboundedReceiver<Job>, db: Db, relay: Arc<Relay>, cluster: bool) {
+async fn run(mut jobs: mpsc::UnboundedReceiver<Job>, batcher: Batcher) {
+    let Batcher { db, cluster, .. } = &batcher;
     while let Some(first) = jobs.recv().await {
         // Held for one batch only, so no pooled connection outlives the runtime at exit.
         let mut lock_connection: Option<PoolConnection<Postgres>> = None;
@@ -113,15 +139,15 @@ async fn run(mut jobs: mpsc::UnboundedReceiver<Job>, db: Db, relay: Arc<Relay>, 
                 Err(_) => break,
             }
         }
-        let locked = if cluster { lock(&db, &mut lock_connection).await } else { Ok(()) };
+        let locked = if *cluster { lock(db, &mut lock_connection).await } else { Ok(()) };
         match locked {
-            Ok(()) => run_batch(&db, &relay, batch, cluster).await,
+            Ok(()) => batcher.run_batch(batch).await,
             Err(err) => {
                 tracing::warn!(error = %err, "cannot take the event lock");
                 fail_all(batch, &err);
             }
         }
-        if cluster {
+        if *cluster {
             unlock(&mut lock_connection).await;
         }
     }
@@ -134,77 +160,155 @@ fn fail_all(batch: Vec<Job>, err: &DbErr) {
     drop(batch);
 }
 
-async fn run_batch(db: &Db, relay: &Relay, batch: Vec<Job>, cluster: bool) {
-    let started = std::time::Instant::now();
-    let jobs = batch.len();
-    let txn = match db.write.begin().await {
-        Ok(txn) => txn,
-        Err(err) => return fail_all(batch, &err),
-    };
-    if db.is_postgres()
-        && !cluster
-        && let Err(err) =
-            txn.execute_unprepared(&format!("SELECT pg_advisory_xact_lock({EVENT_LOCK_KEY})")).await
-    {
-        return fail_all(batch, &err);
-    }
-    let single = batch.len() == 1;
-    let mut frames = Vec::new();
-    let mut committed_answers = Vec::with_capacity(batch.len());
-    for job in batch {
-        if single {
-            // No savepoint needed: the transaction itself rolls back on failure.
-            let outcome = job(&txn).await;
-            if !outcome.ok {
-                let _ = txn.rollback().await;
-                return (outcome.answer)(None);
+/// A job's answer, sent once the batch's commit is known.
+enum Answer {
+    Send(oneshot::Sender<AppResult<Sent>>, Sent),
+    Work(Box<dyn FnOnce(Option<AppError>) + Send>),
+}
+
+impl Answer {
+    fn give(self, failed: Option<AppError>) {
+        match self {
+            Answer::Send(reply, sent) => {
+                let _ = reply.send(failed.map_or(Ok(sent), Err));
             }
-            frames = outcome.frames;
-            committed_answers.push(outcome.answer);
-            break;
+            Answer::Work(answer) => answer(failed),
         }
-        let savepoint = match txn.begin().await {
-            Ok(savepoint) => savepoint,
+    }
+}
+
+impl Batcher {
+    async fn run_batch(&self, batch: Vec<Job>) {
+        let started = std::time::Instant::now();
+        let jobs = batch.len();
+        let mut sends = Vec::new();
+        let mut replies = Vec::new();
+        let mut works = Vec::new();
+        for job in batch {
+            match job {
+                Job::Send(message, reply) => {
+                    sends.push(message);
+                    replies.push(reply);
+                }
+                Job::Work(work) => works.push(work),
+            }
+        }
+        let txn = match self.db.write.begin().await {
+            Ok(txn) => txn,
             Err(err) => {
-                tracing::warn!(error = %err, "savepoint failed");
-                continue;
+                tracing::warn!(error = %err, jobs, "write batch could not start");
+                return;
             }
         };
-        let outcome = job(&savepoint).await;
-        if outcome.ok {
-            match savepoint.commit().await {
-                Ok(()) => {
-                    frames.extend(outcome.frames);
-                    committed_answers.push(outcome.answer);
+        if self.db.is_postgres()
+            && !self.cluster
+            && let Err(err) =
+                txn.execute_unprepared(&format!("SELECT pg_advisory_xact_lock({EVENT_LOCK_KEY})")).await
+        {
+            tracing::warn!(error = %err, jobs, "write batch could not start");
+            return;
+        }
+        let mut frames = Vec::new();
+        let mut answers = Vec::with_capacity(jobs);
+        // Sends first, so their events precede the other jobs' in every user's stream.
+        if !sends.is_empty() {
+            // Alone in the batch, a failure rolls back the whole transaction; with other
+            // work, a savepoint keeps that work going.
+            let savepoint = if works.is_empty() { None } else { txn.begin().await.ok() };
+            let stored = match &savepoint {
+                Some(savepoint) => sending::store(savepoint, &self.rules, sends).await,
+                None => sending::store(&txn, &self.rules, sends).await,
+            };
+            let stored = match (stored, savepoint) {
+                (Ok(stored), Some(savepoint)) => savepoint.commit().await.map(|()| stored),
+                (Ok(stored), None) => Ok(stored),
+                (Err(err), savepoint) => {
+                    if let Some(savepoint) = savepoint {
+                        let _ = savepoint.rollback().await;
+                    }
+                    Err(err)
                 }
-                Err(err) => (outcome.answer)(Some(failure(&err))),
+            };
+            match stored {
+                Ok(stored) => {
+                    frames.extend(stored.frames);
+                    for (reply, result) in replies.into_iter().zip(stored.results) {
+                        match result {
+                            Ok(sent) => answers.push(Answer::Send(reply, sent)),
+                            Err(err) => {
+                                let _ = reply.send(Err(err));
+                            }
+                        }
+                    }
+                }
+                Err(err) => {
+                    tracing::error!(error = %err, "storing a batch of messages failed");
+                    for reply in replies {
+                        let _ = reply.send(Err(failure(&err)));
+                    }
+                    if works.is_empty() {
+                        let _ = txn.rollback().await;
+                        return;
+                    }
+                }
             }
-        } else {
-            let _ = savepoint.rollback().await;
-            (outcome.answer)(None);
         }
-    }
-    match txn.commit().await {
-        Ok(()) => {
-            let committed = std::time::Instant::now();
-            let committed_us = crate::realtime::unix_micros();
-            for frame in &mut frames {
-                frame.frame.committed_us = Some(committed_us);
+        let single = works.len() == 1 && answers.is_empty();
+        for work in works {
+            if single {
+                // No savepoint needed: the transaction itself rolls back on failure.
+                let outcome = work(&txn).await;
+                if !outcome.ok {
+                    let _ = txn.rollback().await;
+                    return (outcome.answer)(None);
+                }
+                frames.extend(outcome.frames);
+                answers.push(Answer::Work(outcome.answer));
+                break;
             }
-            relay.publish(frames).await;
-            crate::metrics::record(|m| {
-                m.write_batch_seconds.observe(committed.duration_since(started).as_secs_f64());
-                m.write_batch_jobs.observe(jobs as f64);
-                m.publish_seconds.observe(committed.elapsed().as_secs_f64());
-            });
-            for answer in committed_answers {
-                answer(None);
+            let savepoint = match txn.begin().await {
+                Ok(savepoint) => savepoint,
+                Err(err) => {
+                    tracing::warn!(error = %err, "savepoint failed");
+                    continue;
+                }
+            };
+            let outcome = work(&savepoint).await;
+            if outcome.ok {
+                match savepoint.commit().await {
+                    Ok(()) => {
+                        frames.extend(outcome.frames);
+                        answers.push(Answer::Work(outcome.answer));
+                    }
+                    Err(err) => (outcome.answer)(Some(failure(&err))),
+                }
+            } else {
+                let _ = savepoint.rollback().await;
+                (outcome.answer)(None);
             }
         }
-        Err(err) => {
-            tracing::error!(error = %err, "batch commit failed");
-            for answer in committed_answers {
-                answer(Some(failure(&err)));
+        match txn.commit().await {
+            Ok(()) => {
+                let committed = std::time::Instant::now();
+                let committed_us = crate::realtime::unix_micros();
+                for frame in &mut frames {
+                    frame.frame.committed_us = Some(committed_us);
+                }
+                self.relay.publish(frames).await;
+                crate::metrics::record(|m| {
+                    m.write_batch_seconds.observe(committed.duration_since(started).as_secs_f64());
+                    m.write_batch_jobs.observe(jobs as f64);
+                    m.publish_seconds.observe(committed.elapsed().as_secs_f64());
+                });
+                for answer in answers {
+                    answer.give(None);
+                }
+            }
+            Err(err) => {
+                tracing::error!(error = %err, "batch commit failed");
+                for answer in answers {
+                    answer.give(Some(failure(&err)));
+                }
             }
         }
     }

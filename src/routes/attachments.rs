@@ -146,8 +146,7 @@ async fn send_form(state: &AppState, caller: i64, form: &mut Form) -> AppResult<
     }
     let text = form.message.take().unwrap_or_default();
     let input = NewMessage::new(target, &text, form.client_id.take(), form.file.clone())?;
-    let sent_message =
-        messages::send(&state.db, &state.writer, &state.settings.messaging, caller, input).await?;
+    let sent_message = messages::send(&state.writer, caller, input).await?;
     if let messages::Sent::Created(_) = &sent_message {
         // Linked to its message now: not to be discarded.
         form.file = None;

@@ -39,7 +39,7 @@ pub async fn send(
     let JsonBody(body) = body;
     let target = Target::either(body.recipient_id.map(|Id(id)| id), body.conversation_id.map(|Id(id)| id))?;
     let input = NewMessage::new(target, &body.message, body.client_id, None)?;
-    sent(messages::send(&state.db, &state.writer, &state.settings.messaging, caller.id, input).await?)
+    sent(messages::send(&state.writer, caller.id, input).await?)
 }
 
 /// 201 for a new message, 200 for the one a repeated `client_id` already stored.
@@ -76,7 +76,7 @@ pub async fn send_to_group(
     let JsonBody(body) = body;
     let target = Target::Group(path.into_inner().0);
     let input = NewMessage::new(target, &body.message, body.client_id, None)?;
-    sent(messages::send(&state.db, &state.writer, &state.settings.messaging, caller.id, input).await?)
+    sent(messages::send(&state.writer, caller.id, input).await?)
 }
 
 #[derive(Deserialize, ToSchema)]

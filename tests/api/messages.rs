@@ -404,6 +404,75 @@ async fn ten_concurrent_retries_store_exactly_one_message(backend: Backend) {
     assert_eq!(list.body["conversations"][0]["unread_count"], 1);
 }
 
+/// Concurrent sends are stored together by the writer; each still gets its own answer, and
+/// counters and frames come out as if they had been sent one by one.
+async fn a_burst_of_mixed_sends_gets_each_its_own_answer(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let (alice, bob, carol, dave, erin) = (
+        app.user("alice").await,
+        app.user("bob").await,
+        app.user("carol").await,
+        app.user("dave").await,
+        app.user("erin").await,
+    );
+    let blocked = app.post(Some(&dave.token), "/api/blocks", &json!({"user_id": carol.id})).await;
+    assert_eq!(blocked.status, 201, "{}", blocked.body);
+    let private = app.dm(&carol, &erin, "just us").await;
+    let mut bob_ws = app.ws(&bob).await;
+
+    let mut sends: Vec<(&TestUser, Value)> = Vec::new();
+    for n in 0..10 {
+        sends.push((&alice, json!({"recipient_id": bob.id, "message": format!("burst {n}")})));
+    }
+    for _ in 0..5 {
+        sends.push((&alice, json!({"recipient_id": bob.id, "message": "retried", "client_id": "same"})));
+    }
+    sends.push((&carol, json!({"recipient_id": dave.id, "message": "blocked"})));
+    sends.push((&erin, json!({"recipient_id": 987_654_321, "message": "nobody"})));
+    sends.push((&alice, json!({"conversation_id": conversation_of(&private), "message": "not mine"})));
+    let replies = join_all(sends.iter().map(|(from, body)| app.send_message(from, body))).await;
+
+    for reply in &replies[..10] {
+        assert_eq!(reply.status, 201, "{}", reply.body);
+    }
+    let retried = &replies[10..15];
+    assert_eq!(retried.iter().filter(|reply| reply.status == 201).count(), 1);
+    assert_eq!(retried.iter().filter(|reply| reply.status == 200).count(), 4);
+    assert!(retried.iter().all(|reply| reply.body["id"] == retried[0].body["id"]));
+    assert_error(&replies[15], 403, "blocked", "a blocked pair");
+    assert_eq!(replies[16].status, 404, "{}", replies[16].body);
+    assert_eq!(replies[17].status, 404, "{}", replies[17].body);
+
+    // Eleven messages, one conversation, ids distinct.
+    let conversation_id = conversation_of(&replies[0].body);
+    let mut stored: Vec<i64> = replies[..15].iter().map(|reply| id_of(&reply.body)).collect();
+    stored.sort_unstable();
+    stored.dedup();
+    assert_eq!(stored.len(), 11);
+    assert!(replies[..15].iter().all(|reply| conversation_of(&reply.body) == conversation_id));
+    assert_eq!(all_message_ids(&app, &alice, conversation_id).await, stored);
+    let list = app.get(Some(&bob.token), "/api/conversations").await;
+    assert_eq!(list.body["conversations"][0]["unread_count"], 11);
+
+    // Bob's socket: the conversation once, then each message with its unread count so far,
+    // in event order.
+    let created = bob_ws.next().await;
+    assert_eq!(created["type"], "conversation_created", "{created}");
+    let mut last_event = created["event_id"].as_i64().expect("event id");
+    let mut received = Vec::new();
+    for unread in 1..=11 {
+        let frame = bob_ws.next_of("new_message").await;
+        assert_eq!(frame["conversation"]["unread_count"], unread, "{frame}");
+        let event_id = frame["event_id"].as_i64().expect("event id");
+        assert!(event_id > last_event);
+        last_event = event_id;
+        received.push(id_of(&frame["message"]));
+    }
+    assert_eq!(received, stored);
+    bob_ws.expect_none_of("new_message", std::time::Duration::from_millis(300)).await;
+    assert_eq!(app.get(Some(&dave.token), "/api/conversations").await.body["conversations"], json!([]));
+}
+
 async fn the_same_client_id_from_another_sender_is_another_message(backend: Backend) {
     let app = spawn_app(backend).await;
     let alice = app.user("alice").await;
@@ -535,6 +604,7 @@ on_both_databases!(
     unknown_fields_are_ignored,
     a_retry_with_the_same_client_id_returns_200_and_the_original,
     ten_concurrent_retries_store_exactly_one_message,
+    a_burst_of_mixed_sends_gets_each_its_own_answer,
     the_same_client_id_from_another_sender_is_another_message,
     sending_by_conversation_id_reaches_the_other_member,
     sending_into_a_conversation_you_are_not_in_is_404,
