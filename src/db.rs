@@ -65,6 +65,9 @@ fn sqlite_options(url: &str, connections: u32, read_only: bool) -> ConnectOption
         .max_connections(connections)
         .min_connections(1)
         .acquire_timeout(Duration::from_secs(10))
+        // A local file needs no ping before each use; on the writer it cost a round trip to
+        // the connection's thread per batch.
+        .test_before_acquire(false)
         .sqlx_logging(false)
         .map_sqlx_sqlite_opts(move |opts| {
             opts.journal_mode(SqliteJournalMode::Wal)
@@ -84,4 +87,33 @@ pub fn statement(backend: DatabaseBackend, sql: &str, values: Vec<sea_orm::Value
         _ => sql.replace('$', "?"),
     };
     sea_orm::Statement::from_sql_and_values(backend, sql, values)
+}
+
+/// Splits `items` into runs of at most `max`: multi-row statements stay under the databases'
+/// limits on bound values (SQLite: 32,766).
+pub fn statement_chunks<T>(items: &[T], max: usize) -> std::slice::Chunks<'_, T> {
+    items.chunks(max)
+}
+
+/// Pads a list for `IN (…)` to a power of two by repeating its last value, so a batch's
+/// queries come in a handful of shapes that stay in each connection's prepared-statement
+/// cache instead of one shape per batch size.
+pub fn padded<T: Clone>(mut items: Vec<T>) -> Vec<T> {
+    if let Some(last) = items.last().cloned() {
+        items.resize(items.len().next_power_of_two(), last);
+    }
+    items
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn padding_repeats_the_last_value() {
+        assert_eq!(padded(vec![1, 2, 3]), [1, 2, 3, 3]);
+        assert_eq!(padded(vec![5]), [5]);
+        assert_eq!(padded(Vec::<i32>::new()), Vec::<i32>::new());
+        assert_eq!(padded((0..5).collect()).len(), 8);
+    }
 }

@@ -101,7 +101,7 @@ pub async fn append_many(
     let now = time::now();
     let mut ids = Vec::with_capacity(stored.len());
     // SQLite allows 32,766 bound values; an event row binds six.
-    for chunk in stored.chunks(2000) {
+    for chunk in crate::db::statement_chunks(stored, 1024) {
         let mut rows = Vec::with_capacity(chunk.len());
         for (conversation_id, event) in chunk {
             let payload = serde_json::to_string(event).map_err(|err| DbErr::Custom(err.to_string()))?;

@@ -47,12 +47,14 @@ pub async fn pairs(
     if wanted.is_empty() {
         return Ok(HashMap::new());
     }
-    let users: Vec<i64> = wanted
-        .iter()
-        .flat_map(|(a, b)| [*a, *b])
-        .collect::<std::collections::BTreeSet<_>>()
-        .into_iter()
-        .collect();
+    let users: Vec<i64> = db::padded(
+        wanted
+            .iter()
+            .flat_map(|(a, b)| [*a, *b])
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect(),
+    );
     let list = (1..=users.len()).map(|n| format!("${n}")).collect::<Vec<_>>().join(", ");
     let sql = format!(
         "SELECT 1 AS blocked, blocker_id AS a, blocked_id AS b FROM blocks \

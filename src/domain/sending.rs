@@ -11,6 +11,7 @@ use std::collections::{HashMap, HashSet};
 
 use entity::{conversation, member, message, user};
 use sea_orm::prelude::*;
+use sea_orm::sea_query::ExprTrait;
 use sea_orm::{Condition, ConnectionTrait, DatabaseTransaction, Set};
 
 use super::attachments::{self, StoredFile};
@@ -26,8 +27,34 @@ use crate::realtime::protocol::ServerFrame;
 use crate::realtime::{UserFrame, UserId};
 use crate::time;
 
-/// Rows per multi-row statement: SQLite allows 32,766 bound values.
-const ROWS_PER_STATEMENT: usize = 2000;
+/// Rows per multi-row statement (a power of two): SQLite allows 32,766 bound values.
+const ROWS_PER_STATEMENT: usize = 1024;
+/// Users the writer keeps; beyond this the cache starts over.
+const CACHED_USERS: usize = 100_000;
+
+/// The users the writer has seen. Users never change once registered (no endpoint renames
+/// or deletes one), so an entry never goes stale; were profile edits added, they would have
+/// to reach this cache.
+#[derive(Default)]
+pub struct UserCache {
+    users: HashMap<i64, UserView>,
+}
+
+impl UserCache {
+    /// The given users that exist, from the cache or one query for the rest.
+    async fn load(&mut self, txn: &DatabaseTransaction, ids: HashSet<i64>) -> Result<(), DbErr> {
+        let missing: Vec<i64> = ids.into_iter().filter(|id| !self.users.contains_key(id)).collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        if self.users.len() + missing.len() > CACHED_USERS {
+            self.users.clear();
+        }
+        let rows = user::Entity::find().filter(user::Column::Id.is_in(db::padded(missing))).all(txn).await?;
+        self.users.extend(rows.into_iter().map(|row| (row.id, UserView::from(row))));
+        Ok(())
+    }
+}
 
 /// A send that passed the checks that need no database.
 pub struct PendingMessage {
@@ -68,6 +95,7 @@ struct Accepted {
 pub async fn store(
     txn: &DatabaseTransaction,
     rules: &MessagingSettings,
+    cache: &mut UserCache,
     jobs: Vec<PendingMessage>,
 ) -> Result<Stored, DbErr> {
     let mut results: Vec<Option<AppResult<Sent>>> = jobs.iter().map(|_| None).collect();
@@ -81,17 +109,8 @@ pub async fn store(
             user_ids.insert(recipient);
         }
     }
-    let users: HashMap<i64, UserView> = if user_ids.is_empty() {
-        HashMap::new()
-    } else {
-        user::Entity::find()
-            .filter(user::Column::Id.is_in(user_ids))
-            .all(txn)
-            .await?
-            .into_iter()
-            .map(|row| (row.id, UserView::from(row)))
-            .collect()
-    };
+    cache.load(txn, user_ids).await?;
+    let users = &cache.users;
 
     // Conversations, by direct key or by id, and their current members.
     let mut keys = Vec::new();
@@ -108,8 +127,8 @@ pub async fn store(
         conversation::Entity::find()
             .filter(
                 Condition::any()
-                    .add(conversation::Column::DirectKey.is_in(keys))
-                    .add(conversation::Column::Id.is_in(ids)),
+                    .add(conversation::Column::DirectKey.is_in(db::padded(keys)))
+                    .add(conversation::Column::Id.is_in(db::padded(ids))),
             )
             .all(txn)
             .await?
@@ -125,7 +144,7 @@ pub async fn store(
     let mut members: HashMap<i64, Vec<(i64, ReadState)>> = HashMap::new();
     if !by_id.is_empty() {
         let rows = member::Entity::find()
-            .filter(member::Column::ConversationId.is_in(by_id.keys().copied()))
+            .filter(member::Column::ConversationId.is_in(db::padded(by_id.keys().copied().collect())))
             .filter(member::Column::LeftEventId.is_null())
             .all(txn)
             .await?;
@@ -239,7 +258,7 @@ pub async fn store(
     // Messages: one multi-row insert. Rows get ascending ids in the order they are listed.
     let now = time::now();
     let mut message_ids = Vec::with_capacity(accepted.len());
-    for chunk in accepted.chunks(ROWS_PER_STATEMENT) {
+    for chunk in db::statement_chunks(&accepted, ROWS_PER_STATEMENT) {
         let rows = chunk.iter().map(|sent| {
             let job = &jobs[sent.job];
             let direct = sent.conversation.kind == "direct";
@@ -302,6 +321,7 @@ pub async fn store(
 
     // Frames in event order for every user: opened conversations first, then messages.
     let mut frames = Vec::new();
+    let users = &cache.users;
     for (sent, view) in accepted.iter().zip(&views) {
         let Some(created) = sent.opened else { continue };
         let sender = jobs[sent.job].sender_id;
@@ -374,16 +394,12 @@ async fn find_repeats(
     if keyed.is_empty() {
         return Ok(());
     }
-    let senders: HashSet<i64> = keyed.keys().map(|(sender, _)| *sender).collect();
-    let client_ids: HashSet<&str> = keyed.keys().map(|(_, client_id)| *client_id).collect();
-    let rows: Vec<message::Model> = message::Entity::find()
-        .filter(message::Column::SenderId.is_in(senders))
-        .filter(message::Column::ClientId.is_in(client_ids))
-        .all(txn)
-        .await?
-        .into_iter()
-        .filter(|row| row.client_id.as_deref().is_some_and(|c| keyed.contains_key(&(row.sender_id, c))))
-        .collect();
+    // One index seek per pair (`sender IN … AND client_id IN …` would try every combination).
+    let pairs = db::padded(keyed.keys().copied().collect::<Vec<_>>());
+    let wanted = pairs.into_iter().fold(Condition::any(), |any, (sender, client_id)| {
+        any.add(message::Column::SenderId.eq(sender).and(message::Column::ClientId.eq(client_id)))
+    });
+    let rows: Vec<message::Model> = message::Entity::find().filter(wanted).all(txn).await?;
     for view in attachments::views(txn, rows).await? {
         let Some(client_id) = view.client_id.as_deref() else { continue };
         for &i in keyed.get(&(view.sender_id, client_id)).into_iter().flatten() {
@@ -428,7 +444,7 @@ async fn write_counters(txn: &DatabaseTransaction, accepted: &[Accepted]) -> Res
         }
     }
     let rows: Vec<[i64; 3]> = added.into_iter().map(|((c, u), n)| [c, u, n]).collect();
-    for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+    for chunk in db::statement_chunks(&rows, ROWS_PER_STATEMENT) {
         let sql = format!(
             "UPDATE conversation_members SET unread_count = unread_count + d.column3 \
              FROM (VALUES {}) AS d \
@@ -443,7 +459,7 @@ async fn write_counters(txn: &DatabaseTransaction, accepted: &[Accepted]) -> Res
 /// Points each conversation at its latest message and event.
 async fn write_latest(txn: &DatabaseTransaction, latest: &HashMap<i64, (i64, i64)>) -> Result<(), DbErr> {
     let rows: Vec<[i64; 3]> = latest.iter().map(|(c, (m, e))| [*c, *m, *e]).collect();
-    for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+    for chunk in db::statement_chunks(&rows, ROWS_PER_STATEMENT) {
         let sql = format!(
             "UPDATE conversations SET last_message_id = d.column2, last_activity_id = d.column3 \
              FROM (VALUES {}) AS d WHERE conversations.id = d.column1",

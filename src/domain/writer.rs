@@ -21,11 +21,13 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use sea_orm::sqlx::{Postgres, pool::PoolConnection};
-use sea_orm::{ConnectionTrait, DatabaseTransaction, DbErr, TransactionTrait};
+use sea_orm::{
+    ConnectionTrait, DatabaseTransaction, DbErr, SqliteTransactionMode, TransactionOptions, TransactionTrait,
+};
 use tokio::sync::{mpsc, oneshot};
 
 use super::messages::Sent;
-use super::sending::{self, PendingMessage};
+use super::sending::{self, PendingMessage, UserCache};
 use crate::config::MessagingSettings;
 use crate::db::Db;
 use crate::error::{AppError, AppResult};
@@ -60,11 +62,13 @@ pub struct Writer {
 }
 
 impl Writer {
-    /// Starts the writer task on the current actix arbiter.
+    /// Starts the writer task on a thread of its own: on the main arbiter it would wait for
+    /// `ChatServer` and the rooms between its statements.
     pub fn start(db: Db, relay: Arc<Relay>, rules: MessagingSettings) -> Self {
         let (jobs, receiver) = mpsc::unbounded_channel();
         let cluster = db.is_postgres() && relay.redis().is_some();
-        actix::spawn(run(receiver, Batcher { db, relay, rules, cluster }));
+        let batcher = Batcher { db, relay, rules, cluster, users: UserCache::default() };
+        actix::Arbiter::new().spawn(run(receiver, batcher));
         Self { jobs }
     }
 
@@ -116,6 +120,7 @@ struct Batcher {
     relay: Arc<Relay>,
     rules: MessagingSettings,
     cluster: bool,
+    users: UserCache,
 }
 
 fn write_unavailable() -> AppError {
@@ -126,9 +131,9 @@ fn failure(err: &DbErr) -> AppError {
     AppError::internal(DbErr::Custom(err.to_string()))
 }
 
-async fn run(mut jobs: mpsc::UnboundedReceiver<Job>, batcher: Batcher) {
-    let Batcher { db, cluster, .. } = &batcher;
+async fn run(mut jobs: mpsc::UnboundedReceiver<Job>, mut batcher: Batcher) {
     while let Some(first) = jobs.recv().await {
+        let (db, cluster) = (&batcher.db, batcher.cluster);
         // Held for one batch only, so no pooled connection outlives the runtime at exit.
         let mut lock_connection: Option<PoolConnection<Postgres>> = None;
         // Whatever queued up while the last batch committed goes into this one.
@@ -139,7 +144,7 @@ async fn run(mut jobs: mpsc::UnboundedReceiver<Job>, batcher: Batcher) {
                 Err(_) => break,
             }
         }
-        let locked = if *cluster { lock(db, &mut lock_connection).await } else { Ok(()) };
+        let locked = if cluster { lock(db, &mut lock_connection).await } else { Ok(()) };
         match locked {
             Ok(()) => batcher.run_batch(batch).await,
             Err(err) => {
@@ -147,7 +152,7 @@ async fn run(mut jobs: mpsc::UnboundedReceiver<Job>, batcher: Batcher) {
                 fail_all(batch, &err);
             }
         }
-        if *cluster {
+        if cluster {
             unlock(&mut lock_connection).await;
         }
     }
@@ -178,7 +183,7 @@ impl Answer {
 }
 
 impl Batcher {
-    async fn run_batch(&self, batch: Vec<Job>) {
+    async fn run_batch(&mut self, batch: Vec<Job>) {
         let started = std::time::Instant::now();
         let jobs = batch.len();
         let mut sends = Vec::new();
@@ -193,7 +198,14 @@ impl Batcher {
                 Job::Work(work) => works.push(work),
             }
         }
-        let txn = match self.db.write.begin().await {
+        // IMMEDIATE takes SQLite's write lock at BEGIN, through the busy handler; a deferred
+        // transaction that upgrades later gets SQLITE_BUSY at once if the checkpointer holds
+        // a lock at that moment.
+        let options = TransactionOptions {
+            sqlite_transaction_mode: (!self.db.is_postgres()).then_some(SqliteTransactionMode::Immediate),
+            ..Default::default()
+        };
+        let txn = match self.db.write.begin_with_options(options).await {
             Ok(txn) => txn,
             Err(err) => {
                 tracing::warn!(error = %err, jobs, "write batch could not start");
@@ -216,8 +228,8 @@ impl Batcher {
             // work, a savepoint keeps that work going.
             let savepoint = if works.is_empty() { None } else { txn.begin().await.ok() };
             let stored = match &savepoint {
-                Some(savepoint) => sending::store(savepoint, &self.rules, sends).await,
-                None => sending::store(&txn, &self.rules, sends).await,
+                Some(savepoint) => sending::store(savepoint, &self.rules, &mut self.users, sends).await,
+                None => sending::store(&txn, &self.rules, &mut self.users, sends).await,
             };
             let stored = match (stored, savepoint) {
                 (Ok(stored), Some(savepoint)) => savepoint.commit().await.map(|()| stored),
