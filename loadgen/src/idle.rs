@@ -12,7 +12,7 @@ use futures_util::StreamExt;
 use tokio::net::TcpSocket;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 
-use crate::{register, rss_kb};
+use crate::{append_csv, register, rss_kb};
 
 /// Opens `count` sockets from `source` with the given tokens (round robin), waits for each
 /// `hello`, prints `ready`, then holds them until stdin closes.
@@ -50,7 +50,14 @@ pub async fn worker(url: &str, source: Ipv4Addr, count: usize, tokens: Vec<Strin
     Ok(())
 }
 
-pub async fn run(url: &str, pid: u32, sockets: usize, step: usize, users: usize) -> Result<(), String> {
+pub async fn run(
+    url: &str,
+    pid: u32,
+    sockets: usize,
+    step: usize,
+    users: usize,
+    csv: Option<(&std::path::Path, &str)>,
+) -> Result<(), String> {
     let http = reqwest::Client::new();
     eprintln!("registering {users} users…");
     let tokens: Vec<String> = register(&http, url, users).await?.into_iter().map(|a| a.token).collect();
@@ -87,7 +94,20 @@ pub async fn run(url: &str, pid: u32, sockets: usize, step: usize, users: usize)
         open += count;
         tokio::time::sleep(Duration::from_secs(2)).await;
         let rss = rss_kb(pid).ok_or("server gone")?;
-        println!("{open},{rss},{:.2}", (rss.saturating_sub(baseline)) as f64 / open as f64);
+        let per_socket = (rss.saturating_sub(baseline)) as f64 / open as f64;
+        println!("{open},{rss},{per_socket:.2}");
+        if let Some((path, label)) = csv {
+            append_csv(
+                path,
+                &[
+                    ("scenario", "idle".to_string()),
+                    ("label", label.to_string()),
+                    ("params", format!("sockets={open}")),
+                    ("rss_kb", rss.to_string()),
+                    ("kb_per_socket", format!("{per_socket:.2}")),
+                ],
+            )?;
+        }
     }
     for mut worker in workers {
         drop(worker.stdin.take());

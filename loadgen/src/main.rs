@@ -11,9 +11,12 @@
 //! - `search`: seeds a history, then times full-text searches.
 //! - `upload`: times large attachment uploads.
 //! - `idle`: the server's memory per open, quiet socket, from worker processes.
+//!
+//! `--csv FILE` appends each result as a row; `plot` draws the README's SVG plots from them.
 
 mod bench;
 mod idle;
+mod plot;
 
 use std::collections::HashMap;
 use std::fs::OpenOptions;
@@ -84,6 +87,19 @@ enum Scenario {
         step: usize,
         #[arg(long, default_value_t = 100)]
         users: usize,
+        /// Append one row per step to this CSV file.
+        #[arg(long)]
+        csv: Option<PathBuf>,
+        #[arg(long, default_value = "")]
+        label: String,
+    },
+    /// Draws SVG plots (latency against rate, memory against sockets, fan-out time against
+    /// group size) from the rows in `csv`.
+    Plot {
+        #[arg(long)]
+        csv: PathBuf,
+        #[arg(long, default_value = "docs/plots")]
+        out: PathBuf,
     },
     /// One `idle` worker (started by `idle`).
     #[command(hide = true)]
@@ -183,9 +199,11 @@ async fn main() -> Result<(), String> {
             return bench::search(url, *messages, (*senders).max(1), *queries).await;
         }
         Scenario::Upload { url, megabytes, count } => return bench::upload(url, *megabytes, *count).await,
-        Scenario::Idle { url, pid, sockets, step, users } => {
-            return idle::run(url, *pid, *sockets, (*step).max(1), (*users).max(1)).await;
+        Scenario::Idle { url, pid, sockets, step, users, csv, label } => {
+            let csv = csv.as_deref().map(|path| (path, label.as_str()));
+            return idle::run(url, *pid, *sockets, (*step).max(1), (*users).max(1), csv).await;
         }
+        Scenario::Plot { csv, out } => return plot::run(csv, out),
         Scenario::IdleWorker { url, source, count, tokens } => {
             return idle::worker(url, *source, *count, tokens.clone()).await;
         }
@@ -211,7 +229,8 @@ async fn main() -> Result<(), String> {
         Scenario::Search { .. }
         | Scenario::Upload { .. }
         | Scenario::Idle { .. }
-        | Scenario::IdleWorker { .. } => {
+        | Scenario::IdleWorker { .. }
+        | Scenario::Plot { .. } => {
             return Ok(());
         }
     };
@@ -284,7 +303,8 @@ async fn main() -> Result<(), String> {
         Scenario::Search { .. }
         | Scenario::Upload { .. }
         | Scenario::Idle { .. }
-        | Scenario::IdleWorker { .. } => {}
+        | Scenario::IdleWorker { .. }
+        | Scenario::Plot { .. } => {}
         Scenario::DmMax { .. } => {
             // Closed loop: each sender waits for its POST before the next.
             for (index, (recipient, token)) in pairs.iter().cloned().enumerate() {
@@ -389,27 +409,68 @@ async fn main() -> Result<(), String> {
         );
     }
     if let Some(path) = &common.csv {
-        let new = !path.exists();
-        let mut file = OpenOptions::new().create(true).append(true).open(path).map_err(|e| e.to_string())?;
-        if new {
-            writeln!(file, "scenario,label,params,sent,errors,delivered,lost,duplicated,msgs_per_s,p50_ms,p90_ms,p99_ms,max_ms,rss_kb,cpu_pct")
-                .map_err(|e| e.to_string())?;
-        }
-        writeln!(
-            file,
-            "{name},{},{params},{},{errors},{delivered},{lost},{duplicated},{throughput:.1},{:.3},{:.3},{:.3},{:.3},{},{}",
-            common.label,
-            sent.len(),
-            pct(0.50),
-            pct(0.90),
-            pct(0.99),
-            latencies.last().copied().unwrap_or(f64::NAN),
-            rss_kb.map_or(String::new(), |kb| kb.to_string()),
-            cpu.map_or(String::new(), |cpu| format!("{cpu:.1}")),
-        )
-        .map_err(|e| e.to_string())?;
+        let fanout = fan > 1;
+        let optional = |value: f64| if fanout { format!("{value:.3}") } else { String::new() };
+        append_csv(
+            path,
+            &[
+                ("scenario", name.to_string()),
+                ("label", common.label.clone()),
+                ("params", params.clone()),
+                ("sent", sent.len().to_string()),
+                ("errors", errors.to_string()),
+                ("delivered", delivered.to_string()),
+                ("lost", lost.to_string()),
+                ("duplicated", duplicated.to_string()),
+                ("msgs_per_s", format!("{throughput:.1}")),
+                ("p50_ms", format!("{:.3}", pct(0.50))),
+                ("p90_ms", format!("{:.3}", pct(0.90))),
+                ("p99_ms", format!("{:.3}", pct(0.99))),
+                ("max_ms", format!("{:.3}", latencies.last().copied().unwrap_or(f64::NAN))),
+                ("rss_kb", rss_kb.map_or(String::new(), |kb| kb.to_string())),
+                ("cpu_pct", cpu.map_or(String::new(), |cpu| format!("{cpu:.1}"))),
+                ("all_p50_ms", optional(percentile(&completions, 0.50))),
+                ("all_p99_ms", optional(percentile(&completions, 0.99))),
+            ],
+        )?;
     }
     Ok(())
+}
+
+/// Every scenario's CSV columns; a row leaves out what its scenario does not measure.
+const CSV_COLUMNS: [&str; 18] = [
+    "scenario",
+    "label",
+    "params",
+    "sent",
+    "errors",
+    "delivered",
+    "lost",
+    "duplicated",
+    "msgs_per_s",
+    "p50_ms",
+    "p90_ms",
+    "p99_ms",
+    "max_ms",
+    "rss_kb",
+    "cpu_pct",
+    "all_p50_ms",
+    "all_p99_ms",
+    "kb_per_socket",
+];
+
+/// Appends one row (writing the header first into a new file).
+fn append_csv(path: &std::path::Path, values: &[(&str, String)]) -> Result<(), String> {
+    let new = !path.exists();
+    let mut file = OpenOptions::new().create(true).append(true).open(path).map_err(|e| e.to_string())?;
+    if new {
+        writeln!(file, "{}", CSV_COLUMNS.join(",")).map_err(|e| e.to_string())?;
+    }
+    let row: Vec<&str> = CSV_COLUMNS
+        .iter()
+        .map(|column| values.iter().find(|(name, _)| name == column).map_or("", |(_, value)| value.as_str()))
+        .collect();
+    writeln!(file, "{}", row.join(",")).map_err(|e| e.to_string())
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {

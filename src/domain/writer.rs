@@ -205,7 +205,7 @@ impl Batcher {
             sqlite_transaction_mode: (!self.db.is_postgres()).then_some(SqliteTransactionMode::Immediate),
             ..Default::default()
         };
-        let txn = match self.db.write.begin_with_options(options).await {
+        let txn = match self.db.writer.begin_with_options(options).await {
             Ok(txn) => txn,
             Err(err) => {
                 tracing::warn!(error = %err, jobs, "write batch could not start");
@@ -328,7 +328,7 @@ impl Batcher {
 
 async fn lock(db: &Db, slot: &mut Option<PoolConnection<Postgres>>) -> Result<(), DbErr> {
     if slot.is_none() {
-        let pool = db.write.get_postgres_connection_pool();
+        let pool = db.writer.get_postgres_connection_pool();
         *slot = Some(pool.acquire().await.map_err(|err| DbErr::Custom(err.to_string()))?);
     }
     let Some(conn) = slot.as_mut() else { return Ok(()) };

@@ -1,0 +1,148 @@
+//! `plot`: draws the README's SVG plots from the CSV rows the scenarios append.
+//!
+//! - `latency-vs-rate.svg`: `dm` p50 and p99 against the send rate, one line per label.
+//! - `memory-vs-sockets.svg`: `idle` server RSS per socket against open sockets.
+//! - `fanout-vs-members.svg`: `fanout` p99 per recipient and until the last recipient,
+//!   against the group size.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use plotters::prelude::*;
+
+/// One CSV row, by column name.
+type Row = BTreeMap<String, String>;
+
+/// A named line of (x, y) points.
+struct Line {
+    name: String,
+    points: Vec<(f64, f64)>,
+}
+
+pub fn run(csv: &Path, out: &Path) -> Result<(), String> {
+    let text = std::fs::read_to_string(csv).map_err(|err| format!("{}: {err}", csv.display()))?;
+    let rows = parse(&text);
+    std::fs::create_dir_all(out).map_err(|err| format!("{}: {err}", out.display()))?;
+
+    let mut latency = Vec::new();
+    for (label, rows) in by_label(&rows, "dm") {
+        latency.push(line(&format!("{label} p50"), &rows, "rate", "p50_ms"));
+        latency.push(line(&format!("{label} p99"), &rows, "rate", "p99_ms"));
+    }
+    let mut memory = Vec::new();
+    for (label, rows) in by_label(&rows, "idle") {
+        memory.push(line(&format!("{label} KB per socket"), &rows, "sockets", "kb_per_socket"));
+    }
+    let mut fanout = Vec::new();
+    for (label, rows) in by_label(&rows, "fanout") {
+        fanout.push(line(&format!("{label} p99 per recipient"), &rows, "members", "p99_ms"));
+        fanout.push(line(&format!("{label} p99 until the last"), &rows, "members", "all_p99_ms"));
+    }
+    let charts = [
+        ("latency-vs-rate.svg", "dm: POST→frame latency against send rate", "messages/s", "ms", latency),
+        (
+            "memory-vs-sockets.svg",
+            "idle: server RSS per open socket",
+            "open sockets",
+            "KB per socket",
+            memory,
+        ),
+        (
+            "fanout-vs-members.svg",
+            "fanout: delivery latency against group size",
+            "group members",
+            "ms",
+            fanout,
+        ),
+    ];
+    for (file, title, x, y, lines) in charts {
+        let lines: Vec<Line> = lines.into_iter().filter(|line| !line.points.is_empty()).collect();
+        if lines.is_empty() {
+            eprintln!("{file}: no rows for it in {}", csv.display());
+            continue;
+        }
+        let path = out.join(file);
+        draw(&path, title, x, y, &lines).map_err(|err| format!("{}: {err}", path.display()))?;
+        println!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
+fn parse(text: &str) -> Vec<Row> {
+    let mut lines = text.lines();
+    let Some(header) = lines.next() else { return Vec::new() };
+    let names: Vec<&str> = header.split(',').collect();
+    lines
+        .map(|line| {
+            let mut row: Row = names
+                .iter()
+                .zip(line.split(','))
+                .map(|(name, value)| (name.to_string(), value.to_string()))
+                .collect();
+            // `params` holds `key=value` pairs, e.g. `users=1000 rate=500`.
+            let params = row.get("params").cloned().unwrap_or_default();
+            for pair in params.split_whitespace() {
+                if let Some((key, value)) = pair.split_once('=') {
+                    row.insert(key.to_string(), value.to_string());
+                }
+            }
+            row
+        })
+        .collect()
+}
+
+fn by_label<'a>(rows: &'a [Row], scenario: &str) -> BTreeMap<String, Vec<&'a Row>> {
+    let mut labels: BTreeMap<String, Vec<&Row>> = BTreeMap::new();
+    for row in rows.iter().filter(|row| row.get("scenario").is_some_and(|s| s == scenario)) {
+        let label =
+            row.get("label").filter(|label| !label.is_empty()).cloned().unwrap_or_else(|| "run".into());
+        labels.entry(label).or_default().push(row);
+    }
+    labels
+}
+
+fn line(name: &str, rows: &[&Row], x: &str, y: &str) -> Line {
+    let number = |row: &Row, key: &str| row.get(key).and_then(|value| value.parse::<f64>().ok());
+    let mut points: Vec<(f64, f64)> = rows
+        .iter()
+        .filter_map(|row| Some((number(row, x)?, number(row, y)?)))
+        .filter(|(_, y)| y.is_finite())
+        .collect();
+    points.sort_by(|a, b| a.0.total_cmp(&b.0));
+    Line { name: name.to_string(), points }
+}
+
+fn draw(path: &Path, title: &str, x_name: &str, y_name: &str, lines: &[Line]) -> Result<(), String> {
+    let all = lines.iter().flat_map(|line| line.points.iter());
+    let x_max = all.clone().map(|p| p.0).fold(0.0, f64::max) * 1.05;
+    let y_max = all.map(|p| p.1).fold(0.0, f64::max) * 1.15;
+    let root = SVGBackend::new(path, (800, 480)).into_drawing_area();
+    root.fill(&WHITE).map_err(|err| err.to_string())?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 20))
+        .margin(16)
+        .x_label_area_size(44)
+        .y_label_area_size(60)
+        .build_cartesian_2d(0.0..x_max.max(1.0), 0.0..y_max.max(1.0))
+        .map_err(|err| err.to_string())?;
+    chart.configure_mesh().x_desc(x_name).y_desc(y_name).draw().map_err(|err| err.to_string())?;
+    for (index, line) in lines.iter().enumerate() {
+        let color = Palette99::pick(index).to_rgba();
+        chart
+            .draw_series(LineSeries::new(line.points.iter().copied(), color.stroke_width(2)))
+            .map_err(|err| err.to_string())?
+            .label(line.name.clone())
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
+        chart
+            .draw_series(line.points.iter().map(|point| Circle::new(*point, 3, color.filled())))
+            .map_err(|err| err.to_string())?;
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .draw()
+        .map_err(|err| err.to_string())?;
+    root.present().map_err(|err| err.to_string())
+}
