@@ -7,8 +7,9 @@
 #
 # Needs redis-server (cross) and PostgreSQL at $BENCH_POSTGRES (default
 # postgres://postgres@127.0.0.1:5432). Writes target/bench/results.csv, target/bench/*.log
-# and docs/plots/*.svg. Each server gets a fresh database; rate limits are off, since the
-# generator registers and sends far beyond them.
+# and docs/plots/*.svg (with a copy of the CSV they were drawn from). Each server gets a
+# fresh database; rate limits are off, since the generator registers and sends far beyond
+# them.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -133,8 +134,11 @@ if want cross; then
     start 8081 "$url" "redis://127.0.0.1:$REDIS_PORT"
     first=$PID
     start 8082 "$url" "redis://127.0.0.1:$REDIS_PORT"
-    run dm --url http://127.0.0.1:8081 --users 1000 --rate 500 --duration 20 --pid "$first" --csv "$CSV" --label "postgres+redis, one instance"
-    run cross --url http://127.0.0.1:8081 --receiver-url http://127.0.0.1:8082 --users 1000 --rate 500 --duration 20 --pid "$first" --csv "$CSV" --label "postgres+redis, two instances"
+    run dm --url http://127.0.0.1:8081 --users 1000 --rate 500 --duration 20 --pid "$first" --csv "$CSV" --label "postgres+redis one instance"
+    run cross --url http://127.0.0.1:8081 --receiver-url http://127.0.0.1:8082 --users 1000 --rate 500 --duration 20 --pid "$first" --csv "$CSV" --label "postgres+redis two instances"
 fi
 
-if [[ -f $CSV ]]; then "$LOAD" plot --csv "$CSV" --out docs/plots; fi
+if [[ -f $CSV ]]; then
+    cp "$CSV" docs/plots/results.csv
+    "$LOAD" plot --csv "$CSV" --out docs/plots
+fi

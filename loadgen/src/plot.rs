@@ -38,31 +38,41 @@ pub fn run(csv: &Path, out: &Path) -> Result<(), String> {
         fanout.push(line(&format!("{label} p99 per recipient"), &rows, "members", "p99_ms"));
         fanout.push(line(&format!("{label} p99 until the last"), &rows, "members", "all_p99_ms"));
     }
+    // Latencies span three orders of magnitude between the databases: a log scale shows both.
     let charts = [
-        ("latency-vs-rate.svg", "dm: POST→frame latency against send rate", "messages/s", "ms", latency),
+        (
+            "latency-vs-rate.svg",
+            "dm: POST→frame latency against send rate",
+            "messages/s",
+            "ms (log)",
+            true,
+            latency,
+        ),
         (
             "memory-vs-sockets.svg",
             "idle: server RSS per open socket",
             "open sockets",
             "KB per socket",
+            false,
             memory,
         ),
         (
             "fanout-vs-members.svg",
-            "fanout: delivery latency against group size",
+            "fanout at 20 msgs/s against group size",
             "group members",
-            "ms",
+            "ms (log)",
+            true,
             fanout,
         ),
     ];
-    for (file, title, x, y, lines) in charts {
+    for (file, title, x, y, log, lines) in charts {
         let lines: Vec<Line> = lines.into_iter().filter(|line| !line.points.is_empty()).collect();
         if lines.is_empty() {
             eprintln!("{file}: no rows for it in {}", csv.display());
             continue;
         }
         let path = out.join(file);
-        draw(&path, title, x, y, &lines).map_err(|err| format!("{}: {err}", path.display()))?;
+        draw(&path, title, (x, y), log, &lines).map_err(|err| format!("{}: {err}", path.display()))?;
         println!("wrote {}", path.display());
     }
     Ok(())
@@ -112,20 +122,43 @@ fn line(name: &str, rows: &[&Row], x: &str, y: &str) -> Line {
     Line { name: name.to_string(), points }
 }
 
-fn draw(path: &Path, title: &str, x_name: &str, y_name: &str, lines: &[Line]) -> Result<(), String> {
+fn draw(path: &Path, title: &str, axes: (&str, &str), log: bool, lines: &[Line]) -> Result<(), String> {
     let all = lines.iter().flat_map(|line| line.points.iter());
-    let x_max = all.clone().map(|p| p.0).fold(0.0, f64::max) * 1.05;
-    let y_max = all.map(|p| p.1).fold(0.0, f64::max) * 1.15;
+    let x_max = (all.clone().map(|p| p.0).fold(0.0, f64::max) * 1.05).max(1.0);
+    let y_max = (all.clone().map(|p| p.1).fold(0.0, f64::max) * 1.3).max(1.0);
+    let y_min = all.map(|p| p.1).fold(f64::INFINITY, f64::min).max(0.01) / 1.5;
     let root = SVGBackend::new(path, (800, 480)).into_drawing_area();
     root.fill(&WHITE).map_err(|err| err.to_string())?;
-    let mut chart = ChartBuilder::on(&root)
-        .caption(title, ("sans-serif", 20))
-        .margin(16)
-        .x_label_area_size(44)
-        .y_label_area_size(60)
-        .build_cartesian_2d(0.0..x_max.max(1.0), 0.0..y_max.max(1.0))
+    let mut builder = ChartBuilder::on(&root);
+    builder.caption(title, ("sans-serif", 20)).margin(16).x_label_area_size(44).y_label_area_size(60);
+    if log {
+        let chart =
+            builder.build_cartesian_2d(0.0..x_max, (y_min..y_max).log_scale()).map_err(|e| e.to_string())?;
+        series(chart, axes, lines)
+    } else {
+        let chart = builder.build_cartesian_2d(0.0..x_max, 0.0..y_max).map_err(|e| e.to_string())?;
+        series(chart, axes, lines)
+    }?;
+    root.present().map_err(|err| err.to_string())
+}
+
+fn series<'a, Y>(
+    mut chart: ChartContext<'a, SVGBackend<'a>, Cartesian2d<plotters::coord::types::RangedCoordf64, Y>>,
+    (x_name, y_name): (&str, &str),
+    lines: &[Line],
+) -> Result<(), String>
+where
+    Y: Ranged<ValueType = f64> + plotters::coord::ranged1d::ValueFormatter<f64>,
+{
+    chart
+        .configure_mesh()
+        .x_desc(x_name)
+        .y_desc(y_name)
+        .light_line_style(RGBColor(238, 238, 238))
+        .x_label_formatter(&|x| format!("{x:.0}"))
+        .y_label_formatter(&|y| if *y >= 10.0 { format!("{y:.0}") } else { format!("{y:.1}") })
+        .draw()
         .map_err(|err| err.to_string())?;
-    chart.configure_mesh().x_desc(x_name).y_desc(y_name).draw().map_err(|err| err.to_string())?;
     for (index, line) in lines.iter().enumerate() {
         let color = Palette99::pick(index).to_rgba();
         chart
@@ -143,6 +176,5 @@ fn draw(path: &Path, title: &str, x_name: &str, y_name: &str, lines: &[Line]) ->
         .background_style(WHITE.mix(0.85))
         .border_style(BLACK)
         .draw()
-        .map_err(|err| err.to_string())?;
-    root.present().map_err(|err| err.to_string())
+        .map_err(|err| err.to_string())
 }
