@@ -44,6 +44,10 @@ impl Db {
             // No connection at start: the first is opened when the writer first asks, on
             // its thread. Two: the batch's, and the event lock's with several instances.
             options.min_connections(0).max_connections(2).connect_lazy(true);
+            // A batch's multi-row statements take one shape per row count; with sqlx's
+            // default 100 cached statements they were evicted and prepared again all the
+            // time, each eviction a round trip of its own.
+            options.map_sqlx_postgres_opts(|opts| opts.statement_cache_capacity(4096));
             let writer = Database::connect(options).await?;
             Ok(Self { write: pool.clone(), read: pool, writer, backend: DatabaseBackend::Postgres })
         }
