@@ -17,9 +17,9 @@ pub struct Db {
     /// Reads that need no transaction.
     pub read: DatabaseConnection,
     /// The `Writer`'s own connections. On PostgreSQL a pool of its own, whose connections are
-    /// opened by the writer's thread: a socket is served by the runtime that opened it, and
-    /// one opened by a busy HTTP worker made every statement of a batch wait for that worker
-    /// (about 0.7 ms a statement). On SQLite the one write connection.
+    /// opened by the writer's thread: a socket is served by the runtime that opened it, so a
+    /// connection opened by an HTTP worker would have the writer's statements wait for that
+    /// worker's turn. On SQLite the one write connection.
     pub writer: DatabaseConnection,
     pub backend: DatabaseBackend,
 }
