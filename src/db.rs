@@ -102,11 +102,9 @@ pub fn statement(backend: DatabaseBackend, sql: &str, values: Vec<sea_orm::Value
     sea_orm::Statement::from_sql_and_values(backend, sql, values)
 }
 
-/// Splits `items` into runs of at most `max`: multi-row statements stay under the databases'
-/// limits on bound values (SQLite: 32,766).
-pub fn statement_chunks<T>(items: &[T], max: usize) -> std::slice::Chunks<'_, T> {
-    items.chunks(max)
-}
+/// Rows per multi-row statement: SQLite allows 32,766 bound values, and no row of ours
+/// binds more than eight.
+pub const MAX_ROWS_PER_STATEMENT: usize = 1024;
 
 /// Pads a list for `IN (…)` to a power of two by repeating its last value, so a batch's
 /// queries come in a handful of shapes that stay in each connection's prepared-statement

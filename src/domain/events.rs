@@ -92,29 +92,19 @@ pub async fn append_for_user(
     insert(conn, conversation_id, Some(user_id), stored).await
 }
 
-/// Appends one event per `(conversation_id, event)` in one statement; returns their ids, in
-/// the order given.
+/// Appends one event per `(conversation_id, event)` in as few statements as the databases'
+/// limits allow; returns their ids, in the order given.
 pub async fn append_many(
     conn: &impl ConnectionTrait,
     stored: &[(i64, StoredEvent)],
 ) -> Result<Vec<i64>, DbErr> {
     let now = time::now();
     let mut ids = Vec::with_capacity(stored.len());
-    // SQLite allows 32,766 bound values; an event row binds six.
-    for chunk in crate::db::statement_chunks(stored, 1024) {
-        let mut rows = Vec::with_capacity(chunk.len());
-        for (conversation_id, event) in chunk {
-            let payload = serde_json::to_string(event).map_err(|err| DbErr::Custom(err.to_string()))?;
-            rows.push(event::ActiveModel {
-                conversation_id: Set(Some(*conversation_id)),
-                user_id: Set(None),
-                kind: Set(event.kind().to_owned()),
-                payload: Set(payload),
-                created_at: Set(now),
-                message_id: Set(event.created_message_id()),
-                ..Default::default()
-            });
-        }
+    for chunk in stored.chunks(crate::db::MAX_ROWS_PER_STATEMENT) {
+        let rows = chunk
+            .iter()
+            .map(|(conversation_id, event)| row(*conversation_id, None, event, now))
+            .collect::<Result<Vec<_>, _>>()?;
         // One statement's rows take ascending ids in the order they are listed.
         let mut chunk_ids = event::Entity::insert_many(rows).exec_with_returning_keys(conn).await?;
         chunk_ids.sort_unstable();
@@ -133,20 +123,27 @@ async fn insert(
     user_id: Option<i64>,
     stored: &StoredEvent,
 ) -> Result<i64, DbErr> {
+    let row = row(conversation_id, user_id, stored, time::now())?.insert(conn).await?;
+    crate::metrics::record(|m| m.events.inc());
+    Ok(row.id)
+}
+
+fn row(
+    conversation_id: i64,
+    user_id: Option<i64>,
+    stored: &StoredEvent,
+    now: Timestamp,
+) -> Result<event::ActiveModel, DbErr> {
     let payload = serde_json::to_string(stored).map_err(|err| DbErr::Custom(err.to_string()))?;
-    let row = event::ActiveModel {
+    Ok(event::ActiveModel {
         conversation_id: Set(Some(conversation_id)),
         user_id: Set(user_id),
         kind: Set(stored.kind().to_owned()),
         payload: Set(payload),
-        created_at: Set(time::now()),
+        created_at: Set(now),
         message_id: Set(stored.created_message_id()),
         ..Default::default()
-    }
-    .insert(conn)
-    .await?;
-    crate::metrics::record(|m| m.events.inc());
-    Ok(row.id)
+    })
 }
 
 /// Renders one event as `reader` sees it. `conversation` is the reader's view of the

@@ -27,8 +27,6 @@ use crate::realtime::protocol::ServerFrame;
 use crate::realtime::{UserFrame, UserId};
 use crate::time;
 
-/// Rows per multi-row statement (a power of two): SQLite allows 32,766 bound values.
-const ROWS_PER_STATEMENT: usize = 1024;
 /// Users the writer keeps; beyond this the cache starts over.
 const CACHED_USERS: usize = 100_000;
 
@@ -103,7 +101,7 @@ pub async fn store(
 
     // Users: every sender, and the recipient of each send by user id.
     let mut user_ids: HashSet<i64> = HashSet::new();
-    for (_, job) in jobs.iter().enumerate().filter(|(i, _)| results[*i].is_none()) {
+    for job in unanswered(&jobs, &results) {
         user_ids.insert(job.sender_id);
         if let Target::User(recipient) = job.target {
             user_ids.insert(recipient);
@@ -115,7 +113,7 @@ pub async fn store(
     // Conversations, by direct key or by id, and their current members.
     let mut keys = Vec::new();
     let mut ids = Vec::new();
-    for (_, job) in jobs.iter().enumerate().filter(|(i, _)| results[*i].is_none()) {
+    for job in unanswered(&jobs, &results) {
         match job.target {
             Target::User(recipient) => keys.push(direct_key(job.sender_id, recipient)),
             Target::Conversation(id) | Target::Group(id) => ids.push(id),
@@ -258,7 +256,7 @@ pub async fn store(
     // Messages: one multi-row insert. Rows get ascending ids in the order they are listed.
     let now = time::now();
     let mut message_ids = Vec::with_capacity(accepted.len());
-    for chunk in db::statement_chunks(&accepted, ROWS_PER_STATEMENT) {
+    for chunk in accepted.chunks(db::MAX_ROWS_PER_STATEMENT) {
         let rows = chunk.iter().map(|sent| {
             let job = &jobs[sent.job];
             let direct = sent.conversation.kind == "direct";
@@ -377,6 +375,14 @@ pub async fn store(
     Ok(Stored { results: finish(results), frames })
 }
 
+/// The sends that no check has answered yet.
+fn unanswered<'a>(
+    jobs: &'a [PendingMessage],
+    results: &'a [Option<AppResult<Sent>>],
+) -> impl Iterator<Item = &'a PendingMessage> {
+    jobs.iter().zip(results).filter(|(_, result)| result.is_none()).map(|(job, _)| job)
+}
+
 /// Sends whose `client_id` the sender already used in an earlier batch: they answer with
 /// the stored message.
 async fn find_repeats(
@@ -444,7 +450,7 @@ async fn write_counters(txn: &DatabaseTransaction, accepted: &[Accepted]) -> Res
         }
     }
     let rows: Vec<[i64; 3]> = added.into_iter().map(|((c, u), n)| [c, u, n]).collect();
-    for chunk in db::statement_chunks(&rows, ROWS_PER_STATEMENT) {
+    for chunk in rows.chunks(db::MAX_ROWS_PER_STATEMENT) {
         let sql = format!(
             "UPDATE conversation_members SET unread_count = unread_count + d.column3 \
              FROM (VALUES {}) AS d \
@@ -459,7 +465,7 @@ async fn write_counters(txn: &DatabaseTransaction, accepted: &[Accepted]) -> Res
 /// Points each conversation at its latest message and event.
 async fn write_latest(txn: &DatabaseTransaction, latest: &HashMap<i64, (i64, i64)>) -> Result<(), DbErr> {
     let rows: Vec<[i64; 3]> = latest.iter().map(|(c, (m, e))| [*c, *m, *e]).collect();
-    for chunk in db::statement_chunks(&rows, ROWS_PER_STATEMENT) {
+    for chunk in rows.chunks(db::MAX_ROWS_PER_STATEMENT) {
         let sql = format!(
             "UPDATE conversations SET last_message_id = d.column2, last_activity_id = d.column3 \
              FROM (VALUES {}) AS d WHERE conversations.id = d.column1",
