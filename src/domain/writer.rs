@@ -132,6 +132,7 @@ fn failure(err: &DbErr) -> AppError {
 }
 
 async fn run(mut jobs: mpsc::UnboundedReceiver<Job>, mut batcher: Batcher) {
+    open_connections(&batcher.db, batcher.cluster).await;
     while let Some(first) = jobs.recv().await {
         let (db, cluster) = (&batcher.db, batcher.cluster);
         // Held for one batch only, so no pooled connection outlives the runtime at exit.
@@ -154,6 +155,27 @@ async fn run(mut jobs: mpsc::UnboundedReceiver<Job>, mut batcher: Batcher) {
         }
         if cluster {
             unlock(&mut lock_connection).await;
+        }
+    }
+}
+
+/// Opens the writer's PostgreSQL connections (the batch's, and the event lock's in a
+/// cluster) on this thread before the first batch. Opened by the first batch instead (TCP,
+/// TLS, authentication: ~90 ms each here), they held up every send queued behind it: 1% of
+/// a 20 s `dm` run at 500 msgs/s waited 150 ms or more.
+async fn open_connections(db: &Db, cluster: bool) {
+    if !db.is_postgres() {
+        return;
+    }
+    let pool = db.writer.get_postgres_connection_pool();
+    let mut opened = Vec::new();
+    for _ in 0..if cluster { 2 } else { 1 } {
+        match pool.acquire().await {
+            Ok(connection) => opened.push(connection),
+            Err(err) => {
+                tracing::warn!(error = %err, "could not open the writer's connection; the first batch will");
+                break;
+            }
         }
     }
 }
