@@ -33,6 +33,7 @@ on_both_databases!(
     the_owner_s_role_cannot_be_changed,
     group_read_receipts_reach_every_member_and_show_in_the_members_list,
     typing_in_a_group_reaches_the_other_members_but_not_a_removed_one,
+    concurrent_sends_from_several_members_leave_each_their_own_unread_count,
 );
 
 fn event_id_of(frame: &Value) -> i64 {
@@ -1198,5 +1199,41 @@ async fn a_group_message_reaches_members_on_both_instances_once() {
     // Once each: no duplicate from the other instance.
     for socket in [&mut alice_on_a, &mut bob_on_a, &mut bob_on_b, &mut carol_on_b] {
         socket.expect_none_of("new_message", Duration::from_millis(500)).await;
+    }
+}
+
+/// Sends that arrive together are stored in one writer batch, where the members who sent
+/// nothing gain every message at once and each sender gains only the others'.
+async fn concurrent_sends_from_several_members_leave_each_their_own_unread_count(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let alice = app.user("alice").await;
+    let bob = app.user("bob").await;
+    let carol = app.user("carol").await;
+    let dave = app.user("dave").await;
+    let group = id_of(&create_group(&app, &alice, "club", &[&bob, &carol, &dave]).await);
+    let mut dave_socket = app.ws(&dave).await;
+
+    let mut sends: Vec<(&TestUser, Value)> = Vec::new();
+    for (from, count) in [(&alice, 6), (&bob, 4), (&carol, 3)] {
+        for n in 0..count {
+            sends.push((from, json!({"message": format!("{} {n}", from.username)})));
+        }
+    }
+    let replies = futures_util::future::join_all(
+        sends.iter().map(|(from, body)| group_send_reply(&app, from, group, body)),
+    )
+    .await;
+    for reply in &replies {
+        assert_status(reply, 201, "a concurrent group send");
+    }
+
+    for (user, unread) in [(&alice, 7), (&bob, 9), (&carol, 10), (&dave, 13)] {
+        let view = app.get(Some(&user.token), &format!("/api/conversations/{group}")).await;
+        assert_eq!(view.body["unread_count"], unread, "{}: {}", user.username, view.body);
+    }
+    // Dave's frames count up one by one, whichever batch each message was in.
+    for unread in 1..=13 {
+        let frame = dave_socket.next_of("new_message").await;
+        assert_eq!(frame["conversation"]["unread_count"], unread, "{frame}");
     }
 }
