@@ -17,7 +17,7 @@ use sea_orm::{Condition, ConnectionTrait, DatabaseBackend, DatabaseTransaction, 
 use super::attachments::{self, StoredFile};
 use super::conversations::{self, direct_key};
 use super::events::{self, StoredEvent};
-use super::messages::{PerReaderFrame, Sent, Target, create_direct};
+use super::messages::{PerReaderFrame, Sent, Target, create_directs};
 use super::safety::{self, Pair};
 use super::views::{ConversationKind, ConversationView, MessageView, UserView, optional_id};
 use crate::config::MessagingSettings;
@@ -188,11 +188,14 @@ pub async fn store(
     let pairs: Vec<(i64, i64)> =
         checked.iter().filter_map(|(i, _, other)| other.map(|other| (jobs[*i].sender_id, other))).collect();
     let standing = safety::pairs(txn, &pairs).await?;
-    let mut accepted: Vec<Accepted> = Vec::new();
-    let mut opened_keys: HashMap<String, conversation::Model> = HashMap::new();
-    // A retry of a send accepted earlier in this batch answers with that send's message.
+    // A retry of a send admitted earlier in this batch answers with that send's message.
     let mut first_send: HashMap<(i64, &str), usize> = HashMap::new();
     let mut repeats: Vec<(usize, usize)> = Vec::new();
+    // Sends that passed, in order, with their conversation if it exists; first messages
+    // between two users open theirs, all in one go below.
+    let mut admitted: Vec<(usize, Option<conversation::Model>, Option<i64>, String)> = Vec::new();
+    let mut to_open: Vec<(String, i64, i64)> = Vec::new();
+    let mut opening: HashSet<String> = HashSet::new();
     for (i, conversation, other) in checked {
         let job = &jobs[i];
         if let Some(client_id) = job.client_id.as_deref()
@@ -210,23 +213,42 @@ pub async fn store(
             }
             body = pair.mask(rules, body);
         }
-        let (conversation, opened) = match conversation {
+        if conversation.is_none()
+            && let Some(recipient) = other
+        {
+            let key = direct_key(job.sender_id, recipient);
+            if opening.insert(key.clone()) {
+                to_open.push((key, job.sender_id, recipient));
+            }
+        }
+        if let Some(client_id) = job.client_id.as_deref() {
+            first_send.insert((job.sender_id, client_id), admitted.len());
+        }
+        admitted.push((i, conversation, other, body));
+    }
+    // Each opened conversation, with its `conversation_created` event until a send takes it.
+    let mut opened: HashMap<String, (conversation::Model, Option<i64>)> = HashMap::new();
+    if !to_open.is_empty() {
+        let created = create_directs(txn, &to_open).await?;
+        for ((key, sender, recipient), (conversation, event_id)) in to_open.into_iter().zip(created) {
+            let fresh = ReadState { unread_count: 0, last_read_message_id: 0 };
+            members.insert(conversation.id, vec![(sender, fresh), (recipient, fresh)]);
+            opened.insert(key, (conversation, Some(event_id)));
+        }
+    }
+
+    let mut accepted: Vec<Accepted> = Vec::with_capacity(admitted.len());
+    for (i, conversation, other, body) in admitted {
+        let job = &jobs[i];
+        let (conversation, opened_by_this) = match conversation {
             Some(conversation) => (conversation, None),
             None => {
-                // A first message between two users opens their conversation.
-                let recipient = other.unwrap_or_default();
-                let key = direct_key(job.sender_id, recipient);
-                match opened_keys.get(&key) {
-                    Some(conversation) => (conversation.clone(), None),
-                    None => {
-                        let (conversation, event_id) =
-                            create_direct(txn, key.clone(), job.sender_id, recipient).await?;
-                        let fresh = ReadState { unread_count: 0, last_read_message_id: 0 };
-                        members.insert(conversation.id, vec![(job.sender_id, fresh), (recipient, fresh)]);
-                        opened_keys.insert(key, conversation.clone());
-                        (conversation, Some(event_id))
-                    }
-                }
+                let key = direct_key(job.sender_id, other.unwrap_or_default());
+                let Some((conversation, event_id)) = opened.get_mut(&key) else {
+                    return Err(DbErr::Custom("a direct conversation was not opened".into()));
+                };
+                // The first send into it announces it.
+                (conversation.clone(), event_id.take())
             }
         };
         // Counters move in memory in batch order; one statement writes them below.
@@ -236,10 +258,14 @@ pub async fn store(
             state.unread_count += 1;
             recipients.push((*user_id, *state));
         }
-        if let Some(client_id) = job.client_id.as_deref() {
-            first_send.insert((job.sender_id, client_id), accepted.len());
-        }
-        accepted.push(Accepted { job: i, sender: job.sender_id, conversation, body, opened, recipients });
+        accepted.push(Accepted {
+            job: i,
+            sender: job.sender_id,
+            conversation,
+            body,
+            opened: opened_by_this,
+            recipients,
+        });
     }
 
     if accepted.is_empty() {

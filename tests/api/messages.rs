@@ -605,8 +605,58 @@ on_both_databases!(
     a_retry_with_the_same_client_id_returns_200_and_the_original,
     ten_concurrent_retries_store_exactly_one_message,
     a_burst_of_mixed_sends_gets_each_its_own_answer,
+    first_messages_to_many_users_at_once_each_open_their_own_conversation,
     the_same_client_id_from_another_sender_is_another_message,
     sending_by_conversation_id_reaches_the_other_member,
     sending_into_a_conversation_you_are_not_in_is_404,
     a_third_user_can_neither_see_nor_write_into_a_pair_s_conversation,
 );
+
+/// First messages that arrive together open their conversations together (one writer
+/// batch); each recipient still hears of theirs before its first message.
+async fn first_messages_to_many_users_at_once_each_open_their_own_conversation(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let alice = app.user("alice").await;
+    let mut friends = Vec::new();
+    for n in 0..6 {
+        friends.push(app.user(&format!("friend{n}")).await);
+    }
+    let mut sockets = Vec::new();
+    for friend in &friends {
+        sockets.push(app.ws(friend).await);
+    }
+    let bodies: Vec<Value> = friends
+        .iter()
+        .map(|friend| json!({"recipient_id": friend.id, "message": format!("hi {}", friend.username)}))
+        .collect();
+    let replies = join_all(bodies.iter().map(|body| app.send_message(&alice, body))).await;
+
+    let mut conversations: Vec<i64> = replies
+        .iter()
+        .map(|reply| {
+            assert_eq!(reply.status, 201, "{}", reply.body);
+            conversation_of(&reply.body)
+        })
+        .collect();
+    for ((friend, socket), reply) in friends.iter().zip(&mut sockets).zip(&replies) {
+        let created = socket.next().await;
+        assert_eq!(created["type"], "conversation_created", "{created}");
+        assert_eq!(created["conversation"]["id"], reply.body["conversation_id"], "{created}");
+        assert_eq!(created["conversation"]["other_user"]["id"], alice.id, "{created}");
+        let frame = socket.next_of("new_message").await;
+        assert_eq!(frame["message"], reply.body, "{}", friend.username);
+        assert_eq!(frame["conversation"]["unread_count"], 1);
+        assert!(frame["event_id"].as_i64() > created["event_id"].as_i64(), "{frame}");
+    }
+    let list = app.get(Some(&alice.token), "/api/conversations").await;
+    let listed = list.body["conversations"].as_array().cloned().unwrap_or_default();
+    assert_eq!(listed.len(), 6, "{}", list.body);
+    for entry in &listed {
+        let reply = replies.iter().find(|reply| reply.body["conversation_id"] == entry["id"]);
+        let reply = reply.unwrap_or_else(|| panic!("an unknown conversation: {entry}"));
+        assert_eq!(entry["last_message"]["id"], reply.body["id"], "{entry}");
+    }
+    conversations.sort_unstable();
+    conversations.dedup();
+    assert_eq!(conversations.len(), 6);
+}
