@@ -217,6 +217,11 @@ fn sqlite_placeholders(sql: &str) -> String {
     anonymous
 }
 
+/// `$first, $first+1, …` for `count` values, for an `IN (…)` list.
+pub fn placeholders(first: usize, count: usize) -> String {
+    (first..first + count).map(|n| format!("${n}")).collect::<Vec<_>>().join(", ")
+}
+
 /// Rows per multi-row statement: SQLite allows 32,766 bound values, and no row of ours
 /// binds more than eight.
 pub const MAX_ROWS_PER_STATEMENT: usize = 1024;
@@ -264,6 +269,13 @@ mod tests {
         assert_eq!(sqlite_placeholders("x = $2 AND y = $1"), "x = ?2 AND y = ?1");
         assert_eq!(sqlite_placeholders("SELECT 1"), "SELECT 1");
         assert_eq!(sqlite_placeholders("x = $1 AND y = $"), "x = ?1 AND y = ?");
+    }
+
+    #[test]
+    fn placeholders_number_from_the_first() {
+        assert_eq!(placeholders(1, 3), "$1, $2, $3");
+        assert_eq!(placeholders(3, 2), "$3, $4");
+        assert_eq!(placeholders(1, 0), "");
     }
 
     #[test]

@@ -174,51 +174,50 @@ pub(super) async fn create_directs(
     pairs: &[(String, i64, i64)],
 ) -> Result<Vec<(conversation::Model, i64)>, DbErr> {
     let now = time::now();
-    let mut ids = Vec::with_capacity(pairs.len());
-    for chunk in pairs.chunks(crate::db::MAX_ROWS_PER_STATEMENT) {
-        let rows = chunk.iter().map(|(key, sender_id, _)| conversation::ActiveModel {
-            kind: Set("direct".to_owned()),
-            name: Set(None),
-            direct_key: Set(Some(key.clone())),
-            created_by: Set(*sender_id),
-            created_at: Set(now),
-            last_message_id: Set(None),
-            last_activity_id: Set(0),
-            ..Default::default()
-        });
-        // One statement's rows take ascending ids in the order they are listed.
-        let mut chunk_ids = conversation::Entity::insert_many(rows).exec_with_returning_keys(txn).await?;
-        chunk_ids.sort_unstable();
-        ids.extend(chunk_ids);
-    }
-    if ids.len() != pairs.len() {
-        return Err(DbErr::Custom("a conversation insert returned the wrong number of ids".into()));
-    }
-    let created: Vec<(i64, StoredEvent)> =
-        ids.iter().map(|id| (*id, StoredEvent::ConversationCreated {})).collect();
-    let event_ids = events::append_many(txn, &created).await?;
-    let mut members = Vec::with_capacity(pairs.len() * 2);
-    let mut opened = Vec::with_capacity(pairs.len());
-    for (((key, sender_id, recipient_id), id), event_id) in pairs.iter().zip(ids).zip(event_ids) {
-        for user_id in [*sender_id, *recipient_id] {
-            members.push(new_member(id, user_id, "member", event_id, 0));
-        }
-        let conversation = conversation::Model {
-            id,
+    let mut models: Vec<conversation::Model> = pairs
+        .iter()
+        .map(|(key, sender_id, _)| conversation::Model {
+            id: 0,
             kind: "direct".to_owned(),
             name: None,
             direct_key: Some(key.clone()),
             created_by: *sender_id,
             created_at: now,
             last_message_id: None,
-            last_activity_id: event_id,
-        };
-        opened.push((conversation, event_id));
+            last_activity_id: 0,
+        })
+        .collect();
+    let mut ids = Vec::with_capacity(models.len());
+    for chunk in models.chunks(crate::db::MAX_ROWS_PER_STATEMENT) {
+        let rows = chunk.iter().map(|model| conversation::ActiveModel {
+            id: sea_orm::ActiveValue::NotSet,
+            ..model.clone().into_active_model()
+        });
+        // One statement's rows take ascending ids in the order they are listed.
+        let mut chunk_ids = conversation::Entity::insert_many(rows).exec_with_returning_keys(txn).await?;
+        chunk_ids.sort_unstable();
+        ids.extend(chunk_ids);
+    }
+    if ids.len() != models.len() {
+        return Err(DbErr::Custom("a conversation insert returned the wrong number of ids".into()));
+    }
+    let created: Vec<(i64, StoredEvent)> =
+        ids.iter().map(|id| (*id, StoredEvent::ConversationCreated {})).collect();
+    let event_ids = events::append_many(txn, &created).await?;
+    let mut members = Vec::with_capacity(pairs.len() * 2);
+    for (((model, (_, sender_id, recipient_id)), id), event_id) in
+        models.iter_mut().zip(pairs).zip(ids).zip(&event_ids)
+    {
+        model.id = id;
+        model.last_activity_id = *event_id;
+        for user_id in [*sender_id, *recipient_id] {
+            members.push(new_member(id, user_id, "member", *event_id, 0));
+        }
     }
     for chunk in members.chunks(crate::db::MAX_ROWS_PER_STATEMENT) {
         member::Entity::insert_many(chunk.iter().cloned()).exec(txn).await?;
     }
-    Ok(opened)
+    Ok(models.into_iter().zip(event_ids).collect())
 }
 
 /// Creates a conversation and its `conversation_created` event (members join at it).

@@ -55,7 +55,7 @@ pub async fn pairs(
             .into_iter()
             .collect(),
     );
-    let list = (1..=users.len()).map(|n| format!("${n}")).collect::<Vec<_>>().join(", ");
+    let list = db::placeholders(1, users.len());
     let sql = format!(
         "SELECT 1 AS blocked, blocker_id AS a, blocked_id AS b FROM blocks \
          WHERE blocker_id IN ({list}) AND blocked_id IN ({list}) \

@@ -80,7 +80,6 @@ struct ReadState {
 /// A send that passed every check and will be written.
 struct Accepted {
     job: usize,
-    sender: i64,
     conversation: conversation::Model,
     body: String,
     /// The direct conversation this send opened, with its `conversation_created` event.
@@ -258,14 +257,7 @@ pub async fn store(
             state.unread_count += 1;
             recipients.push((*user_id, *state));
         }
-        accepted.push(Accepted {
-            job: i,
-            sender: job.sender_id,
-            conversation,
-            body,
-            opened: opened_by_this,
-            recipients,
-        });
+        accepted.push(Accepted { job: i, conversation, body, opened: opened_by_this, recipients });
     }
 
     if accepted.is_empty() {
@@ -329,7 +321,7 @@ pub async fn store(
         .collect();
     let event_ids = events::append_many(txn, &stored).await?;
 
-    write_counters(txn, &accepted).await?;
+    write_counters(txn, &jobs, &accepted).await?;
     let mut latest: HashMap<i64, (i64, i64)> = HashMap::new();
     for (view, event_id) in views.iter().zip(&event_ids) {
         latest.insert(view.conversation_id, (view.id, *event_id));
@@ -474,7 +466,7 @@ async fn current_members(
     }
     let backend = txn.get_database_backend();
     let conversations = db::padded(conversations);
-    let list = (1..=conversations.len()).map(|n| format!("${n}")).collect::<Vec<_>>().join(", ");
+    let list = db::placeholders(1, conversations.len());
     let members = match backend {
         DatabaseBackend::Postgres => {
             "json_agg(json_build_array(user_id, unread_count, last_read_message_id))::text"
@@ -506,7 +498,11 @@ async fn current_members(
 /// nothing in this batch all gain the same number: one ranged update per group (its 500
 /// rows listed one by one cost 1 ms a message). The senders, and direct conversations, go
 /// row by row, a few thousand rows per statement.
-async fn write_counters(txn: &DatabaseTransaction, accepted: &[Accepted]) -> Result<(), DbErr> {
+async fn write_counters(
+    txn: &DatabaseTransaction,
+    jobs: &[PendingMessage],
+    accepted: &[Accepted],
+) -> Result<(), DbErr> {
     let mut added: HashMap<(i64, i64), i64> = HashMap::new();
     // Per group: its messages in this batch, and who sent them.
     let mut groups: HashMap<i64, (i64, HashSet<i64>)> = HashMap::new();
@@ -514,7 +510,7 @@ async fn write_counters(txn: &DatabaseTransaction, accepted: &[Accepted]) -> Res
         if sent.conversation.kind == "group" {
             let (messages, senders) = groups.entry(sent.conversation.id).or_default();
             *messages += 1;
-            senders.insert(sent.sender);
+            senders.insert(jobs[sent.job].sender_id);
         }
     }
     for sent in accepted {
@@ -527,7 +523,7 @@ async fn write_counters(txn: &DatabaseTransaction, accepted: &[Accepted]) -> Res
     }
     for (conversation_id, (messages, senders)) in groups {
         let senders = db::padded(senders.into_iter().collect());
-        let list = (3..senders.len() + 3).map(|n| format!("${n}")).collect::<Vec<_>>().join(", ");
+        let list = db::placeholders(3, senders.len());
         let sql = format!(
             "UPDATE conversation_members SET unread_count = unread_count + $1 \
              WHERE conversation_id = $2 AND left_event_id IS NULL AND user_id NOT IN ({list})"

@@ -168,10 +168,11 @@ async fn open_connections(db: &Db, cluster: bool) {
         return;
     }
     let pool = db.writer.get_postgres_connection_pool();
-    let mut opened = Vec::new();
+    // Held until all are open, so each acquire opens a new one; then back to the pool.
+    let mut held = Vec::new();
     for _ in 0..if cluster { 2 } else { 1 } {
         match pool.acquire().await {
-            Ok(connection) => opened.push(connection),
+            Ok(connection) => held.push(connection),
             Err(err) => {
                 tracing::warn!(error = %err, "could not open the writer's connection; the first batch will");
                 break;
