@@ -28,11 +28,15 @@ pub struct Db {
 impl Db {
     pub async fn connect(settings: &DatabaseSettings) -> Result<Self, DbErr> {
         if settings.url.starts_with("sqlite:") {
-            let write = Database::connect(sqlite_options(&settings.url, 1, false)).await?;
+            let write = Database::connect(sqlite_options(&settings.url, 1, SqliteRole::Write)).await?;
             // Create the schema through the writer before readers open the file read-only.
             Migrator::up(&write, None).await?;
             let read =
-                Database::connect(sqlite_options(&settings.url, settings.max_connections, true)).await?;
+                Database::connect(sqlite_options(&settings.url, settings.max_connections, SqliteRole::Read))
+                    .await?;
+            let checkpoints =
+                Database::connect(sqlite_options(&settings.url, 1, SqliteRole::Checkpoint)).await?;
+            actix::spawn(checkpoint_wal(checkpoints));
             Ok(Self { writer: write.clone(), write, read, backend: DatabaseBackend::Sqlite })
         } else {
             let mut options = ConnectOptions::new(settings.url.clone());
@@ -163,7 +167,38 @@ mod nodelay {
     }
 }
 
-fn sqlite_options(url: &str, connections: u32, read_only: bool) -> ConnectOptions {
+/// What a SQLite connection is for.
+#[derive(Clone, Copy, PartialEq)]
+enum SqliteRole {
+    Write,
+    Read,
+    Checkpoint,
+}
+
+/// How often the checkpointer copies committed WAL pages back into the database file.
+const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(100);
+
+/// Past this many WAL pages (~40 MB) the writer checkpoints itself after a commit, as SQLite
+/// does by default at 1,000: only if the checkpointer cannot keep up or has stopped.
+const WRITER_AUTOCHECKPOINT_PAGES: &str = "10000";
+
+/// Checkpoints the WAL from a connection of its own. By default the connection whose commit
+/// takes the WAL past 1,000 pages copies them back (and fsyncs twice) before that commit
+/// returns: that was the writer, with every send queued behind it. A passive checkpoint
+/// takes no lock the writer needs.
+async fn checkpoint_wal(db: DatabaseConnection) {
+    use sea_orm::ConnectionTrait;
+    let mut ticks = tokio::time::interval(CHECKPOINT_INTERVAL);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        if let Err(err) = db.execute_unprepared("PRAGMA wal_checkpoint(PASSIVE)").await {
+            tracing::warn!(error = %err, "WAL checkpoint failed");
+        }
+    }
+}
+
+fn sqlite_options(url: &str, connections: u32, role: SqliteRole) -> ConnectOptions {
     let mut options = ConnectOptions::new(url.to_owned());
     options
         .max_connections(connections)
@@ -174,12 +209,17 @@ fn sqlite_options(url: &str, connections: u32, read_only: bool) -> ConnectOption
         .test_before_acquire(false)
         .sqlx_logging(false)
         .map_sqlx_sqlite_opts(move |opts| {
-            opts.journal_mode(SqliteJournalMode::Wal)
+            let opts = opts
+                .journal_mode(SqliteJournalMode::Wal)
                 // Durable across a process crash; an OS crash may lose the last commits.
                 .synchronous(SqliteSynchronous::Normal)
                 .busy_timeout(Duration::from_secs(5))
                 .foreign_keys(true)
-                .read_only(read_only)
+                .read_only(role == SqliteRole::Read);
+            match role {
+                SqliteRole::Write => opts.pragma("wal_autocheckpoint", WRITER_AUTOCHECKPOINT_PAGES),
+                _ => opts,
+            }
         });
     options
 }

@@ -455,3 +455,49 @@ async fn a_sqlite_instance_killed_and_restarted_mid_burst_loses_nothing() {
         sent.len()
     );
 }
+
+/// SQLite's WAL is copied back into the database file in the background, not only when the
+/// writer crosses its (raised) threshold: shortly after a burst, the database file on its
+/// own, without its WAL, already holds every message. Without the checkpointer these few
+/// pages would stay in the WAL until the last connection closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_commits_reach_the_database_file_without_waiting_for_the_writer() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("checkpointed.db");
+    let url = format!("sqlite://{}?mode=rwc", file.display());
+    let app = spawn_app_with(Backend::Sqlite, |settings| settings.database.url = url).await;
+    let (alice, bob) = (app.user("alice").await, app.user("bob").await);
+    for n in 0..20 {
+        app.dm(&alice, &bob, &format!("checkpointed {n}")).await;
+    }
+    let copy = dir.path().join("copy.db");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut found = 0;
+    while Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        // The file alone: whatever is only in the WAL is not in the copy.
+        for stale in ["copy.db-wal", "copy.db-shm"] {
+            let _ = std::fs::remove_file(dir.path().join(stale));
+        }
+        std::fs::copy(&file, &copy).expect("copy the database file");
+        found = count_checkpointed(&copy).await.unwrap_or(0);
+        if found == 20 {
+            break;
+        }
+    }
+    assert_eq!(found, 20, "every committed message is in the database file itself");
+}
+
+async fn count_checkpointed(copy: &std::path::Path) -> Result<i64, sea_orm::DbErr> {
+    use sea_orm::ConnectionTrait;
+    let db = sea_orm::Database::connect(format!("sqlite://{}?mode=rw", copy.display())).await?;
+    let row = db
+        .query_one_raw(sea_orm::Statement::from_string(
+            sea_orm::DatabaseBackend::Sqlite,
+            "SELECT COUNT(*) FROM messages WHERE body LIKE 'checkpointed %'",
+        ))
+        .await?;
+    let count = row.map(|row| row.try_get_by_index::<i64>(0)).transpose()?.unwrap_or(0);
+    db.close().await?;
+    Ok(count)
+}
