@@ -192,8 +192,19 @@ async fn checkpoint_wal(db: DatabaseConnection) {
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticks.tick().await;
-        if let Err(err) = db.execute_unprepared("PRAGMA wal_checkpoint(PASSIVE)").await {
-            tracing::warn!(error = %err, "WAL checkpoint failed");
+        let started = std::time::Instant::now();
+        let statement =
+            sea_orm::Statement::from_string(DatabaseBackend::Sqlite, "PRAGMA wal_checkpoint(PASSIVE)");
+        match db.query_one_raw(statement).await {
+            Ok(row) => {
+                // The row is (busy, pages in the WAL, pages checkpointed).
+                let pages = row.and_then(|row| row.try_get_by_index::<i64>(1).ok()).unwrap_or(0);
+                crate::metrics::record(|m| {
+                    m.checkpoint_seconds.observe(started.elapsed().as_secs_f64());
+                    m.wal_pages.set(pages);
+                });
+            }
+            Err(err) => tracing::warn!(error = %err, "WAL checkpoint failed"),
         }
     }
 }

@@ -4,7 +4,8 @@
 use std::sync::LazyLock;
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
 };
 
 pub struct Metrics {
@@ -19,6 +20,8 @@ pub struct Metrics {
     pub write_batch_jobs: Histogram,
     pub publish_seconds: Histogram,
     pub delivery_seconds: Histogram,
+    pub checkpoint_seconds: Histogram,
+    pub wal_pages: IntGauge,
 }
 
 fn build() -> Result<Metrics, prometheus::Error> {
@@ -65,8 +68,21 @@ fn build() -> Result<Metrics, prometheus::Error> {
             "switchboard_delivery_seconds",
             "From an event's commit until its frame is written to a live socket (through Redis too).",
         )
+        .buckets(latency.clone()),
+    )?;
+    let checkpoint_seconds = Histogram::with_opts(
+        HistogramOpts::new(
+            "switchboard_sqlite_checkpoint_seconds",
+            "SQLite: one background WAL checkpoint, copy back and fsyncs; a slow disk shows here first.",
+        )
         .buckets(latency),
     )?;
+    let wal_pages = IntGauge::new(
+        "switchboard_sqlite_wal_pages",
+        "SQLite: pages in the WAL at the last checkpoint; it keeps growing if checkpoints never finish.",
+    )?;
+    registry.register(Box::new(checkpoint_seconds.clone()))?;
+    registry.register(Box::new(wal_pages.clone()))?;
     registry.register(Box::new(delivery_seconds.clone()))?;
     registry.register(Box::new(http_requests.clone()))?;
     registry.register(Box::new(http_duration.clone()))?;
@@ -89,6 +105,8 @@ fn build() -> Result<Metrics, prometheus::Error> {
         write_batch_jobs,
         publish_seconds,
         delivery_seconds,
+        checkpoint_seconds,
+        wal_pages,
     })
 }
 

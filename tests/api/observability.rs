@@ -41,6 +41,8 @@ async fn metrics_count_traffic_messages_events_and_sockets() {
         "switchboard_db_write_batch_jobs_bucket",
         "switchboard_delivery_handoff_seconds_bucket",
         "switchboard_delivery_seconds_bucket",
+        "switchboard_sqlite_checkpoint_seconds_bucket",
+        "switchboard_sqlite_wal_pages",
         "switchboard_sessions",
         "switchboard_rooms",
     ] {
@@ -52,6 +54,7 @@ async fn metrics_count_traffic_messages_events_and_sockets() {
     assert!(metric(&text, "switchboard_ws_connections_total") >= 1.0);
     assert!(metric(&text, "switchboard_sessions") >= 1.0);
     assert!(metric(&text, "switchboard_delivery_seconds_count") >= 3.0, "Bob's socket got three live frames");
+    assert!(metric(&text, "switchboard_sqlite_checkpoint_seconds_count") >= 1.0, "the checkpointer ran");
     // Requests are labelled by route pattern, never by raw path (ids would explode the series).
     assert!(text.contains(r#"route="/api/messages",status="2xx""#), "{text}");
     assert!(!text.contains(&format!("/api/users/{}", alice.id)));
