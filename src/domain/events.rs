@@ -105,13 +105,7 @@ pub async fn append_many(
             .iter()
             .map(|(conversation_id, event)| row(*conversation_id, None, event, now))
             .collect::<Result<Vec<_>, _>>()?;
-        // One statement's rows take ascending ids in the order they are listed.
-        let mut chunk_ids = event::Entity::insert_many(rows).exec_with_returning_keys(conn).await?;
-        chunk_ids.sort_unstable();
-        ids.extend(chunk_ids);
-    }
-    if ids.len() != stored.len() {
-        return Err(DbErr::Custom("an event insert returned the wrong number of ids".into()));
+        ids.extend(crate::db::insert_ids(conn, event::Entity::insert_many(rows), chunk.len()).await?);
     }
     crate::metrics::record(|m| m.events.inc_by(ids.len() as u64));
     Ok(ids)

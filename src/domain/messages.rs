@@ -193,13 +193,7 @@ pub(super) async fn create_directs(
             id: sea_orm::ActiveValue::NotSet,
             ..model.clone().into_active_model()
         });
-        // One statement's rows take ascending ids in the order they are listed.
-        let mut chunk_ids = conversation::Entity::insert_many(rows).exec_with_returning_keys(txn).await?;
-        chunk_ids.sort_unstable();
-        ids.extend(chunk_ids);
-    }
-    if ids.len() != models.len() {
-        return Err(DbErr::Custom("a conversation insert returned the wrong number of ids".into()));
+        ids.extend(crate::db::insert_ids(txn, conversation::Entity::insert_many(rows), chunk.len()).await?);
     }
     let created: Vec<(i64, StoredEvent)> =
         ids.iter().map(|id| (*id, StoredEvent::ConversationCreated {})).collect();

@@ -283,12 +283,7 @@ pub async fn store(
                 ..Default::default()
             }
         });
-        let mut ids = message::Entity::insert_many(rows).exec_with_returning_keys(txn).await?;
-        ids.sort_unstable();
-        message_ids.extend(ids);
-    }
-    if message_ids.len() != accepted.len() {
-        return Err(DbErr::Custom("a message insert returned the wrong number of ids".into()));
+        message_ids.extend(db::insert_ids(txn, message::Entity::insert_many(rows), chunk.len()).await?);
     }
     let mut views = Vec::with_capacity(accepted.len());
     for (sent, id) in accepted.iter().zip(&message_ids) {
