@@ -238,8 +238,9 @@ fn sqlite_options(url: &str, connections: u32, role: SqliteRole) -> ConnectOptio
 /// Inserts rows in one statement and returns their ids in the order they were listed.
 /// PostgreSQL sends `RETURNING` rows back in one reply. From SQLite, sqlx hands each
 /// returned row from the connection's thread to ours separately, a thread switch each
-/// (70–85 per batch of 31 sends in `dm-max`); but one SQLite statement's rows take consecutive ids
-/// (each is the largest so far plus one, under the write lock), so the last is enough.
+/// (70–85 per batch of 31 sends in `dm-max`); but one SQLite statement's rows take
+/// consecutive ids (each is the largest so far plus one, under the write lock), so the last
+/// is enough.
 pub async fn insert_ids<A, C>(
     conn: &C,
     insert: sea_orm::InsertMany<A>,
