@@ -167,6 +167,9 @@ pub struct ServerSettings {
     pub workers: usize,
     /// How long a stopping instance waits for in-flight requests.
     pub shutdown_timeout_seconds: u64,
+    /// How long an idle HTTP/1.1 connection is kept open; longer than clients keep idle
+    /// pooled connections, so the client closes first and never sends into a closing one.
+    pub keep_alive_seconds: u64,
     /// Browser origins allowed to call the API cross-origin (e.g. `https://app.example.com`);
     /// empty: same origin only.
     pub cors_origins: Vec<String>,
@@ -181,6 +184,7 @@ impl Default for ServerSettings {
             dev_mode: false,
             workers: 0,
             shutdown_timeout_seconds: 10,
+            keep_alive_seconds: 120,
             cors_origins: Vec::new(),
         }
     }
@@ -270,7 +274,12 @@ impl Settings {
                 return Err(ConfigError(format!("config file {} does not exist", path.display())));
             }
             Some(path) => figment = figment.merge(Toml::file_exact(path)),
-            None => figment = figment.merge(Toml::file_exact(DEFAULT_CONFIG)),
+            // The default file is optional: containers and process managers configure the
+            // server through the environment alone.
+            None if Path::new(DEFAULT_CONFIG).exists() => {
+                figment = figment.merge(Toml::file_exact(DEFAULT_CONFIG));
+            }
+            None => {}
         }
         let settings: Settings = figment
             .merge(Env::prefixed(ENV_PREFIX).split("__"))
@@ -300,7 +309,11 @@ impl Settings {
         }
         let secret = self.auth.jwt_secret.expose_secret();
         if secret.is_empty() {
-            return fail("auth.jwt_secret", "is missing");
+            return fail(
+                "auth.jwt_secret",
+                "is missing; set SWITCHBOARD__AUTH__JWT_SECRET to at least 32 random bytes (the \
+                 development secret in the shipped config.toml works only with server.dev_mode = true)",
+            );
         }
         if !self.server.dev_mode {
             if secret == DEV_JWT_SECRET {

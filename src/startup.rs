@@ -130,6 +130,7 @@ impl Application {
         .worker_max_blocking_threads(2)
         // SIGTERM drains through `drain`, which closes sockets first.
         .disable_signals()
+        .keep_alive(Duration::from_secs(state.settings.server.keep_alive_seconds))
         .client_disconnect_timeout(Duration::from_secs(5));
         if state.settings.server.workers > 0 {
             server = server.workers(state.settings.server.workers);

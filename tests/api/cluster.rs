@@ -96,6 +96,8 @@ pub struct Instance {
     pub name: String,
     pub port: u16,
     child: Child,
+    /// The working directory: empty, as a container's would be.
+    _dir: tempfile::TempDir,
 }
 
 impl Instance {
@@ -111,9 +113,11 @@ impl Instance {
         settings: &[(&str, &str)],
     ) -> Instance {
         let port = free_port();
+        let dir = tempfile::tempdir().expect("temp dir");
+        // Configured from the environment alone, as containers and process managers do.
         let child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+            .current_dir(dir.path())
             .envs(settings.iter().copied())
-            .args(["--config", "config.toml"])
             .env("SWITCHBOARD__SERVER__PORT", port.to_string())
             .env("SWITCHBOARD__SERVER__INSTANCE_ID", name)
             .env("SWITCHBOARD__SERVER__DEV_MODE", "false")
@@ -131,7 +135,7 @@ impl Instance {
             .env("SWITCHBOARD__LOG__LEVEL", if std::env::var("TEST_LOG").is_ok() { "info" } else { "error" })
             .spawn()
             .expect("start switchboard");
-        let instance = Instance { name: name.to_owned(), port, child };
+        let instance = Instance { name: name.to_owned(), port, child, _dir: dir };
         let app = instance.app();
         eventually(Duration::from_secs(20), "instance ready", async || {
             matches!(app.client.get(app.url("/health/ready")).send().await, Ok(r) if r.status() == 200)

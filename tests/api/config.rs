@@ -85,3 +85,68 @@ fn environment_variables_override_the_file() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("port"), "the env value was used and refused: {stderr}");
 }
+
+/// `switchboard` in an empty directory with `env` only; waits for it to exit (bounded).
+fn run_in_empty_dir(env: &[(&str, &str)], args: &[&str]) -> std::process::Output {
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .current_dir(dir.path())
+        .env_clear()
+        .envs(env.iter().copied())
+        .args(args)
+        .output()
+        .expect("run switchboard")
+}
+
+#[tokio::test]
+async fn the_binary_serves_from_an_empty_directory_with_environment_variables_only() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .current_dir(dir.path())
+        .env_clear()
+        .env("SWITCHBOARD__AUTH__JWT_SECRET", "0123456789abcdef0123456789abcdef")
+        .env("SWITCHBOARD__SERVER__PORT", port.to_string())
+        .env("SWITCHBOARD__LOG__LEVEL", "error")
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("start switchboard");
+    let client = reqwest::Client::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let ready = loop {
+        if let Ok(reply) = client.get(format!("http://127.0.0.1:{port}/health/ready")).send().await {
+            break reply.status().as_u16();
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("switchboard exited with {status} from an empty directory");
+        }
+        assert!(std::time::Instant::now() < deadline, "switchboard did not listen within 20 s");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(ready, 200);
+    // The embedded defaults: a SQLite file in the working directory.
+    assert!(dir.path().join("switchboard.db").exists(), "default SQLite file created");
+}
+
+#[test]
+fn without_a_file_or_a_secret_the_binary_says_how_to_set_one() {
+    let output = run_in_empty_dir(&[], &[]);
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
+    assert!(stderr.contains("SWITCHBOARD__AUTH__JWT_SECRET"), "names the variable: {stderr}");
+    assert!(stderr.contains("server.dev_mode"), "says the development secret needs dev_mode: {stderr}");
+}
+
+#[test]
+fn a_missing_file_named_by_config_is_an_error_naming_the_path() {
+    let output = run_in_empty_dir(
+        &[("SWITCHBOARD__AUTH__JWT_SECRET", "0123456789abcdef0123456789abcdef")],
+        &["--config", "/missing.toml"],
+    );
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("/missing.toml"), "names the path: {stderr}");
+}

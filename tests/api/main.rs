@@ -12,6 +12,7 @@ mod auth;
 mod browser;
 mod cluster;
 mod config;
+mod connections;
 mod conversations;
 mod faults;
 mod groups;

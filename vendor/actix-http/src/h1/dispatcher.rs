@@ -446,6 +446,20 @@ where
             return Ok(Poll::Ready(()));
         }
 
+        // Switchboard patch: once an upgraded (WebSocket) response has ended, the closing
+        // handshake is over and RFC 6455 §7.1.1 has the server end the TCP connection first.
+        // Send FIN now rather than wait for the peer's, which a client never sends first;
+        // keep draining below until it arrives or the linger timer fires. WRITE_DISCONNECT
+        // marks the write half as shut, so SHUTDOWN does not shut it a second time.
+        if self.codec.upgrade() && !self.flags.contains(Flags::WRITE_DISCONNECT) {
+            let this = self.as_mut().project();
+            match Pin::new(this.io.as_mut().unwrap()).poll_shutdown(cx) {
+                Poll::Pending => return Ok(Poll::Pending),
+                Poll::Ready(res) => res?,
+            }
+            this.flags.insert(Flags::WRITE_DISCONNECT);
+        }
+
         loop {
             let should_disconnect = self.as_mut().read_available(cx)?;
             let this = self.as_mut().project();
