@@ -1,20 +1,25 @@
 //! Passwords (Argon2id), tokens (HS256 JWT with the algorithm pinned) and the extractor that
 //! authenticates `/api` requests.
 
-use std::future::{Ready, ready};
+use std::collections::HashSet;
+use std::sync::RwLock;
 
 use actix_web::{FromRequest, HttpRequest, dev::Payload, http::header, web};
 use argon2::{Argon2, PasswordHasher, PasswordVerifier};
+use futures_util::future::LocalBoxFuture;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
 
 use crate::config::AuthSettings;
+use crate::db::Db;
 use crate::error::{AppError, AppResult};
 use crate::startup::AppState;
 
-/// The contract allows at most this much clock skew on `exp`.
+/// The contract allows at most this much clock skew on `exp` (and so on `nbf` and `iat`).
 const LEEWAY_SECONDS: u64 = 5;
+/// Users remembered as existing; beyond this the set starts again (one query per user).
+const KNOWN_USERS_CAPACITY: usize = 1 << 20;
 
 #[derive(Debug, Serialize, Deserialize)]
 struct Claims {
@@ -28,6 +33,10 @@ pub struct Tokens {
     decoding: DecodingKey,
     validation: Validation,
     ttl_seconds: i64,
+    max_lifetime_seconds: i64,
+    /// Users are never deleted, so a user once found exists for good; a validly signed
+    /// token naming an id with no user (a forged `sub`, another service's user) is refused.
+    known_users: RwLock<HashSet<i64>>,
 }
 
 impl Tokens {
@@ -38,6 +47,7 @@ impl Tokens {
         let mut validation = Validation::new(Algorithm::HS256);
         validation.leeway = LEEWAY_SECONDS;
         validation.set_required_spec_claims(&["exp", "sub"]);
+        validation.validate_nbf = true;
         // Another service's tokens may name an audience; the secret is what we trust.
         validation.validate_aud = false;
         Self {
@@ -45,6 +55,8 @@ impl Tokens {
             decoding: DecodingKey::from_secret(secret),
             validation,
             ttl_seconds: i64::try_from(settings.token_ttl_seconds).unwrap_or(i64::MAX / 2),
+            max_lifetime_seconds: i64::try_from(settings.max_token_lifetime_seconds).unwrap_or(i64::MAX),
+            known_users: RwLock::new(HashSet::new()),
         }
     }
 
@@ -55,8 +67,9 @@ impl Tokens {
             .map_err(AppError::internal)
     }
 
-    /// The user id a valid token names.
-    pub fn verify(&self, token: &str) -> AppResult<i64> {
+    /// The user id a valid token names, before checking that the user exists.
+    fn verify(&self, token: &str) -> AppResult<i64> {
+        let invalid = |message| AppError::unauthorized("invalid_token", message);
         let data =
             jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation).map_err(|err| {
                 use jsonwebtoken::errors::ErrorKind;
@@ -64,16 +77,44 @@ impl Tokens {
                     ErrorKind::ExpiredSignature => {
                         AppError::unauthorized("token_expired", "the token has expired")
                     }
-                    _ => AppError::unauthorized("invalid_token", "the token is not valid"),
+                    ErrorKind::ImmatureSignature => invalid("the token is not valid yet"),
+                    _ => invalid("the token is not valid"),
                 }
             })?;
-        data.claims
-            .sub
-            .parse::<i64>()
-            .ok()
-            .filter(|id| *id > 0)
-            .ok_or_else(|| AppError::unauthorized("invalid_token", "the token's subject is not a user id"))
+        let Claims { sub, iat, exp } = data.claims;
+        if iat > chrono::Utc::now().timestamp().saturating_add(LEEWAY_SECONDS as i64) {
+            return Err(invalid("the token was issued in the future"));
+        }
+        if exp.saturating_sub(iat) > self.max_lifetime_seconds {
+            return Err(invalid("the token's lifetime is longer than this server accepts"));
+        }
+        subject_id(&sub).ok_or_else(|| invalid("the token's subject is not a user id"))
     }
+
+    /// The user a valid token names; 401 when no such user exists.
+    pub async fn authenticate(&self, db: &Db, token: &str) -> AppResult<AuthUser> {
+        let id = self.verify(token)?;
+        if self.known_users.read().is_ok_and(|known| known.contains(&id)) {
+            return Ok(AuthUser { id });
+        }
+        if !crate::domain::users::exists(db, id).await? {
+            return Err(AppError::unauthorized("invalid_token", "the token names no user"));
+        }
+        if let Ok(mut known) = self.known_users.write() {
+            if known.len() >= KNOWN_USERS_CAPACITY {
+                known.clear();
+            }
+            known.insert(id);
+        }
+        Ok(AuthUser { id })
+    }
+}
+
+/// A user id in its one canonical form: decimal digits without sign or leading zero, so
+/// "+1" or "01" never name user 1.
+fn subject_id(sub: &str) -> Option<i64> {
+    let canonical = !sub.starts_with('0') && !sub.is_empty() && sub.bytes().all(|b| b.is_ascii_digit());
+    canonical.then(|| sub.parse::<i64>().ok()).flatten()
 }
 
 /// The authenticated caller of an `/api` route.
@@ -84,15 +125,16 @@ pub struct AuthUser {
 
 impl FromRequest for AuthUser {
     type Error = AppError;
-    type Future = Ready<Result<Self, AppError>>;
+    type Future = LocalBoxFuture<'static, Result<Self, AppError>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        ready(authenticate(req, None))
+        let req = req.clone();
+        Box::pin(async move { authenticate(&req, None).await })
     }
 }
 
 /// The bearer token from `Authorization`, or else `fallback` (the WebSocket's `?token=`).
-pub fn authenticate(req: &HttpRequest, fallback: Option<&str>) -> AppResult<AuthUser> {
+pub async fn authenticate(req: &HttpRequest, fallback: Option<&str>) -> AppResult<AuthUser> {
     let state = req
         .app_data::<web::Data<AppState>>()
         .ok_or_else(|| AppError::Unavailable { message: "not ready".into() })?;
@@ -102,7 +144,7 @@ pub fn authenticate(req: &HttpRequest, fallback: Option<&str>) -> AppResult<Auth
         })?,
         None => fallback.ok_or_else(|| AppError::unauthorized("missing_token", "authentication required"))?,
     };
-    Ok(AuthUser { id: state.tokens.verify(token)? })
+    state.tokens.authenticate(&state.db, token).await
 }
 
 fn bearer(value: &str) -> Option<&str> {

@@ -210,11 +210,18 @@ impl Default for DatabaseSettings {
 pub struct AuthSettings {
     pub jwt_secret: SecretString,
     pub token_ttl_seconds: u64,
+    /// Longest `exp - iat` accepted, also for tokens minted by another service: a leaked
+    /// token cannot be made to live for ever.
+    pub max_token_lifetime_seconds: u64,
 }
 
 impl Default for AuthSettings {
     fn default() -> Self {
-        Self { jwt_secret: SecretString::from(""), token_ttl_seconds: 86_400 }
+        Self {
+            jwt_secret: SecretString::from(""),
+            token_ttl_seconds: 86_400,
+            max_token_lifetime_seconds: 30 * 86_400,
+        }
     }
 }
 
@@ -328,6 +335,9 @@ impl Settings {
         }
         if self.auth.token_ttl_seconds == 0 {
             return fail("auth.token_ttl_seconds", "must be at least 1");
+        }
+        if self.auth.max_token_lifetime_seconds < self.auth.token_ttl_seconds {
+            return fail("auth.max_token_lifetime_seconds", "must be at least auth.token_ttl_seconds");
         }
         let ws = &self.websocket;
         if ws.ping_interval_seconds == 0 || ws.client_timeout_seconds <= ws.ping_interval_seconds {

@@ -7,7 +7,7 @@ use std::time::Duration;
 use migration::{Migrator, MigratorTrait};
 use sea_orm::sqlx::postgres::PgConnectOptions;
 use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
-use sea_orm::{ConnectOptions, Database, DatabaseBackend, DatabaseConnection, DbErr};
+use sea_orm::{ConnectOptions, Database, DatabaseBackend, DatabaseConnection, DbErr, RuntimeErr};
 
 use crate::config::DatabaseSettings;
 
@@ -325,6 +325,39 @@ pub fn padded<T: Clone>(mut items: Vec<T>) -> Vec<T> {
         items.resize(items.len().next_power_of_two(), last);
     }
     items
+}
+
+/// Whether `err` means the database cannot be reached or cannot take work right now (an
+/// outage, a restart, a full disk), as opposed to a statement that is wrong: the first is a
+/// 503 a client retries, the second a bug.
+pub fn is_outage(err: &DbErr) -> bool {
+    use sea_orm::sqlx::Error;
+    match err {
+        DbErr::ConnectionAcquire(_) | DbErr::Conn(_) => true,
+        DbErr::Exec(RuntimeErr::SqlxError(err)) | DbErr::Query(RuntimeErr::SqlxError(err)) => {
+            match err.as_ref() {
+                Error::Io(_)
+                | Error::Tls(_)
+                | Error::Protocol(_)
+                | Error::PoolTimedOut
+                | Error::PoolClosed => true,
+                Error::WorkerCrashed => true,
+                Error::Database(err) => err.code().is_some_and(|code| is_outage_code(&code)),
+                _ => false,
+            }
+        }
+        _ => false,
+    }
+}
+
+/// PostgreSQL SQLSTATEs for connection loss, shutdown, recovery and exhausted resources;
+/// SQLite's primary result codes for a busy or locked file, I/O errors, a full disk, or a
+/// file that cannot be opened.
+fn is_outage_code(code: &str) -> bool {
+    match code.parse::<i32>() {
+        Ok(sqlite) => matches!(sqlite & 0xff, 5 | 6 | 10 | 13 | 14),
+        Err(_) => code.starts_with("08") || code.starts_with("53") || code.starts_with("57P"),
+    }
 }
 
 #[cfg(test)]

@@ -97,9 +97,17 @@ impl AppError {
 
 impl From<sea_orm::DbErr> for AppError {
     fn from(err: sea_orm::DbErr) -> Self {
+        if crate::db::is_outage(&err) {
+            tracing::warn!(error = %err, "database unavailable");
+            return Self::Unavailable { message: "the database is unavailable; try again".into() };
+        }
         Self::internal(err)
     }
 }
+
+/// How long a 503 asks clients to wait: an outage or a restart is usually short, and a
+/// draining instance is behind a load balancer that has already moved on.
+const UNAVAILABLE_RETRY_AFTER_SECONDS: u64 = 2;
 
 /// The body of every non-2xx response.
 #[derive(Serialize, utoipa::ToSchema)]
@@ -140,11 +148,13 @@ impl ResponseError for AppError {
             other => other.to_string(),
         };
         let mut response = HttpResponse::build(self.status_code());
-        if let Self::RateLimited { retry_after_seconds, .. } = self {
-            response.insert_header((
-                actix_web::http::header::RETRY_AFTER,
-                retry_after_seconds.max(&1).to_string(),
-            ));
+        let retry_after = match self {
+            Self::RateLimited { retry_after_seconds, .. } => Some(*retry_after_seconds.max(&1)),
+            Self::Unavailable { .. } => Some(UNAVAILABLE_RETRY_AFTER_SECONDS),
+            _ => None,
+        };
+        if let Some(seconds) = retry_after {
+            response.insert_header((actix_web::http::header::RETRY_AFTER, seconds.to_string()));
         }
         response.json(ErrorBody {
             error: ErrorDetail { code: self.code(), message: &message, field: self.field() },

@@ -91,6 +91,17 @@ pub async fn login(db: &Db, username: &str, password: String) -> AppResult<UserV
     }
 }
 
+/// Whether a user with this id exists.
+pub async fn exists(db: &Db, user_id: i64) -> AppResult<bool> {
+    Ok(user::Entity::find_by_id(user_id)
+        .select_only()
+        .column(user::Column::Id)
+        .into_tuple::<i64>()
+        .one(&db.read)
+        .await?
+        .is_some())
+}
+
 pub async fn get(db: &Db, user_id: i64) -> AppResult<UserView> {
     user::Entity::find_by_id(user_id)
         .one(&db.read)

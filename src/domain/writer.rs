@@ -22,7 +22,8 @@ use std::sync::Arc;
 
 use sea_orm::sqlx::{Postgres, pool::PoolConnection};
 use sea_orm::{
-    ConnectionTrait, DatabaseTransaction, DbErr, SqliteTransactionMode, TransactionOptions, TransactionTrait,
+    ConnectionTrait, DatabaseTransaction, DbErr, RuntimeErr, SqliteTransactionMode, TransactionOptions,
+    TransactionTrait,
 };
 use tokio::sync::{mpsc, oneshot};
 
@@ -127,8 +128,21 @@ fn write_unavailable() -> AppError {
     AppError::Unavailable { message: "the database is not accepting writes; try again".into() }
 }
 
+/// A statement in the batch failed, so nothing of it was committed.
 fn failure(err: &DbErr) -> AppError {
+    if crate::db::is_outage(err) {
+        return write_unavailable();
+    }
     AppError::internal(DbErr::Custom(err.to_string()))
+}
+
+/// The commit itself failed: the database may have applied it before the connection was
+/// lost, so the client is told to retry with the same `client_id`, which answers with the
+/// stored message if there is one and stores it once if not.
+fn commit_unknown() -> AppError {
+    AppError::Unavailable {
+        message: "the database did not confirm the write; it may have been applied: retry, a message with the same client_id".into(),
+    }
 }
 
 async fn run(mut jobs: mpsc::UnboundedReceiver<Job>, mut batcher: Batcher) {
@@ -342,7 +356,7 @@ impl Batcher {
             Err(err) => {
                 tracing::error!(error = %err, "batch commit failed");
                 for answer in answers {
-                    answer.give(Some(failure(&err)));
+                    answer.give(Some(commit_unknown()));
                 }
             }
         }
@@ -352,14 +366,14 @@ impl Batcher {
 async fn lock(db: &Db, slot: &mut Option<PoolConnection<Postgres>>) -> Result<(), DbErr> {
     if slot.is_none() {
         let pool = db.writer.get_postgres_connection_pool();
-        *slot = Some(pool.acquire().await.map_err(|err| DbErr::Custom(err.to_string()))?);
+        *slot = Some(pool.acquire().await.map_err(|err| DbErr::Conn(RuntimeErr::SqlxError(err.into())))?);
     }
     let Some(conn) = slot.as_mut() else { return Ok(()) };
     let locked =
         sea_orm::sqlx::query("SELECT pg_advisory_lock($1)").bind(EVENT_LOCK_KEY).execute(&mut **conn).await;
     if let Err(err) = locked {
         *slot = None;
-        return Err(DbErr::Custom(err.to_string()));
+        return Err(DbErr::Conn(RuntimeErr::SqlxError(err.into())));
     }
     Ok(())
 }

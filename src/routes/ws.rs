@@ -37,7 +37,7 @@ pub async fn connect(
     let Query(query) = query;
     let caller = match &query.ticket {
         Some(ticket) => AuthUser { id: state.tickets.redeem(ticket).await? },
-        None => authenticate(&req, query.token.as_deref())?,
+        None => authenticate(&req, query.token.as_deref()).await?,
     };
     if query.since.is_some_and(|since| since < 0) {
         return Err(AppError::bad_request("bad_query", "since must be 0 or an event id", Some("since")));

@@ -364,11 +364,88 @@ async fn a_token_minted_by_another_service_with_the_same_secret_is_accepted(back
 
 async fn a_valid_token_naming_no_user_or_a_bad_subject_is_401(backend: Backend) {
     let app = spawn_app(backend).await;
-    for sub in ["987654321", "abc", "0", "-4", ""] {
+    let user = app.user("canonical").await;
+    let id = user.id;
+    let max = i64::MAX.to_string();
+    // No such user, not a user id, or user 1 spelled another way.
+    for sub in [
+        "987654321",
+        max.as_str(),
+        "abc",
+        "0",
+        "-4",
+        "",
+        &format!("+{id}"),
+        &format!("0{id}"),
+        &format!(" {id}"),
+    ] {
         let claims = json!({"sub": sub, "iat": now(), "exp": now() + 600});
         let token = mint(Algorithm::HS256, TEST_SECRET, &claims);
         let reply = app.get(Some(&token), "/api/users/me").await;
         assert_unauthorized(&reply, &format!("sub {sub:?}"));
+    }
+}
+
+/// A signed token for a user that does not exist is refused everywhere, before any work:
+/// never a socket, a ticket, a list, or a 500 from a foreign key.
+async fn a_signed_token_for_a_missing_user_is_401_on_every_route_and_the_socket(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let real = app.user("real").await;
+    for sub in ["999999".to_owned(), i64::MAX.to_string()] {
+        let token =
+            mint(Algorithm::HS256, TEST_SECRET, &json!({"sub": sub, "iat": now(), "exp": now() + 600}));
+        for path in ["/api/conversations", "/api/sync?since=0", "/api/messages/search?q=hello", "/api/blocks"]
+        {
+            let reply = app.get(Some(&token), path).await;
+            assert_eq!(reply.status, 401, "GET {path}: {}", reply.body);
+            assert_eq!(reply.error_code(), "invalid_token", "GET {path}");
+        }
+        for (path, body) in [
+            ("/api/ws-ticket", json!({})),
+            ("/api/blocks", json!({"user_id": real.id})),
+            ("/api/messages", json!({"recipient_id": real.id, "message": "hi"})),
+            ("/api/groups", json!({"name": "g", "member_ids": [real.id]})),
+        ] {
+            let reply = app.post(Some(&token), path, &body).await;
+            assert_eq!(reply.status, 401, "POST {path}: {}", reply.body);
+            assert_eq!(reply.error_code(), "invalid_token", "POST {path}");
+        }
+        let refused = tokio_tungstenite::connect_async(format!("{}/ws?token={token}", app.ws_address)).await;
+        match refused {
+            Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+                assert_eq!(response.status().as_u16(), 401, "refused before the upgrade")
+            }
+            other => panic!("the socket must be refused with 401, got {other:?}"),
+        }
+    }
+}
+
+/// `nbf` is enforced, `iat` may not lie ahead beyond the leeway, and no token lives longer
+/// than `auth.max_token_lifetime_seconds`, whoever minted it.
+async fn tokens_not_yet_valid_issued_in_the_future_or_living_too_long_are_401(backend: Backend) {
+    let app = spawn_app_with(backend, |settings| settings.auth.max_token_lifetime_seconds = 7 * 86_400).await;
+    let user = app.user("timely").await;
+    let sub = user.id.to_string();
+    let cases = [
+        ("nbf in the future", json!({"sub": sub, "iat": now(), "nbf": now() + 120, "exp": now() + 600})),
+        ("iat in the future", json!({"sub": sub, "iat": now() + 120, "exp": now() + 600})),
+        ("exp 10^15", json!({"sub": sub, "iat": now(), "exp": 1_000_000_000_000_000_i64})),
+        ("lifetime over the cap", json!({"sub": sub, "iat": now(), "exp": now() + 8 * 86_400})),
+        ("old iat, far exp", json!({"sub": sub, "iat": now() - 30 * 86_400, "exp": now() + 86_400})),
+    ];
+    for (what, claims) in cases {
+        let reply = app.get(Some(&mint(Algorithm::HS256, TEST_SECRET, &claims)), "/api/users/me").await;
+        assert_eq!(reply.status, 401, "{what}: {}", reply.body);
+        assert_eq!(reply.error_code(), "invalid_token", "{what}");
+    }
+    // Within the leeway and the cap, all is well.
+    for (what, claims) in [
+        ("nbf now", json!({"sub": sub, "iat": now(), "nbf": now() + 2, "exp": now() + 600})),
+        ("iat 2 s ahead", json!({"sub": sub, "iat": now() + 2, "exp": now() + 600})),
+        ("7 days", json!({"sub": sub, "iat": now(), "exp": now() + 7 * 86_400})),
+    ] {
+        let reply = app.get(Some(&mint(Algorithm::HS256, TEST_SECRET, &claims)), "/api/users/me").await;
+        assert_eq!(reply.status, 200, "{what}: {}", reply.body);
     }
 }
 
@@ -550,6 +627,8 @@ on_both_databases!(
     a_token_signed_with_hs384_is_401,
     a_token_minted_by_another_service_with_the_same_secret_is_accepted,
     a_valid_token_naming_no_user_or_a_bad_subject_is_401,
+    a_signed_token_for_a_missing_user_is_401_on_every_route_and_the_socket,
+    tokens_not_yet_valid_issued_in_the_future_or_living_too_long_are_401,
     users_me_returns_the_caller,
     a_user_is_found_by_id_and_an_unknown_id_is_404,
     a_user_id_that_is_not_a_positive_64_bit_integer_is_400,

@@ -501,3 +501,127 @@ async fn count_checkpointed(copy: &std::path::Path) -> Result<i64, sea_orm::DbEr
     db.close().await?;
     Ok(count)
 }
+
+/// A TCP proxy to PostgreSQL that the test can cut: every open connection is dropped and new
+/// ones are closed at once, as when the database stops; `restore` lets them through again.
+struct CuttableProxy {
+    port: u16,
+    up: tokio::sync::watch::Sender<bool>,
+}
+
+impl CuttableProxy {
+    async fn start(upstream: u16) -> CuttableProxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
+        let port = listener.local_addr().expect("addr").port();
+        let (up, watch) = tokio::sync::watch::channel(true);
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                let mut watch = watch.clone();
+                if !*watch.borrow() {
+                    continue;
+                }
+                tokio::spawn(async move {
+                    let Ok(mut server) = tokio::net::TcpStream::connect(("127.0.0.1", upstream)).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        _ = watch.wait_for(|up| !*up) => {}
+                    }
+                });
+            }
+        });
+        CuttableProxy { port, up }
+    }
+
+    fn cut(&self) {
+        self.up.send_replace(false);
+    }
+
+    fn restore(&self) {
+        self.up.send_replace(true);
+    }
+}
+
+/// A send answered while the database is away, as the client sees it.
+async fn send_during_outage(
+    app: &TestApp,
+    from: &TestUser,
+    to: i64,
+    client_id: &str,
+) -> (u16, Option<String>) {
+    let response = app
+        .client
+        .post(app.url("/api/messages"))
+        .bearer_auth(&from.token)
+        .json(&serde_json::json!({"recipient_id": to, "message": client_id, "client_id": client_id}))
+        .send()
+        .await
+        .expect("response");
+    let retry_after =
+        response.headers().get("retry-after").and_then(|value| value.to_str().ok()).map(str::to_owned);
+    (response.status().as_u16(), retry_after)
+}
+
+/// A database outage is a 503 with `Retry-After`, never a 500; a client that retries with
+/// the same `client_id`, as the README tells it to, ends with each message stored once,
+/// whether or not the server managed to commit it before the connection went.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_outage_is_503_with_retry_after_and_retries_with_the_client_id_store_once() {
+    let database = fresh_postgres_database().await;
+    let (base, name) = database.rsplit_once('/').expect("database url");
+    let upstream: u16 = base.rsplit_once(':').and_then(|(_, port)| port.parse().ok()).expect("port");
+    let proxy = CuttableProxy::start(upstream).await;
+    let proxied = format!("postgres://postgres@127.0.0.1:{}/{name}", proxy.port);
+    let app = spawn_app_with(Backend::Postgres, |settings| settings.database.url = proxied).await;
+    let (alice, bob) = (app.user("alice").await, app.user("bob").await);
+    let conversation = conversation_of(&app.dm(&alice, &bob, "before the outage").await);
+
+    proxy.cut();
+    let sends = (0..6).map(|n| {
+        let (app, alice) = (&app, &alice);
+        async move { send_during_outage(app, alice, bob.id, &format!("outage-{n}")).await }
+    });
+    let answers = futures_util::future::join_all(sends).await;
+    let read =
+        app.client.get(app.url("/api/conversations")).bearer_auth(&bob.token).send().await.expect("list");
+    assert_eq!(read.status().as_u16(), 503, "a read during the outage");
+    assert!(read.headers().contains_key("retry-after"), "a read's 503 says when to retry");
+    for (n, (status, retry_after)) in answers.iter().enumerate() {
+        assert!(matches!(status, 201 | 503), "send {n} during the outage answered {status}");
+        if *status == 503 {
+            assert!(retry_after.is_some(), "send {n}: 503 without Retry-After");
+        }
+    }
+    assert!(answers.iter().any(|(status, _)| *status == 503), "the outage was seen: {answers:?}");
+
+    proxy.restore();
+    for (n, (status, _)) in answers.iter().enumerate() {
+        if *status == 201 {
+            continue;
+        }
+        let client_id = format!("outage-{n}");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let (status, _) = send_during_outage(&app, &alice, bob.id, &client_id).await;
+            if matches!(status, 200 | 201) {
+                break;
+            }
+            assert_eq!(status, 503, "retry of {client_id}");
+            assert!(Instant::now() < deadline, "{client_id} still refused 30 s after the database came back");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    let history = app.history(&bob, conversation, "limit=100").await;
+    let texts: Vec<&str> = history["messages"]
+        .as_array()
+        .expect("messages")
+        .iter()
+        .filter_map(|m| m["message"].as_str())
+        .collect();
+    for n in 0..6 {
+        let client_id = format!("outage-{n}");
+        let copies = texts.iter().filter(|text| **text == client_id).count();
+        assert_eq!(copies, 1, "{client_id} stored exactly once: {texts:?}");
+    }
+}
