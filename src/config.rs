@@ -170,6 +170,11 @@ pub struct ServerSettings {
     /// How long an idle HTTP/1.1 connection is kept open; longer than clients keep idle
     /// pooled connections, so the client closes first and never sends into a closing one.
     pub keep_alive_seconds: u64,
+    /// Time a request body has to arrive, beyond what its size earns at the minimum rate.
+    pub client_body_timeout_seconds: u64,
+    /// Each this many bytes received gives a body one more second (slow uploads finish, a
+    /// trickle does not).
+    pub client_body_min_bytes_per_second: u64,
     /// Browser origins allowed to call the API cross-origin (e.g. `https://app.example.com`);
     /// empty: same origin only.
     pub cors_origins: Vec<String>,
@@ -185,6 +190,8 @@ impl Default for ServerSettings {
             workers: 0,
             shutdown_timeout_seconds: 10,
             keep_alive_seconds: 120,
+            client_body_timeout_seconds: 10,
+            client_body_min_bytes_per_second: 4096,
             cors_origins: Vec::new(),
         }
     }
@@ -307,6 +314,12 @@ impl Settings {
         let redis = &self.redis.url;
         if !(redis.is_empty() || redis.starts_with("redis://") || redis.starts_with("rediss://")) {
             return fail("redis.url", "must be empty or start with redis:// or rediss://");
+        }
+        if self.server.client_body_timeout_seconds == 0 || self.server.client_body_min_bytes_per_second == 0 {
+            return fail(
+                "server.client_body_timeout_seconds",
+                "it and server.client_body_min_bytes_per_second must be at least 1",
+            );
         }
         if self.presence.ttl_seconds < 2 {
             return fail("presence.ttl_seconds", "must be at least 2");

@@ -22,6 +22,9 @@ pub enum AppError {
     /// 404: absent or not visible to the caller.
     #[error("{message}")]
     NotFound { message: Text },
+    /// 408: the request body did not arrive in time; the connection is closed.
+    #[error("{message}")]
+    RequestTimeout { message: Text },
     /// 409: conflicts with existing state.
     #[error("{message}")]
     Conflict { code: &'static str, message: Text, field: Option<Text> },
@@ -77,6 +80,7 @@ impl AppError {
             | Self::Forbidden { code, .. }
             | Self::Conflict { code, .. } => code,
             Self::NotFound { .. } => "not_found",
+            Self::RequestTimeout { .. } => "request_timeout",
             Self::PayloadTooLarge { .. } => "payload_too_large",
             Self::UnsupportedMediaType { .. } => "unsupported_media_type",
             Self::Validation { .. } => "validation_failed",
@@ -129,6 +133,7 @@ impl ResponseError for AppError {
             Self::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
             Self::Forbidden { .. } => StatusCode::FORBIDDEN,
             Self::NotFound { .. } => StatusCode::NOT_FOUND,
+            Self::RequestTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             Self::Conflict { .. } => StatusCode::CONFLICT,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -148,6 +153,10 @@ impl ResponseError for AppError {
             other => other.to_string(),
         };
         let mut response = HttpResponse::build(self.status_code());
+        if let Self::RequestTimeout { .. } = self {
+            // The rest of a body that is too slow is not worth waiting for.
+            response.force_close();
+        }
         let retry_after = match self {
             Self::RateLimited { retry_after_seconds, .. } => Some(*retry_after_seconds.max(&1)),
             Self::Unavailable { .. } => Some(UNAVAILABLE_RETRY_AFTER_SECONDS),

@@ -83,8 +83,10 @@ fn read_json<T: DeserializeOwned + 'static>(
         }
         let mut body = web::BytesMut::new();
         while let Some(chunk) = payload.next().await {
-            let chunk = chunk.map_err(|_| {
-                AppError::bad_request("malformed_body", "the request body could not be read", None)
+            let chunk = chunk.map_err(|err| {
+                crate::body_deadline::body_error(&err, || {
+                    AppError::bad_request("malformed_body", "the request body could not be read", None)
+                })
             })?;
             if body.len() + chunk.len() > MAX_JSON_BYTES {
                 return Err(too_large());

@@ -1,5 +1,6 @@
 pub mod admin;
 pub mod auth;
+pub mod body_deadline;
 pub mod config;
 pub mod db;
 pub mod domain;

@@ -16,6 +16,8 @@ pub struct Metrics {
     pub events: IntCounter,
     pub connections: IntCounter,
     pub slow_clients_dropped: IntCounter,
+    pub body_timeouts: IntCounter,
+    pub bad_request_heads: IntCounter,
     pub write_batch_seconds: Histogram,
     pub write_batch_jobs: Histogram,
     pub publish_seconds: Histogram,
@@ -44,6 +46,14 @@ fn build() -> Result<Metrics, prometheus::Error> {
     let slow_clients_dropped = IntCounter::new(
         "switchboard_slow_clients_dropped_total",
         "Sockets closed with 4008 because their outbound queue overflowed.",
+    )?;
+    let body_timeouts = IntCounter::new(
+        "switchboard_request_body_timeouts_total",
+        "Requests whose body did not arrive within server.client_body_timeout_seconds (408, closed).",
+    )?;
+    let bad_request_heads = IntCounter::new(
+        "switchboard_bad_request_heads_total",
+        "Connections closed for a malformed or oversized request head (400 or 431 from the HTTP layer).",
     )?;
     let write_batch_seconds = Histogram::with_opts(
         HistogramOpts::new(
@@ -90,6 +100,8 @@ fn build() -> Result<Metrics, prometheus::Error> {
     registry.register(Box::new(events.clone()))?;
     registry.register(Box::new(connections.clone()))?;
     registry.register(Box::new(slow_clients_dropped.clone()))?;
+    registry.register(Box::new(body_timeouts.clone()))?;
+    registry.register(Box::new(bad_request_heads.clone()))?;
     registry.register(Box::new(write_batch_seconds.clone()))?;
     registry.register(Box::new(write_batch_jobs.clone()))?;
     registry.register(Box::new(publish_seconds.clone()))?;
@@ -101,6 +113,8 @@ fn build() -> Result<Metrics, prometheus::Error> {
         events,
         connections,
         slow_clients_dropped,
+        body_timeouts,
+        bad_request_heads,
         write_batch_seconds,
         write_batch_jobs,
         publish_seconds,

@@ -120,6 +120,7 @@ impl Application {
                 .app_data(web::PathConfig::default().error_handler(path_error))
                 .wrap(ErrorHandlers::new().default_handler_client(contract_body))
                 .wrap(Condition::new(!origins.is_empty(), cors(&origins)))
+                .wrap(from_fn(crate::body_deadline::limit_body_time))
                 .wrap(from_fn(telemetry::requests::trace))
                 .configure(routes::configure)
                 .default_service(web::to(not_found))

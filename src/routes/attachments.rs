@@ -123,7 +123,14 @@ async fn read_form(state: &AppState, mut multipart: Multipart, form: &mut Form) 
 }
 
 fn bad_multipart(err: actix_multipart::MultipartError) -> AppError {
-    AppError::bad_request("bad_multipart", format!("malformed multipart body: {err}"), None)
+    let malformed =
+        || AppError::bad_request("bad_multipart", format!("malformed multipart body: {err}"), None);
+    match &err {
+        actix_multipart::MultipartError::Payload(payload) => {
+            crate::body_deadline::body_error(payload, malformed)
+        }
+        _ => malformed(),
+    }
 }
 
 fn form_id(value: Option<&String>, field: &'static str) -> AppResult<Option<i64>> {

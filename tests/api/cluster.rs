@@ -148,6 +148,11 @@ impl Instance {
         TestApp::at(self.port)
     }
 
+    /// Descriptors the process holds open.
+    pub fn open_files(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.child.id())).map_or(0, |dir| dir.count())
+    }
+
     pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();

@@ -145,3 +145,68 @@ async fn a_polite_websocket_close_ends_the_connection_at_once() {
     // The median, so one scheduling hiccup on a busy machine does not decide.
     assert!(times[2] < Duration::from_millis(100), "close took {times:?}");
 }
+
+/// Bodies that trickle cannot hold descriptors: 500 logins that declare 60,000 bytes and
+/// send 13 are answered 408 and closed once `server.client_body_timeout_seconds` passes,
+/// while other clients are served throughout, and the descriptors come back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_that_does_not_arrive_in_time_is_408_and_its_connection_closed() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let database = format!("sqlite://{}?mode=rwc", dir.path().join("slow.db").display());
+    let instance = crate::cluster::Instance::start_with(
+        "slow-bodies",
+        &database,
+        "",
+        &[("SWITCHBOARD__SERVER__CLIENT_BODY_TIMEOUT_SECONDS", "2")],
+    )
+    .await;
+    let app = instance.app();
+    let before = instance.open_files();
+    let mut slow = Vec::new();
+    for _ in 0..500 {
+        let mut stream = TcpStream::connect(("127.0.0.1", instance.port)).await.expect("connect");
+        stream
+            .write_all(b"POST /api/auth/login HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\ncontent-length: 60000\r\n\r\n{\"username\":\"")
+            .await
+            .expect("write");
+        slow.push(stream);
+    }
+    let started = Instant::now();
+    // Others are served while the slow bodies are held.
+    assert_eq!(app.get(None, "/health/live").await.status, 200);
+    let user = app.user("patient").await;
+    assert_eq!(app.get(Some(&user.token), "/api/users/me").await.status, 200);
+
+    let answers = futures_util::future::join_all(slow.iter_mut().map(|stream| async move {
+        let status =
+            tokio::time::timeout(Duration::from_secs(20), read_response(stream)).await.ok().flatten();
+        let mut rest = [0u8; 256];
+        let closed = loop {
+            match tokio::time::timeout(Duration::from_secs(20), stream.read(&mut rest)).await {
+                Ok(Ok(0) | Err(_)) => break true,
+                Ok(Ok(_)) => continue,
+                Err(_) => break false,
+            }
+        };
+        (status, closed)
+    }))
+    .await;
+    let answered = answers.iter().filter(|(status, _)| *status == Some(408)).count();
+    let closed = answers.iter().filter(|(_, closed)| *closed).count();
+    assert_eq!(answered, 500, "every slow body is answered 408");
+    assert_eq!(closed, 500, "every slow connection is closed by the server");
+    assert!(started.elapsed() < Duration::from_secs(15), "closed after {:?}", started.elapsed());
+    drop(slow);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while instance.open_files() > before + 5 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        instance.open_files() <= before + 5,
+        "descriptors came back: {before} → {}",
+        instance.open_files()
+    );
+    let metrics =
+        app.client.get(app.url("/metrics")).send().await.expect("metrics").text().await.expect("text");
+    assert!(metrics.contains("switchboard_request_body_timeouts_total 500"), "counted in /metrics");
+}
