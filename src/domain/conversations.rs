@@ -235,6 +235,24 @@ pub fn direct_partner(conversation: &conversation::Model, user_id: i64) -> Optio
     if low == user_id { Some(high) } else { Some(low) }
 }
 
+/// Whether `a` and `b` are both current members of at least one conversation: who may see
+/// whose presence.
+pub async fn share_a_conversation(db: &Db, a: i64, b: i64) -> Result<bool, DbErr> {
+    let conversations_of_a = sea_orm::sea_query::Query::select()
+        .column(member::Column::ConversationId)
+        .from(member::Entity)
+        .and_where(member::Column::UserId.eq(a))
+        .and_where(member::Column::LeftEventId.is_null())
+        .to_owned();
+    let shared = member::Entity::find()
+        .filter(member::Column::UserId.eq(b))
+        .filter(member::Column::LeftEventId.is_null())
+        .filter(member::Column::ConversationId.in_subquery(conversations_of_a))
+        .count(&db.read)
+        .await?;
+    Ok(shared > 0)
+}
+
 /// The conversations `user_id` is a current member of.
 pub async fn active_conversation_ids(conn: &impl ConnectionTrait, user_id: i64) -> Result<Vec<i64>, DbErr> {
     member::Entity::find()

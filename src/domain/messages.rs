@@ -64,7 +64,7 @@ impl NewMessage {
         attachment: Option<StoredFile>,
     ) -> AppResult<Self> {
         let body =
-            if attachment.is_some() && text.trim().is_empty() { String::new() } else { validate_body(text)? };
+            if attachment.is_some() && looks_empty(text) { String::new() } else { validate_body(text)? };
         if let Some(client_id) = &client_id {
             validate_client_id(client_id)?;
         }
@@ -78,10 +78,11 @@ pub enum Sent {
     Existing(MessageView),
 }
 
-/// Trims and checks a message body (1–2000 characters after trimming).
+/// Trims and checks a message body (1–2000 characters after trimming, and something a
+/// reader can see).
 pub fn validate_body(body: &str) -> AppResult<String> {
     let body = body.trim();
-    if body.is_empty() {
+    if looks_empty(body) {
         return Err(AppError::validation("message", "message must not be empty"));
     }
     // PostgreSQL cannot store NUL in text; refused on every database alike.
@@ -95,6 +96,22 @@ pub fn validate_body(body: &str) -> AppResult<String> {
         ));
     }
     Ok(body.to_owned())
+}
+
+/// Whether `text` would show as nothing: only white space, format characters that draw no
+/// glyph (zero-width spaces and joiners, the byte-order mark, direction marks, embeddings,
+/// overrides and isolates, variation selectors, tags: Unicode's Default_Ignorable_Code_Point
+/// set) and the fillers that render blank (Hangul fillers, the blank Braille pattern).
+pub fn looks_empty(text: &str) -> bool {
+    text.chars().all(|c| {
+        c.is_whitespace()
+            || matches!(c,
+                '\u{00AD}' | '\u{034F}' | '\u{061C}' | '\u{115F}' | '\u{1160}' | '\u{17B4}' | '\u{17B5}'
+                | '\u{180B}'..='\u{180F}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}'
+                | '\u{2060}'..='\u{206F}' | '\u{2800}' | '\u{3164}' | '\u{FE00}'..='\u{FE0F}' | '\u{FEFF}'
+                | '\u{FFA0}' | '\u{FFF0}'..='\u{FFF8}' | '\u{1BCA0}'..='\u{1BCA3}' | '\u{1D173}'..='\u{1D17A}'
+                | '\u{E0000}'..='\u{E0FFF}')
+    })
 }
 
 /// 1–64 of `[A-Za-z0-9_-]`.

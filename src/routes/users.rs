@@ -3,8 +3,8 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::AuthUser;
-use crate::domain::users;
 use crate::domain::views::UserView;
+use crate::domain::{conversations, users};
 use crate::error::ErrorBody;
 use crate::error::{AppError, AppResult};
 use crate::extract::{Id, Query};
@@ -89,9 +89,15 @@ pub async fn search(
 )]
 pub async fn presence(
     state: web::Data<AppState>,
-    _caller: AuthUser,
+    caller: AuthUser,
     path: web::Path<Id>,
 ) -> AppResult<HttpResponse> {
-    let user = users::get(&state.db, path.into_inner().0).await?;
+    let user_id = path.into_inner().0;
+    // Presence is for people one talks with, as the socket's presence frames are; ids are
+    // sequential, so answering anyone would let anyone watch everyone.
+    if user_id != caller.id && !conversations::share_a_conversation(&state.db, caller.id, user_id).await? {
+        return Err(AppError::not_found("user not found"));
+    }
+    let user = users::get(&state.db, user_id).await?;
     Ok(HttpResponse::Ok().json(state.presence.view(UserId(user.id)).await))
 }

@@ -451,6 +451,46 @@ async fn tokens_not_yet_valid_issued_in_the_future_or_living_too_long_are_401(ba
 
 // ---- users ----
 
+/// Presence is answered only about oneself and people one shares a conversation with, the
+/// same rule as the socket's presence frames; to anyone else a user is as absent as an
+/// unknown id (ids are sequential, so otherwise everyone could be watched).
+async fn presence_is_visible_only_to_people_who_share_a_conversation(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let (alice, bob, carol) = (app.user("alice").await, app.user("bob").await, app.user("carol").await);
+    let presence = |viewer: &TestUser, user: &TestUser| {
+        let path = format!("/api/users/{}/presence", user.id);
+        let token = viewer.token.clone();
+        let app = &app;
+        async move { app.get(Some(&token), &path).await }
+    };
+    assert_eq!(presence(&carol, &carol).await.status, 200, "one's own presence");
+    let stranger = presence(&carol, &bob).await;
+    assert_error(&stranger, 404, "not_found", "a stranger's presence");
+    let unknown = app.get(Some(&carol.token), "/api/users/987654/presence").await;
+    assert_eq!(unknown.body, stranger.body, "a stranger looks exactly like nobody");
+
+    app.dm(&alice, &bob, "hi").await;
+    let seen = presence(&alice, &bob).await;
+    assert_eq!(seen.status, 200, "{}", seen.body);
+    assert_eq!(seen.body["user_id"], bob.id);
+    assert_eq!(presence(&bob, &alice).await.status, 200, "both ways");
+
+    // A group makes members visible to each other, and leaving it ends that.
+    let group =
+        app.post(Some(&carol.token), "/api/groups", &json!({"name": "g", "member_ids": [bob.id]})).await;
+    assert_eq!(group.status, 201, "{}", group.body);
+    assert_eq!(presence(&carol, &bob).await.status, 200, "fellow group member");
+    let left = app
+        .send_empty(
+            reqwest::Method::DELETE,
+            Some(&bob.token),
+            &format!("/api/groups/{}/members/{}", group.body["id"], bob.id),
+        )
+        .await;
+    assert_eq!(left.status, 204, "{}", left.body);
+    assert_error(&presence(&carol, &bob).await, 404, "not_found", "after bob left");
+}
+
 async fn users_me_returns_the_caller(backend: Backend) {
     let app = spawn_app(backend).await;
     let user = app.user("me").await;
@@ -630,6 +670,7 @@ on_both_databases!(
     a_signed_token_for_a_missing_user_is_401_on_every_route_and_the_socket,
     tokens_not_yet_valid_issued_in_the_future_or_living_too_long_are_401,
     users_me_returns_the_caller,
+    presence_is_visible_only_to_people_who_share_a_conversation,
     a_user_is_found_by_id_and_an_unknown_id_is_404,
     a_user_id_that_is_not_a_positive_64_bit_integer_is_400,
     search_matches_username_and_display_name_case_insensitively,

@@ -87,13 +87,41 @@ async fn an_empty_or_whitespace_only_message_is_422(backend: Backend) {
     let app = spawn_app(backend).await;
     let alice = app.user("alice").await;
     let bob = app.user("bob").await;
-    for text in ["", " ", "   \n\t  ", "\u{3000}\u{00a0}"] {
+    // White space, and text a reader would see as nothing: zero-width spaces and joiners, a
+    // byte-order mark, direction marks and overrides, a Hangul filler, the blank Braille cell.
+    for text in [
+        "",
+        " ",
+        "   \n\t  ",
+        "\u{3000}\u{00a0}",
+        "\u{200b}",
+        "\u{200b}\u{200c}\u{200d}\u{2060}",
+        "\u{feff}",
+        " \u{feff} \u{200b} ",
+        "\u{200e}\u{202e}\u{2066}\u{2069}",
+        "\u{3164}",
+        "\u{2800}\u{2800}",
+    ] {
         let reply = app.send_message(&alice, &json!({"recipient_id": bob.id, "message": text})).await;
         assert_invalid(&reply, "message", &format!("{text:?}"));
     }
     // Nothing was stored: the pair has no conversation yet.
     let reply = app.get(Some(&alice.token), &format!("/api/conversations/direct/{}", bob.id)).await;
     assert_eq!(reply.status, 404, "{}", reply.body);
+    // An edit to invisible text is refused alike, and the message keeps its text.
+    let sent = app.dm(&alice, &bob, "visible").await;
+    let edit = app
+        .send_json(
+            reqwest::Method::PATCH,
+            Some(&alice.token),
+            &format!("/api/messages/{}", sent["id"]),
+            &json!({"message": "\u{200b}\u{feff}"}),
+        )
+        .await;
+    assert_invalid(&edit, "message", "an invisible edit");
+    // Invisible characters beside visible ones are text like any other, stored as sent.
+    let joined = app.dm(&alice, &bob, "a\u{200d}b \u{202e}olleh").await;
+    assert_eq!(joined["message"], "a\u{200d}b \u{202e}olleh");
 }
 
 async fn a_message_may_be_2000_characters_but_not_2001(backend: Backend) {
