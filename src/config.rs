@@ -44,7 +44,11 @@ pub struct LimitSettings {
     /// appends it (as deploy/nginx.conf does), or clients could choose their own key.
     pub trust_forwarded_for: bool,
     pub login_per_minute_per_ip: u32,
-    pub login_per_minute_per_username: u32,
+    /// Login attempts against one username from one address: tight.
+    pub login_per_hour_per_username_and_ip: u32,
+    /// Login attempts against one username from anywhere: loose, so one address alone can
+    /// never lock its owner out.
+    pub login_per_hour_per_username: u32,
     pub register_per_hour_per_ip: u32,
     pub send_per_minute_per_user: u32,
     pub send_per_minute_per_ip: u32,
@@ -59,7 +63,8 @@ impl Default for LimitSettings {
             enabled: true,
             trust_forwarded_for: false,
             login_per_minute_per_ip: 30,
-            login_per_minute_per_username: 10,
+            login_per_hour_per_username_and_ip: 20,
+            login_per_hour_per_username: 100,
             register_per_hour_per_ip: 60,
             send_per_minute_per_user: 600,
             send_per_minute_per_ip: 6000,

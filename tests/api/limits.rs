@@ -28,25 +28,64 @@ fn assert_rate_limited(reply: &Reply) {
     assert!((1..=3600).contains(&retry_after), "Retry-After {retry_after}");
 }
 
+/// A login from `address` (the deployment trusts the proxy's `X-Forwarded-For`).
+async fn login_from(app: &TestApp, address: &str, username: &str, password: &str) -> Reply {
+    let request = app
+        .client
+        .post(app.url("/api/auth/login"))
+        .header("x-forwarded-for", address)
+        .json(&json!({"username": username, "password": password}));
+    app.send_request(request).await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn login_attempts_are_limited_per_username_and_per_address() {
+async fn login_attempts_are_limited_per_address() {
+    let app = limited(|s| s.limits.login_per_minute_per_ip = 5).await;
+    app.register("alice").await;
+    for _ in 0..5 {
+        assert_eq!(
+            app.post(None, "/api/auth/login", &json!({"username": "nobody", "password": "whatever-it-is"}))
+                .await
+                .status,
+            401
+        );
+    }
+    let right = json!({"username": "ALICE", "password": PASSWORD});
+    assert_rate_limited(&app.post(None, "/api/auth/login", &right).await);
+}
+
+/// Targeted lockout: wrong passwords for one username from one address throttle that
+/// address for that username only; the owner logs in from their own address, and the same
+/// attacker's other usernames are unaffected. Only guessing spread over many addresses
+/// reaches the loose per-username limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_passwords_from_one_address_cannot_lock_the_owner_out() {
     let app = limited(|s| {
-        s.limits.login_per_minute_per_username = 3;
-        s.limits.login_per_minute_per_ip = 5;
+        s.limits.trust_forwarded_for = true;
+        s.limits.login_per_minute_per_ip = 1000;
+        s.limits.login_per_hour_per_username_and_ip = 5;
+        s.limits.login_per_hour_per_username = 12;
     })
     .await;
     let alice = app.register("alice").await;
-    let wrong = json!({"username": "alice", "password": "not-her-password"});
-    for _ in 0..3 {
-        assert_eq!(app.post(None, "/api/auth/login", &wrong).await.status, 401);
+    app.register("bob").await;
+    let attacker = "203.0.113.9";
+    for _ in 0..5 {
+        assert_eq!(login_from(&app, attacker, "alice", "not-her-password").await.status, 401);
     }
-    // The username is now locked for a while, even with the right password…
-    let right = json!({"username": "ALICE", "password": PASSWORD});
-    assert_rate_limited(&app.post(None, "/api/auth/login", &right).await);
-    // …while other usernames from this address still get answers, until the address's own limit.
-    let nobody = json!({"username": "nobody", "password": "whatever-it-is"});
-    assert_eq!(app.post(None, "/api/auth/login", &nobody).await.status, 401);
-    assert_rate_limited(&app.post(None, "/api/auth/login", &nobody).await);
+    // The attacker is throttled for alice, even were they to guess right…
+    assert_rate_limited(&login_from(&app, attacker, "alice", PASSWORD).await);
+    assert_rate_limited(&login_from(&app, attacker, "alice", "not-her-password").await);
+    // …while alice logs in from her own address, and the attacker's address still serves bob.
+    let owner = login_from(&app, "198.51.100.7", "ALICE", PASSWORD).await;
+    assert_eq!(owner.status, 200, "{}", owner.body);
+    assert_eq!(login_from(&app, attacker, "bob", PASSWORD).await.status, 200);
+    // Guessing from many addresses at once reaches the per-username limit (12 here).
+    for n in 0..6 {
+        let reply = login_from(&app, &format!("192.0.2.{n}"), "alice", "not-her-password").await;
+        assert_eq!(reply.status, 401, "guess {n}");
+    }
+    assert_rate_limited(&login_from(&app, "198.51.100.7", "alice", PASSWORD).await);
     // Tokens already issued keep working.
     assert_eq!(app.get(Some(&alice.token), "/api/users/me").await.status, 200);
 }
