@@ -17,7 +17,7 @@ pub struct Metrics {
     pub connections: IntCounter,
     pub slow_clients_dropped: IntCounter,
     pub body_timeouts: IntCounter,
-    pub bad_request_heads: IntCounter,
+    pub refused_connections: IntCounterVec,
     pub write_batch_seconds: Histogram,
     pub write_batch_jobs: Histogram,
     pub publish_seconds: Histogram,
@@ -51,9 +51,13 @@ fn build() -> Result<Metrics, prometheus::Error> {
         "switchboard_request_body_timeouts_total",
         "Requests whose body did not arrive within server.client_body_timeout_seconds (408, closed).",
     )?;
-    let bad_request_heads = IntCounter::new(
-        "switchboard_bad_request_heads_total",
-        "Connections closed for a malformed or oversized request head (400 or 431 from the HTTP layer).",
+    let refused_connections = IntCounterVec::new(
+        Opts::new(
+            "switchboard_refused_connections_total",
+            "Connections the HTTP layer ended for a client fault: malformed_head (400), oversized_head \
+             (431), head_timeout, connection_reset.",
+        ),
+        &["reason"],
     )?;
     let write_batch_seconds = Histogram::with_opts(
         HistogramOpts::new(
@@ -101,7 +105,7 @@ fn build() -> Result<Metrics, prometheus::Error> {
     registry.register(Box::new(connections.clone()))?;
     registry.register(Box::new(slow_clients_dropped.clone()))?;
     registry.register(Box::new(body_timeouts.clone()))?;
-    registry.register(Box::new(bad_request_heads.clone()))?;
+    registry.register(Box::new(refused_connections.clone()))?;
     registry.register(Box::new(write_batch_seconds.clone()))?;
     registry.register(Box::new(write_batch_jobs.clone()))?;
     registry.register(Box::new(publish_seconds.clone()))?;
@@ -114,7 +118,7 @@ fn build() -> Result<Metrics, prometheus::Error> {
         connections,
         slow_clients_dropped,
         body_timeouts,
-        bad_request_heads,
+        refused_connections,
         write_batch_seconds,
         write_batch_jobs,
         publish_seconds,
@@ -143,4 +147,14 @@ pub fn render() -> String {
         tracing::warn!(error = %err, "could not encode metrics");
     }
     String::from_utf8(buffer).unwrap_or_default()
+}
+
+/// Connections refused for client faults so far, all reasons together.
+pub fn refused_connections() -> u64 {
+    use prometheus::core::Collector;
+    METRICS.as_ref().map_or(0, |metrics| {
+        let families = metrics.refused_connections.collect();
+        let metrics = families.iter().flat_map(|family| family.get_metric());
+        metrics.map(|metric| metric.get_counter().get_value() as u64).sum()
+    })
 }

@@ -139,6 +139,7 @@ impl Application {
         let server = server
             .listen(listener)
             .map_err(|source| StartupError::Listen { address: "listener".into(), source })?;
+        telemetry::summarize_refused_connections();
         tracing::info!(port, instance_id = %state.instance_id, "listening");
         Ok(Self { port, server: server.run(), state })
     }

@@ -1,17 +1,97 @@
 //! Logging: `tracing` to stdout, text or JSON by config, filtered by `log.level` or `RUST_LOG`.
 
-use tracing_subscriber::EnvFilter;
+use std::time::Duration;
+
+use tracing::field::{Field, Visit};
+use tracing::{Event, Level, Metadata};
+use tracing_subscriber::layer::{Context, Filter, Layer, SubscriberExt};
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, filter::FilterExt};
 
 use crate::config::{LogFormat, LogSettings};
 
 pub fn init(settings: &LogSettings) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&settings.level));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(true);
-    // A second init (tests build several apps in one process) keeps the first subscriber.
-    let _ = match settings.format {
-        LogFormat::Json => builder.json().try_init(),
-        LogFormat::Text => builder.try_init(),
+    let output = match settings.format {
+        LogFormat::Json => tracing_subscriber::fmt::layer().json().with_target(true).boxed(),
+        LogFormat::Text => tracing_subscriber::fmt::layer().with_target(true).boxed(),
     };
+    // A second init (tests build several apps in one process) keeps the first subscriber.
+    let _ = tracing_subscriber::registry().with(output.with_filter(filter.and(ClientFaults))).try_init();
+}
+
+/// What actix-http logs at ERROR when a client sends a malformed or oversized request head,
+/// stalls before finishing it, or drops its connection: anyone can cause these, so they are
+/// counted in `/metrics` (`switchboard_refused_connections_total{reason}`) and summed up at
+/// `info` every `SUMMARY_PERIOD` instead (see `summarize_refused_connections`).
+struct ClientFaults;
+
+impl<S> Filter<S> for ClientFaults {
+    fn enabled(&self, _: &Metadata<'_>, _: &Context<'_, S>) -> bool {
+        true
+    }
+
+    fn event_enabled(&self, event: &Event<'_>, _: &Context<'_, S>) -> bool {
+        let meta = event.metadata();
+        if *meta.level() != Level::ERROR || !meta.target().starts_with("actix_http::h1") {
+            return true;
+        }
+        let mut message = Message(String::new());
+        event.record(&mut message);
+        let Some(reason) = client_fault(&message.0) else { return true };
+        crate::metrics::record(|m| m.refused_connections.with_label_values(&[reason]).inc());
+        false
+    }
+}
+
+/// The kind of client fault an actix-http error line reports, if it is one.
+fn client_fault(message: &str) -> Option<&'static str> {
+    if message.starts_with("MAX_BUFFER_SIZE") {
+        return Some("oversized_head");
+    }
+    let cause = message.strip_prefix("stream error: ")?;
+    Some(if cause.starts_with("request parse error") {
+        "malformed_head"
+    } else if cause.starts_with("request did not complete") {
+        "head_timeout"
+    } else if cause.starts_with("I/O error") {
+        "connection_reset"
+    } else {
+        return None;
+    })
+}
+
+struct Message(String);
+
+impl Visit for Message {
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        if field.name() == "message" {
+            self.0 = format!("{value:?}");
+        }
+    }
+}
+
+const SUMMARY_PERIOD: Duration = Duration::from_secs(10);
+
+/// One `info` line per `SUMMARY_PERIOD` in which connections were refused for client faults,
+/// however many there were.
+pub fn summarize_refused_connections() {
+    actix::spawn(async {
+        let mut tick = tokio::time::interval(SUMMARY_PERIOD);
+        let mut seen = 0;
+        loop {
+            tick.tick().await;
+            let total = crate::metrics::refused_connections();
+            if total > seen {
+                tracing::info!(
+                    refused = total - seen,
+                    seconds = SUMMARY_PERIOD.as_secs(),
+                    "connections refused for malformed, oversized or stalled request heads (see /metrics)"
+                );
+                seen = total;
+            }
+        }
+    });
 }
 
 /// Per-request tracing and metrics: a span with a request id (the client's `X-Request-Id`

@@ -118,39 +118,71 @@ async fn cross_origin_calls_are_allowed_for_configured_origins_only() {
     assert!(response.headers().get("access-control-allow-origin").is_none());
 }
 
-/// Runs the real binary with debug JSON logs, drives it with secrets in every place a
+/// The real binary with its logs going to files in `dir` (files, not pipes: nobody reads a
+/// pipe until the end, and a full one would block the server).
+struct LoggedServer {
+    child: std::process::Child,
+    app: TestApp,
+    out_path: std::path::PathBuf,
+    err_path: std::path::PathBuf,
+}
+
+impl LoggedServer {
+    async fn start(dir: &std::path::Path, format: &str, level: &str) -> LoggedServer {
+        let out_path = dir.join("server.out");
+        let err_path = dir.join("server.err");
+        let port = TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+        let child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+            .current_dir(dir)
+            .env("SWITCHBOARD__AUTH__JWT_SECRET", crate::helpers::TEST_SECRET)
+            .env("SWITCHBOARD__SERVER__PORT", port.to_string())
+            .env("SWITCHBOARD__LOG__FORMAT", format)
+            .env("SWITCHBOARD__LOG__LEVEL", level)
+            .env("SWITCHBOARD__LIMITS__ENABLED", "false")
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::from(std::fs::File::create(&out_path).expect("log file")))
+            .stderr(Stdio::from(std::fs::File::create(&err_path).expect("log file")))
+            .spawn()
+            .expect("start switchboard");
+        let app = TestApp::at(port);
+        let mut ready = false;
+        for _ in 0..200 {
+            if app.client.get(app.url("/health/ready")).send().await.is_ok_and(|r| r.status() == 200) {
+                ready = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(ready, "server started");
+        LoggedServer { child, app, out_path, err_path }
+    }
+
+    fn logs(&self) -> String {
+        std::fs::read_to_string(&self.out_path).expect("read logs")
+            + &std::fs::read_to_string(&self.err_path).expect("read logs")
+    }
+
+    /// Stops the server (SIGTERM) and returns everything it logged.
+    async fn stop(mut self) -> String {
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let mut child = self.child;
+        self.child = tokio::task::spawn_blocking(move || {
+            let _ = child.wait();
+            child
+        })
+        .await
+        .expect("join");
+        self.logs()
+    }
+}
+
+/// Runs the real binary with trace-level JSON logs, drives it with secrets in every place a
 /// careless server would log them, and reads everything it wrote.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn logs_carry_request_ids_but_no_tokens_tickets_passwords_or_message_text() {
     let dir = tempfile::tempdir().expect("dir");
-    // A file, not a pipe: nobody reads a pipe until the end, and a full one would block the server.
-    let out_path = dir.path().join("server.out");
-    let err_path = dir.path().join("server.err");
-    let port = TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
-        .args(["--config", "config.toml"])
-        .env("SWITCHBOARD__SERVER__PORT", port.to_string())
-        .env("SWITCHBOARD__DATABASE__URL", format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display()))
-        .env("SWITCHBOARD__ATTACHMENTS__DIR", dir.path().join("files"))
-        .env("SWITCHBOARD__LOG__FORMAT", "json")
-        .env("SWITCHBOARD__LOG__LEVEL", "trace")
-        .env("SWITCHBOARD__LIMITS__ENABLED", "false")
-        .env_remove("RUST_LOG")
-        .stdout(Stdio::from(std::fs::File::create(&out_path).expect("log file")))
-        .stderr(Stdio::from(std::fs::File::create(&err_path).expect("log file")))
-        .spawn()
-        .expect("start switchboard");
-    let app = TestApp::at(port);
-    let mut ready = false;
-    for _ in 0..200 {
-        if app.client.get(app.url("/health/ready")).send().await.is_ok_and(|r| r.status() == 200) {
-            ready = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(ready, "server started");
-
+    let server = LoggedServer::start(dir.path(), "json", "trace").await;
+    let app = &server.app;
     let alice = app.register("alice").await;
     let bob = app.register("bob").await;
     let secret_text = "the-launch-code-is-7781-quietly";
@@ -169,10 +201,7 @@ async fn logs_carry_request_ids_but_no_tokens_tickets_passwords_or_message_text(
     drop((socket, by_token));
     tokio::time::sleep(Duration::from_millis(300)).await;
 
-    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
-    tokio::task::spawn_blocking(move || child.wait()).await.expect("join").expect("exit");
-    let logs = std::fs::read_to_string(&out_path).expect("read logs")
-        + &std::fs::read_to_string(&err_path).expect("read logs");
+    let logs = server.stop().await;
     assert!(logs.contains("request_id"), "requests are logged with their id ({} bytes):\n{logs}", logs.len());
     let secrets = [
         alice.token.as_str(),
@@ -186,4 +215,46 @@ async fn logs_carry_request_ids_but_no_tokens_tickets_passwords_or_message_text(
     for secret in secrets {
         assert!(!logs.contains(secret), "the logs contain a secret ({secret}):\n{logs}");
     }
+}
+
+/// Malformed, oversized and stalled request heads are anyone's to send: they are counted in
+/// `/metrics` and summed up at `info` at most every 10 s, never logged at ERROR one by one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_request_heads_are_counted_and_summed_up_not_logged_as_errors() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().expect("dir");
+    let server = LoggedServer::start(dir.path(), "text", "info").await;
+    let port = server.app.port;
+    let oversized = format!("GET / HTTP/1.1\r\nhost: x\r\nx-padding: {}\r\n\r\n", "a".repeat(256 * 1024));
+    let heads = std::iter::repeat_n("NOT HTTP AT ALL\r\n\r\n".to_owned(), 30)
+        .chain(std::iter::repeat_n(oversized, 5));
+    for head in heads {
+        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.expect("connect");
+        let _ = stream.write_all(head.as_bytes()).await;
+        let mut answer = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut answer)).await;
+        let status = String::from_utf8_lossy(&answer).split(' ').nth(1).unwrap_or_default().to_owned();
+        assert!(matches!(status.as_str(), "400" | "431"), "refused with 400 or 431, got {status:?}");
+    }
+    let text = server
+        .app
+        .client
+        .get(server.app.url("/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(metric(&text, "switchboard_refused_connections_total") >= 35.0, "counted: {text}");
+    // The summary line comes within one period.
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while !server.logs().contains("connections refused") {
+        assert!(std::time::Instant::now() < deadline, "no summary line:\n{}", server.logs());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let logs = server.stop().await;
+    let errors: Vec<&str> = logs.lines().filter(|line| line.contains("ERROR")).collect();
+    assert!(errors.is_empty(), "no ERROR lines for client faults: {errors:#?}");
+    assert!(logs.matches("connections refused").count() <= 2, "summed up, not one line each:\n{logs}");
 }
