@@ -183,6 +183,9 @@ pub struct ServerSettings {
     /// Browser origins allowed to call the API cross-origin (e.g. `https://app.example.com`);
     /// empty: same origin only.
     pub cors_origins: Vec<String>,
+    /// When set, `/metrics` answers only `Authorization: Bearer <this>` (Prometheus's
+    /// `authorization` scrape setting); empty: public, for a private network.
+    pub metrics_token: SecretString,
 }
 
 impl Default for ServerSettings {
@@ -198,6 +201,7 @@ impl Default for ServerSettings {
             client_body_timeout_seconds: 10,
             client_body_min_bytes_per_second: 4096,
             cors_origins: Vec::new(),
+            metrics_token: SecretString::from(""),
         }
     }
 }

@@ -1,8 +1,11 @@
 use std::fmt::Write;
 use std::sync::atomic::Ordering;
 
-use actix_web::{HttpResponse, web};
+use actix_web::http::header;
+use actix_web::{HttpRequest, HttpResponse, web};
+use secrecy::ExposeSecret;
 use serde_json::json;
+use subtle::ConstantTimeEq;
 
 use crate::error::ErrorBody;
 use crate::error::{AppError, AppResult};
@@ -43,13 +46,23 @@ pub async fn ready(state: web::Data<AppState>) -> AppResult<HttpResponse> {
 }
 
 /// # GET /metrics
-/// Prometheus text: the live-side gauges.
+/// Prometheus text: the live-side gauges. With `server.metrics_token` set, only for
+/// `Authorization: Bearer <that token>`.
 #[utoipa::path(
     get,
     path = "/metrics",
-    responses((status = 200, description = "Prometheus text"))
+    responses((status = 200, description = "Prometheus text"), (status = 401, description = "server.metrics_token is set and the request does not carry it", body = crate::error::ErrorBody))
 )]
-pub async fn metrics(state: web::Data<AppState>) -> AppResult<HttpResponse> {
+pub async fn metrics(req: HttpRequest, state: web::Data<AppState>) -> AppResult<HttpResponse> {
+    let required = state.settings.server.metrics_token.expose_secret();
+    if !required.is_empty() {
+        let given = req.headers().get(header::AUTHORIZATION).and_then(|value| value.to_str().ok());
+        let token = given.and_then(|value| value.strip_prefix("Bearer ")).unwrap_or_default();
+        // Compared in constant time, so response timing does not reveal the token.
+        if !bool::from(token.as_bytes().ct_eq(required.as_bytes())) {
+            return Err(AppError::unauthorized("invalid_token", "/metrics needs the metrics token"));
+        }
+    }
     let stats = state.chat.send(GetStats).await.map_err(AppError::internal)?;
     let mut body = crate::metrics::render();
     let mut gauge = |name: &str, kind: &str, help: &str, value: u64| {

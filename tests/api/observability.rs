@@ -258,3 +258,21 @@ async fn bad_request_heads_are_counted_and_summed_up_not_logged_as_errors() {
     assert!(errors.is_empty(), "no ERROR lines for client faults: {errors:#?}");
     assert!(logs.matches("connections refused").count() <= 2, "summed up, not one line each:\n{logs}");
 }
+
+/// With `server.metrics_token` set, `/metrics` answers only a scraper that carries it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_need_the_metrics_token_when_one_is_set() {
+    let token = "scrape-token-0123456789abcdef";
+    let app = spawn_app_with(Backend::Sqlite, |settings| settings.server.metrics_token = token.into()).await;
+    let anonymous = app.get(None, "/metrics").await;
+    assert_eq!(anonymous.status, 401);
+    assert_eq!(anonymous.error_code(), "invalid_token");
+    for wrong in ["Bearer scrape-token-0123456789abcdeX", "Bearer ", "Basic c2NyYXBl", token] {
+        assert_eq!(app.get_with_authorization(wrong, "/metrics").await.status, 401, "{wrong}");
+    }
+    let scraped = app.client.get(app.url("/metrics")).bearer_auth(token).send().await.expect("metrics");
+    assert_eq!(scraped.status(), 200);
+    assert!(scraped.text().await.expect("text").contains("switchboard_sessions"));
+    // The health endpoints stay open for load balancers.
+    assert_eq!(app.get(None, "/health/ready").await.status, 200);
+}
