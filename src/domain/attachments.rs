@@ -193,23 +193,26 @@ impl Store {
         Ok((kind.mime, limit))
     }
 
-    fn signature(&self, id: i64, expires: i64) -> AppResult<Hmac<Sha256>> {
+    fn signature(&self, id: i64, user_id: i64, expires: i64) -> AppResult<Hmac<Sha256>> {
         let mut mac = Hmac::<Sha256>::new_from_slice(&self.signing_key).map_err(AppError::internal)?;
-        mac.update(format!("{id}:{expires}").as_bytes());
+        mac.update(format!("{id}:{user_id}:{expires}").as_bytes());
         Ok(mac)
     }
 
-    /// A URL for `id` valid until `expires` (Unix seconds), signed with HMAC-SHA256.
-    pub fn signed_url(&self, id: i64, expires: i64) -> AppResult<String> {
-        let signature = hex::encode(self.signature(id, expires)?.finalize().into_bytes());
-        Ok(format!("/api/attachments/{id}/content?expires={expires}&signature={signature}"))
+    /// A URL for `id`, issued to `user_id`, valid until `expires` (Unix seconds), signed with
+    /// HMAC-SHA256. The user is part of the link so that it stops working when they leave
+    /// the conversation, not only when it expires.
+    pub fn signed_url(&self, id: i64, user_id: i64, expires: i64) -> AppResult<String> {
+        let signature = hex::encode(self.signature(id, user_id, expires)?.finalize().into_bytes());
+        Ok(format!("/api/attachments/{id}/content?user={user_id}&expires={expires}&signature={signature}"))
     }
 
-    /// Checks a URL's signature (in constant time) and expiry.
-    pub fn verify(&self, id: i64, expires: i64, signature: &str) -> AppResult<()> {
+    /// Checks a URL's signature (in constant time) and expiry; membership is checked by the
+    /// caller.
+    pub fn verify(&self, id: i64, user_id: i64, expires: i64, signature: &str) -> AppResult<()> {
         let forged = || AppError::forbidden("invalid_signature", "the download link is not valid");
         let bytes = hex::decode(signature).map_err(|_| forged())?;
-        self.signature(id, expires)?.verify_slice(&bytes).map_err(|_| forged())?;
+        self.signature(id, user_id, expires)?.verify_slice(&bytes).map_err(|_| forged())?;
         if expires < chrono::Utc::now().timestamp() {
             return Err(AppError::forbidden("link_expired", "the download link has expired"));
         }
@@ -286,11 +289,6 @@ pub async fn downloadable(db: &Db, user_id: i64, attachment_id: i64) -> AppResul
         .await
         .map_err(|_| AppError::not_found("attachment not found"))?;
     Ok(row)
-}
-
-/// The attachment if its message still stands (a deleted message's files are not served).
-pub async fn servable(db: &Db, attachment_id: i64) -> AppResult<attachment::Model> {
-    Ok(live(db, attachment_id).await?.0)
 }
 
 async fn live(db: &Db, attachment_id: i64) -> AppResult<(attachment::Model, message::Model)> {

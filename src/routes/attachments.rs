@@ -188,7 +188,7 @@ pub async fn download(
     let ttl = state.files.url_ttl_seconds();
     let expires = chrono::Utc::now().timestamp().saturating_add(i64::try_from(ttl).unwrap_or(i64::MAX));
     Ok(HttpResponse::Ok().json(DownloadLink {
-        download_url: state.files.signed_url(row.id, expires)?,
+        download_url: state.files.signed_url(row.id, caller.id, expires)?,
         filename: row.filename,
         size: row.size,
         mime_type: row.mime_type,
@@ -199,13 +199,16 @@ pub async fn download(
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct SignedQuery {
+    /// The member the link was issued to.
+    user: i64,
     expires: i64,
     signature: String,
 }
 
-/// # GET /api/attachments/{id}/content?expires=&signature=
+/// # GET /api/attachments/{id}/content?user=&expires=&signature=
 /// The bytes, for whoever holds a valid signed URL (no token: links work in `<img>` and
-/// `<a download>`). Always a download, never rendered in the page's origin.
+/// `<a download>`) while the member it was issued to still belongs to the conversation and
+/// the message stands. Always a download, never rendered in the page's origin.
 #[utoipa::path(
     get,
     path = "/api/attachments/{id}/content",
@@ -219,8 +222,9 @@ pub async fn content(
     query: Query<SignedQuery>,
 ) -> AppResult<HttpResponse> {
     let Id(id) = path.into_inner();
-    state.files.verify(id, query.0.expires, &query.0.signature)?;
-    let row = attachments::servable(&state.db, id).await?;
+    let SignedQuery { user, expires, signature } = query.0;
+    state.files.verify(id, user, expires, &signature)?;
+    let row = attachments::downloadable(&state.db, user, id).await?;
     let path = state.files.path(&row.storage_key);
     let file = web::block(move || NamedFile::open(path))
         .await

@@ -280,28 +280,36 @@ fn essence(content_type: &str) -> &str {
     content_type.split(';').next().unwrap_or_default().trim()
 }
 
-/// Splits a download URL into (id, expires, signature).
-fn url_parts(url: &str) -> (i64, i64, String) {
+/// A download URL's parts.
+struct UrlParts {
+    id: i64,
+    user: i64,
+    expires: i64,
+    signature: String,
+}
+
+fn url_parts(url: &str) -> UrlParts {
     let rest = url.strip_prefix("/api/attachments/").unwrap_or_else(|| panic!("url shape: {url}"));
     let (id, query) = rest.split_once("/content?").unwrap_or_else(|| panic!("url shape: {url}"));
-    let mut expires = None;
-    let mut signature = None;
+    let (mut user, mut expires, mut signature) = (None, None, None);
     for pair in query.split('&') {
         match pair.split_once('=') {
+            Some(("user", value)) => user = value.parse::<i64>().ok(),
             Some(("expires", value)) => expires = value.parse::<i64>().ok(),
             Some(("signature", value)) => signature = Some(value.to_owned()),
             _ => {}
         }
     }
-    (
-        id.parse().unwrap_or_else(|_| panic!("id in {url}")),
-        expires.unwrap_or_else(|| panic!("expires in {url}")),
-        signature.unwrap_or_else(|| panic!("signature in {url}")),
-    )
+    UrlParts {
+        id: id.parse().unwrap_or_else(|_| panic!("id in {url}")),
+        user: user.unwrap_or_else(|| panic!("user in {url}")),
+        expires: expires.unwrap_or_else(|| panic!("expires in {url}")),
+        signature: signature.unwrap_or_else(|| panic!("signature in {url}")),
+    }
 }
 
-fn content_path(id: i64, expires: i64, signature: &str) -> String {
-    format!("/api/attachments/{id}/content?expires={expires}&signature={signature}")
+fn content_path(id: i64, user: i64, expires: i64, signature: &str) -> String {
+    format!("/api/attachments/{id}/content?user={user}&expires={expires}&signature={signature}")
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -966,8 +974,9 @@ async fn download_links_are_for_members_of_a_live_message_only(backend: Backend)
         assert_eq!(reply.status, 200, "{}: {}", user.username, reply.body);
         let body = &reply.body;
         let url = body["download_url"].as_str().expect("download_url");
-        let (url_id, expires, signature) = url_parts(url);
+        let UrlParts { id: url_id, user: url_user, expires, signature } = url_parts(url);
         assert_eq!(url_id, id);
+        assert_eq!(url_user, user.id, "the link names the member it was issued to");
         assert!(!signature.is_empty());
         let now = chrono::Utc::now().timestamp();
         assert!((now + 3590..=now + 3610).contains(&expires), "expires {expires} is not ~1 h from {now}");
@@ -1027,6 +1036,9 @@ async fn download_links_are_for_members_of_a_live_message_only(backend: Backend)
     assert_eq!(reply.status, 201, "{}", reply.body);
     let id = id_of(&attachment_of(&reply.body));
     assert_eq!(link(&app, &bob, id).await.status, 200);
+    // A link bob fetched while a member; it works until he is removed.
+    let bobs_url = download_url(&app, &bob, id).await;
+    assert_eq!(fetch(&app, &bobs_url).await.0, 200, "bob's link while he is a member");
     let reply = link(&app, &carol, id).await;
     assert_eq!(reply.status, 404, "never a member: {}", reply.body);
     let reply = app
@@ -1040,6 +1052,8 @@ async fn download_links_are_for_members_of_a_live_message_only(backend: Backend)
     let reply = link(&app, &bob, id).await;
     assert_eq!(reply.status, 404, "removed member: {}", reply.body);
     assert_eq!(reply.error_code(), "not_found");
+    // The link he already had stops working at once, not when it expires.
+    assert_eq!(fetch_error(&app, &bobs_url, 404).await, "not_found", "a removed member's old link");
     assert_eq!(link(&app, &alice, id).await.status, 200, "the owner still may");
 }
 
@@ -1105,7 +1119,7 @@ async fn tampered_links_are_refused_with_403_invalid_signature(backend: Backend)
     let first = id_of(&attachment_of(&sent_file(&app, &alice, &bob, "a.png", PNG).await));
     let second = id_of(&attachment_of(&sent_file(&app, &alice, &bob, "b.gif", GIF).await));
     let url = download_url(&app, &bob, first).await;
-    let (id, expires, signature) = url_parts(&url);
+    let UrlParts { id, user, expires, signature } = url_parts(&url);
     assert_eq!(fetch(&app, &url).await.0, 200, "the untouched link works");
 
     let flipped_last = {
@@ -1115,14 +1129,15 @@ async fn tampered_links_are_refused_with_403_invalid_signature(backend: Backend)
         chars.into_iter().collect::<String>()
     };
     let cases = [
-        ("last signature digit changed", content_path(id, expires, &flipped_last)),
-        ("signature truncated", content_path(id, expires, &signature[..signature.len() - 2])),
-        ("signature not hex", content_path(id, expires, &"zz".repeat(32))),
-        ("signature empty", content_path(id, expires, "")),
-        ("expires pushed later", content_path(id, expires + 3600, &signature)),
-        ("expires moved earlier", content_path(id, expires - 1, &signature)),
-        ("another attachment's id", content_path(second, expires, &signature)),
-        ("an unknown id", content_path(id + 1_000_000, expires, &signature)),
+        ("last signature digit changed", content_path(id, user, expires, &flipped_last)),
+        ("signature truncated", content_path(id, user, expires, &signature[..signature.len() - 2])),
+        ("signature not hex", content_path(id, user, expires, &"zz".repeat(32))),
+        ("signature empty", content_path(id, user, expires, "")),
+        ("expires pushed later", content_path(id, user, expires + 3600, &signature)),
+        ("expires moved earlier", content_path(id, user, expires - 1, &signature)),
+        ("another attachment's id", content_path(second, user, expires, &signature)),
+        ("an unknown id", content_path(id + 1_000_000, user, expires, &signature)),
+        ("another member's id", content_path(id, alice.id, expires, &signature)),
     ];
     for (what, path) in cases {
         assert_eq!(fetch_error(&app, &path, 403).await, "invalid_signature", "{what}");
