@@ -25,6 +25,9 @@ pub enum AppError {
     /// 408: the request body did not arrive in time; the connection is closed.
     #[error("{message}")]
     RequestTimeout { message: Text },
+    /// 405: the path exists, the method does not.
+    #[error("method not allowed")]
+    MethodNotAllowed,
     /// 409: conflicts with existing state.
     #[error("{message}")]
     Conflict { code: &'static str, message: Text, field: Option<Text> },
@@ -81,6 +84,7 @@ impl AppError {
             | Self::Conflict { code, .. } => code,
             Self::NotFound { .. } => "not_found",
             Self::RequestTimeout { .. } => "request_timeout",
+            Self::MethodNotAllowed => "method_not_allowed",
             Self::PayloadTooLarge { .. } => "payload_too_large",
             Self::UnsupportedMediaType { .. } => "unsupported_media_type",
             Self::Validation { .. } => "validation_failed",
@@ -134,6 +138,7 @@ impl ResponseError for AppError {
             Self::Forbidden { .. } => StatusCode::FORBIDDEN,
             Self::NotFound { .. } => StatusCode::NOT_FOUND,
             Self::RequestTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
+            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::Conflict { .. } => StatusCode::CONFLICT,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,

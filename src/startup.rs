@@ -208,7 +208,8 @@ fn cors(origins: &[String]) -> actix_cors::Cors {
         .max_age(3600)
 }
 
-/// 4xx responses made by actix itself (405, an unmatched method) get the contract's body.
+/// 4xx responses made by actix itself (a path that does not parse, an extractor's own
+/// error) get the contract's body.
 fn contract_body<B>(res: ServiceResponse<B>) -> actix_web::Result<ErrorHandlerResponse<B>> {
     let is_json = res
         .headers()
@@ -221,7 +222,6 @@ fn contract_body<B>(res: ServiceResponse<B>) -> actix_web::Result<ErrorHandlerRe
     let status = res.status();
     let error = match status.as_u16() {
         404 => AppError::not_found("not found"),
-        405 => AppError::bad_request("method_not_allowed", "method not allowed", None),
         _ => AppError::bad_request("bad_request", status.canonical_reason().unwrap_or("bad request"), None),
     };
     let mut body: actix_web::HttpResponse<BoxBody> = error.error_response();

@@ -12,7 +12,8 @@ mod safety;
 mod users;
 mod ws;
 
-use actix_web::web;
+use actix_web::http::{Method, header};
+use actix_web::{Resource, ResponseError, Route, guard, web};
 
 use crate::error::{AppError, AppResult};
 
@@ -26,53 +27,102 @@ fn limit_in(limit: Option<u64>, default: u64, max: u64, name: &'static str) -> A
     }
 }
 
+/// One path and the methods it serves. Any other method is 405 with `Allow`, not the 404 of
+/// a path that does not exist; a GET route answers HEAD too (without the body).
+fn resource(path: &str, routes: Vec<(Method, Route)>) -> Resource {
+    let allow = routes
+        .iter()
+        .map(|(method, _)| if *method == Method::GET { "GET, HEAD" } else { method.as_str() })
+        .collect::<Vec<_>>()
+        .join(", ");
+    let resource = routes.into_iter().fold(web::resource(path), |resource, (method, route)| {
+        let route = if method == Method::GET {
+            route.guard(guard::Any(guard::Get()).or(guard::Head()))
+        } else {
+            route.method(method)
+        };
+        resource.route(route)
+    });
+    resource.default_service(web::to(move || {
+        let allow = allow.clone();
+        async move {
+            let mut response = AppError::MethodNotAllowed.error_response();
+            if let Ok(value) = header::HeaderValue::from_str(&allow) {
+                response.headers_mut().insert(header::ALLOW, value);
+            }
+            response
+        }
+    }))
+}
+
+/// `handler` for `method`, as `resource` takes it.
+fn on<F, Args>(method: Method, handler: F) -> (Method, Route)
+where
+    F: actix_web::Handler<Args>,
+    Args: actix_web::FromRequest + 'static,
+    F::Output: actix_web::Responder + 'static,
+{
+    (method, web::route().to(handler))
+}
+
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::scope("/api")
-            .route("/auth/register", web::post().to(auth::register))
-            .route("/auth/login", web::post().to(auth::login))
-            .route("/users/me", web::get().to(users::me))
-            .route("/users/search", web::get().to(users::search))
-            .route("/users/{id}", web::get().to(users::get))
-            .route("/users/{id}/presence", web::get().to(users::presence))
-            .route("/messages", web::post().to(messages::send))
-            .route("/messages/search", web::get().to(messages::search))
-            .route("/messages/with-attachment", web::post().to(attachments::send))
-            .route("/messages/{id}", web::patch().to(messages::edit))
-            .route("/messages/{id}", web::delete().to(messages::delete))
-            .route("/messages/{id}/read", web::patch().to(messages::read_up_to))
-            .route("/attachments/{id}/download", web::get().to(attachments::download))
-            .route("/attachments/{id}/content", web::get().to(attachments::content))
-            .route("/groups", web::post().to(groups::create))
-            .route("/groups/{id}/messages", web::post().to(messages::send_to_group))
-            .route("/groups/{id}/members", web::get().to(groups::members))
-            .route("/groups/{id}/members", web::post().to(groups::add_member))
-            .route("/groups/{id}/members/{user_id}", web::patch().to(groups::set_role))
-            .route("/groups/{id}/members/{user_id}", web::delete().to(groups::remove_member))
-            .route("/blocks", web::get().to(safety::blocks))
-            .route("/blocks", web::post().to(safety::block))
-            .route("/blocks/{user_id}", web::delete().to(safety::unblock))
-            .route("/contacts", web::get().to(safety::contacts))
-            .route("/contacts/requests", web::get().to(safety::requests))
-            .route("/contacts/requests", web::post().to(safety::request))
-            .route("/contacts/requests/{id}/accept", web::post().to(safety::accept))
-            .route("/conversations", web::get().to(conversations::list))
-            .route("/conversations/direct/{other_user_id}", web::get().to(conversations::direct))
-            .route("/conversations/{id}", web::get().to(conversations::get))
-            .route("/conversations/{id}/messages", web::get().to(conversations::history))
-            .route("/conversations/{id}/read", web::post().to(conversations::read))
-            .route("/sync", web::get().to(conversations::sync))
-            .route("/ws-ticket", web::post().to(ws::ticket))
-            .route("/openapi.json", web::get().to(openapi::document)),
+            .service(resource("/auth/register", vec![on(Method::POST, auth::register)]))
+            .service(resource("/auth/login", vec![on(Method::POST, auth::login)]))
+            .service(resource("/users/me", vec![on(Method::GET, users::me)]))
+            .service(resource("/users/search", vec![on(Method::GET, users::search)]))
+            .service(resource("/users/{id}", vec![on(Method::GET, users::get)]))
+            .service(resource("/users/{id}/presence", vec![on(Method::GET, users::presence)]))
+            .service(resource("/messages", vec![on(Method::POST, messages::send)]))
+            .service(resource("/messages/search", vec![on(Method::GET, messages::search)]))
+            .service(resource("/messages/with-attachment", vec![on(Method::POST, attachments::send)]))
+            .service(resource(
+                "/messages/{id}",
+                vec![on(Method::PATCH, messages::edit), on(Method::DELETE, messages::delete)],
+            ))
+            .service(resource("/messages/{id}/read", vec![on(Method::PATCH, messages::read_up_to)]))
+            .service(resource("/attachments/{id}/download", vec![on(Method::GET, attachments::download)]))
+            .service(resource("/attachments/{id}/content", vec![on(Method::GET, attachments::content)]))
+            .service(resource("/groups", vec![on(Method::POST, groups::create)]))
+            .service(resource("/groups/{id}/messages", vec![on(Method::POST, messages::send_to_group)]))
+            .service(resource(
+                "/groups/{id}/members",
+                vec![on(Method::GET, groups::members), on(Method::POST, groups::add_member)],
+            ))
+            .service(resource(
+                "/groups/{id}/members/{user_id}",
+                vec![on(Method::PATCH, groups::set_role), on(Method::DELETE, groups::remove_member)],
+            ))
+            .service(resource(
+                "/blocks",
+                vec![on(Method::GET, safety::blocks), on(Method::POST, safety::block)],
+            ))
+            .service(resource("/blocks/{user_id}", vec![on(Method::DELETE, safety::unblock)]))
+            .service(resource("/contacts", vec![on(Method::GET, safety::contacts)]))
+            .service(resource(
+                "/contacts/requests",
+                vec![on(Method::GET, safety::requests), on(Method::POST, safety::request)],
+            ))
+            .service(resource("/contacts/requests/{id}/accept", vec![on(Method::POST, safety::accept)]))
+            .service(resource("/conversations", vec![on(Method::GET, conversations::list)]))
+            .service(resource(
+                "/conversations/direct/{other_user_id}",
+                vec![on(Method::GET, conversations::direct)],
+            ))
+            .service(resource("/conversations/{id}", vec![on(Method::GET, conversations::get)]))
+            .service(resource("/conversations/{id}/messages", vec![on(Method::GET, conversations::history)]))
+            .service(resource("/conversations/{id}/read", vec![on(Method::POST, conversations::read)]))
+            .service(resource("/sync", vec![on(Method::GET, conversations::sync)]))
+            .service(resource("/ws-ticket", vec![on(Method::POST, ws::ticket)]))
+            .service(resource("/openapi.json", vec![on(Method::GET, openapi::document)])),
     )
-    .route("/ws", web::get().to(ws::connect))
-    .route("/", web::get().to(client::index))
-    .route("/app.js", web::get().to(client::script))
-    .route("/app.css", web::get().to(client::style))
-    .route("/health/live", web::get().to(health::live))
-    .route("/health/ready", web::get().to(health::ready))
-    // Load balancers often probe with HEAD; the server sends the status without the body.
-    .route("/health/live", web::head().to(health::live))
-    .route("/health/ready", web::head().to(health::ready))
-    .route("/metrics", web::get().to(health::metrics));
+    .service(resource("/ws", vec![on(Method::GET, ws::connect)]))
+    .service(resource("/", vec![on(Method::GET, client::index)]))
+    .service(resource("/app.js", vec![on(Method::GET, client::script)]))
+    .service(resource("/app.css", vec![on(Method::GET, client::style)]))
+    // Load balancers often probe with HEAD.
+    .service(resource("/health/live", vec![on(Method::GET, health::live)]))
+    .service(resource("/health/ready", vec![on(Method::GET, health::ready)]))
+    .service(resource("/metrics", vec![on(Method::GET, health::metrics)]));
 }

@@ -109,3 +109,39 @@ async fn the_openapi_document_describes_every_contract_route_and_shape() {
     let upload = &document["paths"]["/api/messages/with-attachment"]["post"]["requestBody"]["content"];
     assert!(upload["multipart/form-data"].is_object(), "{upload}");
 }
+
+/// A documented path with a method it does not serve is 405 with `Allow` and the contract's
+/// body; only a path that does not exist is 404. GET routes answer HEAD too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn other_methods_on_a_route_are_405_with_allow_and_get_routes_answer_head() {
+    let app = spawn_app(Backend::Sqlite).await;
+    let user = app.user("methods").await;
+    let cases = [
+        ("TRACE", "/api/users/me", "GET, HEAD"),
+        ("PUT", "/api/messages", "POST"),
+        ("GET", "/api/messages", "POST"),
+        ("POST", "/api/messages/7", "PATCH, DELETE"),
+        ("PUT", "/api/groups/1/members", "GET, HEAD, POST"),
+        ("OPTIONS", "/health/live", "GET, HEAD"),
+        ("DELETE", "/metrics", "GET, HEAD"),
+    ];
+    for (method, path, allow) in cases {
+        let request = app
+            .client
+            .request(reqwest::Method::from_bytes(method.as_bytes()).expect("method"), app.url(path))
+            .bearer_auth(&user.token);
+        let reply = app.send_request(request).await;
+        assert_eq!(reply.status, 405, "{method} {path}: {}", reply.body);
+        assert_eq!(reply.error_code(), "method_not_allowed", "{method} {path}");
+        let header = reply.headers.get("allow").and_then(|value| value.to_str().ok());
+        assert_eq!(header, Some(allow), "{method} {path}");
+    }
+    let unknown = app.send_request(app.client.request(reqwest::Method::TRACE, app.url("/api/nothing-here"))).await;
+    assert_eq!(unknown.status, 404);
+    for path in ["/health/live", "/health/ready", "/api/users/me"] {
+        let response =
+            app.client.head(app.url(path)).bearer_auth(&user.token).send().await.expect("HEAD request");
+        assert_eq!(response.status(), 200, "HEAD {path}");
+        assert!(response.bytes().await.expect("body").is_empty(), "HEAD {path} has no body");
+    }
+}
