@@ -14,18 +14,60 @@ use crate::error::AppError;
 /// Largest JSON body any route accepts; messages are at most 2,000 characters.
 const MAX_JSON_BYTES: usize = 64 * 1024;
 
-/// A positive 64-bit id. Zero, negatives, fractions and numbers beyond i64 are refused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, utoipa::ToSchema)]
+/// A positive 64-bit id. Zero, negatives, fractions, strings and numbers beyond i64 are
+/// refused; an integral float (`2.0`) is the integer JSON Schema says it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(transparent)]
-#[schema(value_type = i64, description = "a positive 64-bit id")]
 pub struct Id(pub i64);
 
 impl<'de> Deserialize<'de> for Id {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let value = i64::deserialize(deserializer)?;
-        if value > 0 { Ok(Id(value)) } else { Err(serde::de::Error::custom("must be a positive integer")) }
+        deserializer.deserialize_i64(IdVisitor)
     }
 }
+
+struct IdVisitor;
+
+impl serde::de::Visitor<'_> for IdVisitor {
+    type Value = Id;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a positive integer")
+    }
+
+    fn visit_i64<E: serde::de::Error>(self, value: i64) -> Result<Id, E> {
+        if value > 0 { Ok(Id(value)) } else { Err(E::custom("must be a positive integer")) }
+    }
+
+    fn visit_u64<E: serde::de::Error>(self, value: u64) -> Result<Id, E> {
+        i64::try_from(value)
+            .map_err(|_| E::custom("must be at most 2^63 - 1"))
+            .and_then(|v| self.visit_i64(v))
+    }
+
+    fn visit_f64<E: serde::de::Error>(self, value: f64) -> Result<Id, E> {
+        // 2^63 itself is the first float past i64::MAX.
+        if value.fract() == 0.0 && value > 0.0 && value < 9_223_372_036_854_775_808.0 {
+            self.visit_i64(value as i64)
+        } else {
+            Err(E::custom("must be a positive integer"))
+        }
+    }
+}
+
+impl utoipa::PartialSchema for Id {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, SchemaFormat, Type};
+        ObjectBuilder::new()
+            .schema_type(Type::Integer)
+            .format(Some(SchemaFormat::KnownFormat(KnownFormat::Int64)))
+            .minimum(Some(1))
+            .description(Some("a positive 64-bit id"))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for Id {}
 
 /// A JSON request body.
 pub struct JsonBody<T>(pub T);
@@ -93,7 +135,9 @@ fn read_json<T: DeserializeOwned + 'static>(
             }
             body.extend_from_slice(&chunk);
         }
-        if optional && body.is_empty() && content_type.is_none_or(|is_json| is_json) {
+        // An optional body may be left out, or be JSON `null`.
+        let null = body.trim_ascii() == b"null" && content_type == Some(true);
+        if optional && (null || body.is_empty() && content_type.is_none_or(|is_json| is_json)) {
             return Ok(None);
         }
         if content_type != Some(true) {
@@ -110,7 +154,12 @@ fn too_large() -> AppError {
 }
 
 /// Syntax errors are 400; well-formed JSON whose values do not fit is 422 naming the field.
+/// Every body is an object: serde would also read a struct from an array (`[2, "hi"]`).
 pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, AppError> {
+    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        serde_json::from_slice::<serde::de::IgnoredAny>(body).map_err(|err| malformed(&err))?;
+        return Err(AppError::validation("body", "the body must be a JSON object"));
+    }
     let mut deserializer = serde_json::Deserializer::from_slice(body);
     let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|err| {
         let path = err.path().to_string();

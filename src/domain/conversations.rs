@@ -302,6 +302,8 @@ pub enum Window {
     Latest,
     Before(i64),
     After(i64),
+    /// The oldest page after the first id and before the second: a gap a client fills.
+    Between(i64, i64),
 }
 
 /// One page of history, ascending by id, and whether more lie beyond it.
@@ -319,8 +321,12 @@ pub async fn history(
         Window::Latest => query.order_by_desc(message::Column::Id),
         Window::Before(id) => query.filter(message::Column::Id.lt(id)).order_by_desc(message::Column::Id),
         Window::After(id) => query.filter(message::Column::Id.gt(id)).order_by_asc(message::Column::Id),
+        Window::Between(after, before) => query
+            .filter(message::Column::Id.gt(after))
+            .filter(message::Column::Id.lt(before))
+            .order_by_asc(message::Column::Id),
     };
-    let ascending = matches!(window, Window::After(_));
+    let ascending = matches!(window, Window::After(_) | Window::Between(..));
     let mut rows = query.all(&db.read).await?;
     let has_more = rows.len() as u64 > limit;
     rows.truncate(usize::try_from(limit).unwrap_or(usize::MAX));

@@ -27,13 +27,17 @@ const MAX_PARTS: usize = 16;
 #[derive(Default, ToSchema)]
 #[schema(as = UploadForm)]
 struct Form {
-    #[schema(value_type = Option<i64>)]
+    // A form has no null: a field is there or not.
+    #[schema(value_type = i64, minimum = 1, required = false)]
     recipient_id: Option<String>,
-    #[schema(value_type = Option<i64>)]
+    #[schema(value_type = i64, minimum = 1, required = false)]
     conversation_id: Option<String>,
+    /// May be empty with a file; otherwise as `POST /api/messages`.
+    #[schema(max_length = 2000)]
     message: Option<String>,
+    #[schema(pattern = "^[A-Za-z0-9_-]{1,64}$")]
     client_id: Option<String>,
-    #[schema(value_type = String, format = Binary)]
+    #[schema(value_type = String, format = Binary, required = true)]
     file: Option<StoredFile>,
 }
 
@@ -45,7 +49,7 @@ struct Form {
     post,
     path = "/api/messages/with-attachment",
     request_body(content = Form, content_type = "multipart/form-data"),
-    responses((status = 201, body = MessageView), (status = 200, description = "client_id already used", body = MessageView), (status = 400, description = "malformed JSON, bad query parameter or id", body = ErrorBody), (status = 401, description = "missing, malformed or expired token", body = ErrorBody), (status = 403, description = "known but not allowed", body = ErrorBody), (status = 404, description = "absent or not visible to the caller", body = ErrorBody), (status = 413, description = "too large", body = ErrorBody), (status = 415, description = "unsupported media type", body = ErrorBody), (status = 422, description = "a field fails validation", body = ErrorBody), (status = 429, description = "rate limited (see Retry-After)", body = ErrorBody)),
+    responses((status = 201, body = MessageView), (status = 200, description = "client_id already used", body = MessageView), (status = 403, description = "known but not allowed", body = ErrorBody), (status = 404, description = "absent or not visible to the caller", body = ErrorBody), (status = 429, description = "rate limited (see Retry-After)", body = ErrorBody)),
     security(("bearer" = []))
 )]
 pub async fn send(
@@ -85,6 +89,10 @@ async fn read_form(state: &AppState, mut multipart: Multipart, form: &mut Form) 
             return Err(AppError::bad_request("bad_multipart", "too many parts", None));
         }
         let name = field.name().unwrap_or_default().to_owned();
+        // RFC 7578: every part has a name; it travels in a header, so printable ASCII.
+        if name.is_empty() || !name.bytes().all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\') {
+            return Err(AppError::bad_request("bad_multipart", "every part needs a printable name", None));
+        }
         if name == "file" {
             if form.file.is_some() {
                 return Err(AppError::validation("file", "send one file per message"));
@@ -175,8 +183,8 @@ struct DownloadLink {
 #[utoipa::path(
     get,
     path = "/api/attachments/{id}/download",
-    params(("id" = i64, Path, description = "a positive id")),
-    responses((status = 200, body = DownloadLink), (status = 400, description = "malformed JSON, bad query parameter or id", body = ErrorBody), (status = 401, description = "missing, malformed or expired token", body = ErrorBody), (status = 404, description = "absent or not visible to the caller", body = ErrorBody)),
+    params(("id" = i64, Path, description = "a positive id", minimum = 1)),
+    responses((status = 200, body = DownloadLink), (status = 404, description = "absent or not visible to the caller", body = ErrorBody)),
     security(("bearer" = []))
 )]
 pub async fn download(
@@ -212,8 +220,8 @@ pub struct SignedQuery {
 #[utoipa::path(
     get,
     path = "/api/attachments/{id}/content",
-    params(("id" = i64, Path, description = "a positive id"), SignedQuery),
-    responses((status = 200, description = "the file, as an attachment download"), (status = 400, description = "malformed JSON, bad query parameter or id", body = ErrorBody), (status = 403, description = "invalid_signature or link_expired", body = ErrorBody), (status = 404, description = "absent or not visible to the caller", body = ErrorBody))
+    params(("id" = i64, Path, description = "a positive id", minimum = 1), SignedQuery),
+    responses((status = 200, description = "the file, as an attachment download"), (status = 403, description = "invalid_signature or link_expired", body = ErrorBody), (status = 404, description = "absent or not visible to the caller", body = ErrorBody))
 )]
 pub async fn content(
     state: web::Data<AppState>,

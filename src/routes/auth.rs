@@ -11,8 +11,13 @@ use crate::startup::AppState;
 
 #[derive(Deserialize, ToSchema)]
 pub struct RegisterBody {
+    /// Upper case is folded: names are unique case-insensitively.
+    #[schema(pattern = "^[A-Za-z0-9_.-]{3,32}$")]
     username: String,
+    #[schema(min_length = 8, max_length = 128)]
     password: String,
+    /// At most 64 characters after trimming, no control characters; default the username.
+    #[schema(max_length = 64, pattern = "^[^\\x00-\\x1F\\x7F-\\x9F]*$")]
     display_name: Option<String>,
 }
 
@@ -33,7 +38,7 @@ struct Session {
     post,
     path = "/api/auth/register",
     request_body = RegisterBody,
-    responses((status = 201, description = "registered", body = Session), (status = 400, description = "malformed JSON, bad query parameter or id", body = ErrorBody), (status = 409, description = "username taken", body = ErrorBody), (status = 422, description = "a field fails validation", body = ErrorBody), (status = 429, description = "rate limited (see Retry-After)", body = ErrorBody))
+    responses((status = 201, description = "registered", body = Session), (status = 409, description = "username taken", body = ErrorBody), (status = 429, description = "rate limited (see Retry-After)", body = ErrorBody))
 )]
 pub async fn register(
     state: web::Data<AppState>,
@@ -54,7 +59,7 @@ pub async fn register(
     post,
     path = "/api/auth/login",
     request_body = LoginBody,
-    responses((status = 200, description = "logged in", body = Session), (status = 400, description = "malformed JSON, bad query parameter or id", body = ErrorBody), (status = 401, description = "invalid_credentials", body = ErrorBody), (status = 429, description = "rate limited (see Retry-After)", body = ErrorBody))
+    responses((status = 200, description = "logged in", body = Session), (status = 401, description = "invalid_credentials", body = ErrorBody), (status = 429, description = "rate limited (see Retry-After)", body = ErrorBody))
 )]
 pub async fn login(
     state: web::Data<AppState>,

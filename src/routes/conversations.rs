@@ -17,6 +17,7 @@ use crate::startup::AppState;
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct ListQuery {
+    #[param(minimum = 1, maximum = 200)]
     limit: Option<u64>,
 }
 
@@ -30,7 +31,7 @@ struct ConversationList {
     get,
     path = "/api/conversations",
     params(ListQuery),
-    responses((status = 200, body = ConversationList), (status = 400, description = "malformed JSON, bad query parameter or id", body = ErrorBody), (status = 401, description = "missing, malformed or expired token", body = ErrorBody)),
+    responses((status = 200, body = ConversationList)),
     security(("bearer" = []))
 )]
 pub async fn list(
@@ -47,8 +48,8 @@ pub async fn list(
 #[utoipa::path(
     get,
     path = "/api/conversations/{id}",
-    params(("id" = i64, Path, description = "a positive id")),
-    responses((status = 200, body = ConversationView), (status = 400, description = "malformed JSON, bad query parameter or id", body = ErrorBody), (status = 401, description = "missing, malformed or expired token", body = ErrorBody), (status = 404, description = "absent or not visible to the caller", body = ErrorBody)),
+    params(("id" = i64, Path, description = "a positive id", minimum = 1)),
+    responses((status = 200, body = ConversationView), (status = 404, description = "absent or not visible to the caller", body = ErrorBody)),
     security(("bearer" = []))
 )]
 pub async fn get(
@@ -63,8 +64,8 @@ pub async fn get(
 #[utoipa::path(
     get,
     path = "/api/conversations/direct/{other_user_id}",
-    params(("other_user_id" = i64, Path, description = "the other user")),
-    responses((status = 200, body = ConversationView), (status = 400, description = "malformed JSON, bad query parameter or id", body = ErrorBody), (status = 401, description = "missing, malformed or expired token", body = ErrorBody), (status = 404, description = "absent or not visible to the caller", body = ErrorBody)),
+    params(("other_user_id" = i64, Path, description = "the other user", minimum = 1)),
+    responses((status = 200, body = ConversationView), (status = 404, description = "absent or not visible to the caller", body = ErrorBody)),
     security(("bearer" = []))
 )]
 pub async fn direct(
@@ -78,8 +79,11 @@ pub async fn direct(
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct HistoryQuery {
+    /// The newest page older than this message (with `after_id`: the oldest page between).
     before_id: Option<Id>,
+    /// The oldest page newer than this message.
     after_id: Option<Id>,
+    #[param(minimum = 1, maximum = 100)]
     limit: Option<u64>,
 }
 
@@ -93,8 +97,8 @@ struct HistoryPage {
 #[utoipa::path(
     get,
     path = "/api/conversations/{id}/messages",
-    params(("id" = i64, Path, description = "a positive id"), HistoryQuery),
-    responses((status = 200, body = HistoryPage), (status = 400, description = "malformed JSON, bad query parameter or id", body = ErrorBody), (status = 401, description = "missing, malformed or expired token", body = ErrorBody), (status = 404, description = "absent or not visible to the caller", body = ErrorBody)),
+    params(("id" = i64, Path, description = "a positive id", minimum = 1), HistoryQuery),
+    responses((status = 200, body = HistoryPage), (status = 404, description = "absent or not visible to the caller", body = ErrorBody)),
     security(("bearer" = []))
 )]
 pub async fn history(
@@ -109,13 +113,7 @@ pub async fn history(
         (None, None) => Window::Latest,
         (Some(Id(before)), None) => Window::Before(before),
         (None, Some(Id(after))) => Window::After(after),
-        (Some(_), Some(_)) => {
-            return Err(AppError::bad_request(
-                "bad_query",
-                "give before_id or after_id, not both",
-                Some("after_id"),
-            ));
-        }
+        (Some(Id(before)), Some(Id(after))) => Window::Between(after, before),
     };
     let (messages, has_more) =
         conversations::history(&state.db, caller.id, path.into_inner().0, window, limit).await?;
@@ -132,9 +130,9 @@ pub struct ReadBody {
 #[utoipa::path(
     post,
     path = "/api/conversations/{id}/read",
-    params(("id" = i64, Path, description = "a positive id")),
-    request_body = ReadBody,
-    responses((status = 200, body = ReadState), (status = 400, description = "malformed JSON, bad query parameter or id", body = ErrorBody), (status = 401, description = "missing, malformed or expired token", body = ErrorBody), (status = 404, description = "absent or not visible to the caller", body = ErrorBody)),
+    params(("id" = i64, Path, description = "a positive id", minimum = 1)),
+    request_body = Option<ReadBody>,
+    responses((status = 200, body = ReadState), (status = 404, description = "absent or not visible to the caller", body = ErrorBody)),
     security(("bearer" = []))
 )]
 pub async fn read(
@@ -152,7 +150,9 @@ pub async fn read(
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct SyncQuery {
+    #[param(minimum = 0)]
     since: Option<i64>,
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<u64>,
 }
 
@@ -170,7 +170,7 @@ struct SyncPage {
     get,
     path = "/api/sync",
     params(SyncQuery),
-    responses((status = 200, description = "events in exactly their WebSocket frames' shapes", body = SyncPage), (status = 400, description = "malformed JSON, bad query parameter or id", body = ErrorBody), (status = 401, description = "missing, malformed or expired token", body = ErrorBody)),
+    responses((status = 200, description = "events in exactly their WebSocket frames' shapes", body = SyncPage)),
     security(("bearer" = []))
 )]
 pub async fn sync(

@@ -12,6 +12,8 @@ use crate::startup::AppState;
 
 #[derive(Deserialize, ToSchema)]
 pub struct CreateBody {
+    /// 1–100 characters after trimming.
+    #[schema(min_length = 1, max_length = 100, pattern = "\\S")]
     name: String,
     #[serde(default)]
     member_ids: Vec<Id>,
@@ -23,7 +25,7 @@ pub struct CreateBody {
     post,
     path = "/api/groups",
     request_body = CreateBody,
-    responses((status = 201, body = ConversationView), (status = 400, description = "malformed JSON, bad query parameter or id", body = ErrorBody), (status = 401, description = "missing, malformed or expired token", body = ErrorBody), (status = 404, description = "absent or not visible to the caller", body = ErrorBody), (status = 422, description = "a field fails validation", body = ErrorBody)),
+    responses((status = 201, body = ConversationView), (status = 404, description = "absent or not visible to the caller", body = ErrorBody)),
     security(("bearer" = []))
 )]
 pub async fn create(
@@ -48,8 +50,8 @@ struct MemberList {
 #[utoipa::path(
     get,
     path = "/api/groups/{id}/members",
-    params(("id" = i64, Path, description = "a positive id")),
-    responses((status = 200, body = MemberList), (status = 400, description = "malformed JSON, bad query parameter or id", body = ErrorBody), (status = 401, description = "missing, malformed or expired token", body = ErrorBody), (status = 404, description = "absent or not visible to the caller", body = ErrorBody)),
+    params(("id" = i64, Path, description = "a positive id", minimum = 1)),
+    responses((status = 200, body = MemberList), (status = 404, description = "absent or not visible to the caller", body = ErrorBody)),
     security(("bearer" = []))
 )]
 pub async fn members(
@@ -71,9 +73,9 @@ pub struct AddBody {
 #[utoipa::path(
     post,
     path = "/api/groups/{id}/members",
-    params(("id" = i64, Path, description = "a positive id")),
+    params(("id" = i64, Path, description = "a positive id", minimum = 1)),
     request_body = AddBody,
-    responses((status = 200, body = MemberView), (status = 400, description = "malformed JSON, bad query parameter or id", body = ErrorBody), (status = 401, description = "missing, malformed or expired token", body = ErrorBody), (status = 403, description = "known but not allowed", body = ErrorBody), (status = 404, description = "absent or not visible to the caller", body = ErrorBody), (status = 422, description = "a field fails validation", body = ErrorBody)),
+    responses((status = 200, body = MemberView), (status = 403, description = "known but not allowed", body = ErrorBody), (status = 404, description = "absent or not visible to the caller", body = ErrorBody)),
     security(("bearer" = []))
 )]
 pub async fn add_member(
@@ -93,8 +95,8 @@ pub async fn add_member(
 #[utoipa::path(
     delete,
     path = "/api/groups/{id}/members/{user_id}",
-    params(("id" = i64, Path, description = "the group"), ("user_id" = i64, Path, description = "the member")),
-    responses((status = 204, description = "removed, or left"), (status = 400, description = "malformed JSON, bad query parameter or id", body = ErrorBody), (status = 401, description = "missing, malformed or expired token", body = ErrorBody), (status = 403, description = "known but not allowed", body = ErrorBody), (status = 404, description = "absent or not visible to the caller", body = ErrorBody)),
+    params(("id" = i64, Path, description = "the group", minimum = 1), ("user_id" = i64, Path, description = "the member", minimum = 1)),
+    responses((status = 204, description = "removed, or left"), (status = 403, description = "known but not allowed", body = ErrorBody), (status = 404, description = "absent or not visible to the caller", body = ErrorBody)),
     security(("bearer" = []))
 )]
 pub async fn remove_member(
@@ -109,7 +111,24 @@ pub async fn remove_member(
 
 #[derive(Deserialize, ToSchema)]
 pub struct RoleBody {
-    role: Role,
+    role: AssignableRole,
+}
+
+/// The roles an owner can give; ownership is not transferable.
+#[derive(Deserialize, ToSchema, Clone, Copy)]
+#[serde(rename_all = "lowercase")]
+enum AssignableRole {
+    Admin,
+    Member,
+}
+
+impl From<AssignableRole> for Role {
+    fn from(role: AssignableRole) -> Self {
+        match role {
+            AssignableRole::Admin => Role::Admin,
+            AssignableRole::Member => Role::Member,
+        }
+    }
 }
 
 /// # PATCH /api/groups/{id}/members/{user_id}
@@ -117,9 +136,9 @@ pub struct RoleBody {
 #[utoipa::path(
     patch,
     path = "/api/groups/{id}/members/{user_id}",
-    params(("id" = i64, Path, description = "the group"), ("user_id" = i64, Path, description = "the member")),
+    params(("id" = i64, Path, description = "the group", minimum = 1), ("user_id" = i64, Path, description = "the member", minimum = 1)),
     request_body = RoleBody,
-    responses((status = 200, body = MemberView), (status = 400, description = "malformed JSON, bad query parameter or id", body = ErrorBody), (status = 401, description = "missing, malformed or expired token", body = ErrorBody), (status = 403, description = "known but not allowed", body = ErrorBody), (status = 404, description = "absent or not visible to the caller", body = ErrorBody), (status = 422, description = "a field fails validation", body = ErrorBody)),
+    responses((status = 200, body = MemberView), (status = 403, description = "known but not allowed", body = ErrorBody), (status = 404, description = "absent or not visible to the caller", body = ErrorBody)),
     security(("bearer" = []))
 )]
 pub async fn set_role(
@@ -130,5 +149,5 @@ pub async fn set_role(
 ) -> AppResult<HttpResponse> {
     let (Id(group), Id(user)) = path.into_inner();
     Ok(HttpResponse::Ok()
-        .json(groups::set_role(&state.db, &state.writer, caller.id, group, user, body.0.role).await?))
+        .json(groups::set_role(&state.db, &state.writer, caller.id, group, user, body.0.role.into()).await?))
 }

@@ -7,7 +7,6 @@ use secrecy::ExposeSecret;
 use serde_json::json;
 use subtle::ConstantTimeEq;
 
-use crate::error::ErrorBody;
 use crate::error::{AppError, AppResult};
 use crate::realtime::server::GetStats;
 use crate::startup::AppState;
@@ -27,7 +26,7 @@ pub async fn live() -> HttpResponse {
 #[utoipa::path(
     get,
     path = "/health/ready",
-    responses((status = 200, description = "database (and Redis) answer"), (status = 503, description = "not ready or draining", body = ErrorBody))
+    responses((status = 200, description = "database (and Redis) answer"))
 )]
 pub async fn ready(state: web::Data<AppState>) -> AppResult<HttpResponse> {
     if state.draining.load(Ordering::Relaxed) {

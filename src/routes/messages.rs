@@ -16,7 +16,14 @@ use crate::startup::AppState;
 pub struct SendBody {
     recipient_id: Option<Id>,
     conversation_id: Option<Id>,
+    /// 1–2000 characters after trimming, some of them visible; no NUL.
+    #[schema(
+        min_length = 1,
+        max_length = 2000,
+        pattern = "^[^\\x00]*[^\\s\\x00\\u00AD\\u034F\\u061C\\u115F\\u1160\\u17B4\\u17B5\\u180B-\\u180F\\u200B-\\u200F\\u202A-\\u202E\\u2060-\\u206F\\u2800\\u3164\\uFE00-\\uFE0F\\uFEFF\\uFFA0\\uFFF0-\\uFFF8][^\\x00]*$"
+    )]
     message: String,
+    #[schema(pattern = "^[A-Za-z0-9_-]{1,64}$")]
     client_id: Option<String>,
 }
 
@@ -26,7 +33,7 @@ pub struct SendBody {
     post,
     path = "/api/messages",
     request_body = SendBody,
-    responses((status = 201, description = "stored and delivered", body = MessageView), (status = 200, description = "this client_id was already used: the original message", body = MessageView), (status = 400, description = "malformed JSON, bad query parameter or id", body = ErrorBody), (status = 401, description = "missing, malformed or expired token", body = ErrorBody), (status = 403, description = "known but not allowed", body = ErrorBody), (status = 404, description = "absent or not visible to the caller", body = ErrorBody), (status = 422, description = "a field fails validation", body = ErrorBody), (status = 429, description = "rate limited (see Retry-After)", body = ErrorBody)),
+    responses((status = 201, description = "stored and delivered", body = MessageView), (status = 200, description = "this client_id was already used: the original message", body = MessageView), (status = 403, description = "known but not allowed", body = ErrorBody), (status = 404, description = "absent or not visible to the caller", body = ErrorBody), (status = 429, description = "rate limited (see Retry-After)", body = ErrorBody)),
     security(("bearer" = []))
 )]
 pub async fn send(
@@ -52,7 +59,13 @@ pub fn sent(sent: Sent) -> AppResult<HttpResponse> {
 
 #[derive(Deserialize, ToSchema)]
 pub struct GroupSendBody {
+    #[schema(
+        min_length = 1,
+        max_length = 2000,
+        pattern = "^[^\\x00]*[^\\s\\x00\\u00AD\\u034F\\u061C\\u115F\\u1160\\u17B4\\u17B5\\u180B-\\u180F\\u200B-\\u200F\\u202A-\\u202E\\u2060-\\u206F\\u2800\\u3164\\uFE00-\\uFE0F\\uFEFF\\uFFA0\\uFFF0-\\uFFF8][^\\x00]*$"
+    )]
     message: String,
+    #[schema(pattern = "^[A-Za-z0-9_-]{1,64}$")]
     client_id: Option<String>,
 }
 
@@ -60,9 +73,9 @@ pub struct GroupSendBody {
 #[utoipa::path(
     post,
     path = "/api/groups/{id}/messages",
-    params(("id" = i64, Path, description = "a positive id")),
+    params(("id" = i64, Path, description = "a positive id", minimum = 1)),
     request_body = GroupSendBody,
-    responses((status = 201, body = MessageView), (status = 200, description = "client_id already used", body = MessageView), (status = 400, description = "malformed JSON, bad query parameter or id", body = ErrorBody), (status = 401, description = "missing, malformed or expired token", body = ErrorBody), (status = 404, description = "absent or not visible to the caller", body = ErrorBody), (status = 422, description = "a field fails validation", body = ErrorBody), (status = 429, description = "rate limited (see Retry-After)", body = ErrorBody)),
+    responses((status = 201, body = MessageView), (status = 200, description = "client_id already used", body = MessageView), (status = 404, description = "absent or not visible to the caller", body = ErrorBody), (status = 429, description = "rate limited (see Retry-After)", body = ErrorBody)),
     security(("bearer" = []))
 )]
 pub async fn send_to_group(
@@ -81,6 +94,11 @@ pub async fn send_to_group(
 
 #[derive(Deserialize, ToSchema)]
 pub struct EditBody {
+    #[schema(
+        min_length = 1,
+        max_length = 2000,
+        pattern = "^[^\\x00]*[^\\s\\x00\\u00AD\\u034F\\u061C\\u115F\\u1160\\u17B4\\u17B5\\u180B-\\u180F\\u200B-\\u200F\\u202A-\\u202E\\u2060-\\u206F\\u2800\\u3164\\uFE00-\\uFE0F\\uFEFF\\uFFA0\\uFFF0-\\uFFF8][^\\x00]*$"
+    )]
     message: String,
 }
 
@@ -88,9 +106,9 @@ pub struct EditBody {
 #[utoipa::path(
     patch,
     path = "/api/messages/{id}",
-    params(("id" = i64, Path, description = "a positive id")),
+    params(("id" = i64, Path, description = "a positive id", minimum = 1)),
     request_body = EditBody,
-    responses((status = 200, body = MessageView), (status = 400, description = "malformed JSON, bad query parameter or id", body = ErrorBody), (status = 401, description = "missing, malformed or expired token", body = ErrorBody), (status = 403, description = "not_owner or edit_window_passed", body = ErrorBody), (status = 404, description = "absent or not visible to the caller", body = ErrorBody), (status = 409, description = "message_deleted", body = ErrorBody), (status = 422, description = "a field fails validation", body = ErrorBody)),
+    responses((status = 200, body = MessageView), (status = 403, description = "not_owner or edit_window_passed", body = ErrorBody), (status = 404, description = "absent or not visible to the caller", body = ErrorBody), (status = 409, description = "message_deleted", body = ErrorBody)),
     security(("bearer" = []))
 )]
 pub async fn edit(
@@ -110,8 +128,8 @@ pub async fn edit(
 #[utoipa::path(
     delete,
     path = "/api/messages/{id}",
-    params(("id" = i64, Path, description = "a positive id")),
-    responses((status = 204, description = "deleted (soft)"), (status = 400, description = "malformed JSON, bad query parameter or id", body = ErrorBody), (status = 401, description = "missing, malformed or expired token", body = ErrorBody), (status = 403, description = "not_owner", body = ErrorBody), (status = 404, description = "absent or not visible to the caller", body = ErrorBody)),
+    params(("id" = i64, Path, description = "a positive id", minimum = 1)),
+    responses((status = 204, description = "deleted (soft)"), (status = 403, description = "not_owner", body = ErrorBody), (status = 404, description = "absent or not visible to the caller", body = ErrorBody)),
     security(("bearer" = []))
 )]
 pub async fn delete(
@@ -126,9 +144,13 @@ pub async fn delete(
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct SearchQuery {
+    /// Words to find: 2–200 characters after trimming.
+    #[param(required = true, min_length = 2, max_length = 200, pattern = "\\S[\\s\\S]*\\S")]
     q: Option<String>,
     conversation_id: Option<Id>,
+    #[param(minimum = 1, maximum = 10000)]
     page: Option<u64>,
+    #[param(minimum = 1, maximum = 100)]
     page_size: Option<u64>,
 }
 
@@ -145,7 +167,7 @@ struct SearchPage {
     get,
     path = "/api/messages/search",
     params(SearchQuery),
-    responses((status = 200, body = SearchPage), (status = 400, description = "malformed JSON, bad query parameter or id", body = ErrorBody), (status = 401, description = "missing, malformed or expired token", body = ErrorBody), (status = 404, description = "absent or not visible to the caller", body = ErrorBody)),
+    responses((status = 200, body = SearchPage), (status = 404, description = "absent or not visible to the caller", body = ErrorBody)),
     security(("bearer" = []))
 )]
 pub async fn search(
@@ -172,8 +194,8 @@ pub async fn search(
 #[utoipa::path(
     patch,
     path = "/api/messages/{id}/read",
-    params(("id" = i64, Path, description = "a positive id")),
-    responses((status = 200, body = ReadState), (status = 400, description = "malformed JSON, bad query parameter or id", body = ErrorBody), (status = 401, description = "missing, malformed or expired token", body = ErrorBody), (status = 404, description = "absent or not visible to the caller", body = ErrorBody)),
+    params(("id" = i64, Path, description = "a positive id", minimum = 1)),
+    responses((status = 200, body = ReadState), (status = 404, description = "absent or not visible to the caller", body = ErrorBody)),
     security(("bearer" = []))
 )]
 pub async fn read_up_to(

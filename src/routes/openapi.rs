@@ -55,7 +55,8 @@ use super::{attachments, auth, conversations, groups, health, messages, safety, 
         health::ready,
         health::metrics,
     ),
-    modifiers(&BearerAuth)
+    components(schemas(crate::error::ErrorBody)),
+    modifiers(&BearerAuth, &StandardErrors, &OneTarget)
 )]
 struct ApiDoc;
 
@@ -69,6 +70,93 @@ impl Modify for BearerAuth {
             .get_or_insert_with(Default::default)
             .add_security_scheme("bearer", SecurityScheme::Http(scheme));
     }
+}
+
+/// The error statuses every operation of a kind can answer, added to each operation that
+/// does not describe them itself, so the handlers' attributes list only their own: a token
+/// (401), path ids (400, 404), query parameters (400), a body (400, 408, 413, 415, 422), the
+/// database (503).
+struct StandardErrors;
+
+impl Modify for StandardErrors {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::path::ParameterIn;
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            let operations =
+                [&mut item.get, &mut item.post, &mut item.patch, &mut item.delete, &mut item.put];
+            for operation in operations.into_iter().flatten() {
+                let parameters = operation.parameters.as_deref().unwrap_or_default();
+                let in_path = parameters.iter().any(|p| matches!(p.parameter_in, ParameterIn::Path));
+                let in_query = parameters.iter().any(|p| matches!(p.parameter_in, ParameterIn::Query));
+                let mut statuses = Vec::new();
+                if operation.security.is_some() {
+                    statuses.push(("401", "missing, malformed or expired token, or one naming no user"));
+                }
+                if in_path {
+                    statuses.push(("400", "an id in the path is not a positive 64-bit integer"));
+                    statuses.push(("404", "absent or not visible to the caller"));
+                }
+                if in_query {
+                    statuses.push(("400", "a query parameter fails its rules (bad_query)"));
+                }
+                if operation.request_body.is_some() {
+                    statuses.push(("400", "malformed JSON or multipart body"));
+                    statuses.push(("408", "the body did not arrive in time (request_timeout)"));
+                    statuses.push(("413", "the body is too large"));
+                    statuses.push(("415", "the body is not of the documented media type"));
+                    statuses.push(("422", "a field fails validation (validation_failed, naming it)"));
+                }
+                if path.starts_with("/api/") || path == "/ws" || path == "/health/ready" {
+                    statuses.push((
+                        "503",
+                        "the database (or Redis) is unavailable, or the instance drains; see Retry-After",
+                    ));
+                }
+                for (status, description) in statuses {
+                    operation
+                        .responses
+                        .responses
+                        .entry(status.to_owned())
+                        .or_insert_with(|| error_response(description));
+                }
+            }
+        }
+    }
+}
+
+/// A send names exactly one of `recipient_id` and `conversation_id` (422 otherwise), which
+/// field attributes cannot say: the body's schema becomes all of itself and one of "has a
+/// recipient" or "has a conversation".
+struct OneTarget;
+
+impl Modify for OneTarget {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::RefOr;
+        use utoipa::openapi::schema::{AllOfBuilder, ObjectBuilder, OneOfBuilder, Schema, Type};
+        let Some(components) = openapi.components.as_mut() else { return };
+        let has = |field: &str| {
+            ObjectBuilder::new()
+                .required(field)
+                .property(field, ObjectBuilder::new().schema_type(Type::Integer))
+        };
+        for name in ["SendBody", "UploadForm"] {
+            let Some(mut schema) = components.schemas.remove(name) else { continue };
+            if let (RefOr::T(Schema::Object(form)), "UploadForm") = (&mut schema, name) {
+                // Part names travel in a header: printable, without quote or backslash.
+                let names = ObjectBuilder::new().schema_type(Type::String).pattern(Some("^[!#-\\[\\]-~]+$"));
+                form.property_names = Some(Box::new(Schema::Object(names.build())));
+            }
+            let one = OneOfBuilder::new().item(has("recipient_id")).item(has("conversation_id"));
+            let both = AllOfBuilder::new().item(schema).item(one).build();
+            components.schemas.insert(name.to_owned(), RefOr::T(Schema::AllOf(both)));
+        }
+    }
+}
+
+fn error_response(description: &str) -> utoipa::openapi::RefOr<utoipa::openapi::Response> {
+    use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+    let content = ContentBuilder::new().schema(Some(Ref::from_schema_name("ErrorBody"))).build();
+    ResponseBuilder::new().description(description).content("application/json", content).build().into()
 }
 
 static DOCUMENT: LazyLock<String> = LazyLock::new(|| ApiDoc::openapi().to_json().unwrap_or_default());

@@ -15,7 +15,7 @@ use crate::startup::AppState;
 #[utoipa::path(
     get,
     path = "/api/users/me",
-    responses((status = 200, body = UserView), (status = 401, description = "missing, malformed or expired token", body = ErrorBody)),
+    responses((status = 200, body = UserView)),
     security(("bearer" = []))
 )]
 pub async fn me(state: web::Data<AppState>, caller: AuthUser) -> AppResult<HttpResponse> {
@@ -30,8 +30,8 @@ pub async fn me(state: web::Data<AppState>, caller: AuthUser) -> AppResult<HttpR
 #[utoipa::path(
     get,
     path = "/api/users/{id}",
-    params(("id" = i64, Path, description = "a positive id")),
-    responses((status = 200, body = UserView), (status = 400, description = "malformed JSON, bad query parameter or id", body = ErrorBody), (status = 401, description = "missing, malformed or expired token", body = ErrorBody), (status = 404, description = "absent or not visible to the caller", body = ErrorBody)),
+    params(("id" = i64, Path, description = "a positive id", minimum = 1)),
+    responses((status = 200, body = UserView), (status = 404, description = "absent or not visible to the caller", body = ErrorBody)),
     security(("bearer" = []))
 )]
 pub async fn get(
@@ -45,7 +45,10 @@ pub async fn get(
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct SearchQuery {
+    /// Part of a username or display name: at least 2 characters after trimming.
+    #[param(required = true, min_length = 2, pattern = "\\S[\\s\\S]*\\S")]
     q: Option<String>,
+    #[param(minimum = 1, maximum = 50)]
     limit: Option<u64>,
 }
 
@@ -59,7 +62,7 @@ struct UserList {
     get,
     path = "/api/users/search",
     params(SearchQuery),
-    responses((status = 200, body = UserList), (status = 400, description = "malformed JSON, bad query parameter or id", body = ErrorBody), (status = 401, description = "missing, malformed or expired token", body = ErrorBody)),
+    responses((status = 200, body = UserList)),
     security(("bearer" = []))
 )]
 pub async fn search(
@@ -83,8 +86,8 @@ pub async fn search(
 #[utoipa::path(
     get,
     path = "/api/users/{id}/presence",
-    params(("id" = i64, Path, description = "a positive id")),
-    responses((status = 200, body = crate::realtime::presence::PresenceView), (status = 400, description = "malformed JSON, bad query parameter or id", body = ErrorBody), (status = 401, description = "missing, malformed or expired token", body = ErrorBody), (status = 404, description = "absent or not visible to the caller", body = ErrorBody)),
+    params(("id" = i64, Path, description = "a positive id", minimum = 1)),
+    responses((status = 200, body = crate::realtime::presence::PresenceView), (status = 404, description = "absent or not visible to the caller", body = ErrorBody)),
     security(("bearer" = []))
 )]
 pub async fn presence(

@@ -17,6 +17,7 @@ use crate::startup::AppState;
 pub struct WsQuery {
     token: Option<String>,
     ticket: Option<String>,
+    #[param(minimum = 0)]
     since: Option<i64>,
 }
 
@@ -26,7 +27,7 @@ pub struct WsQuery {
     get,
     path = "/ws",
     params(WsQuery),
-    responses((status = 101, description = "WebSocket upgrade; frames as in the contract"), (status = 400, description = "malformed JSON, bad query parameter or id", body = ErrorBody), (status = 401, description = "missing, malformed or expired token", body = ErrorBody), (status = 429, description = "rate limited (see Retry-After)", body = ErrorBody))
+    responses((status = 101, description = "WebSocket upgrade; frames as in the contract"), (status = 429, description = "rate limited (see Retry-After)", body = ErrorBody))
 )]
 pub async fn connect(
     req: HttpRequest,
@@ -65,7 +66,7 @@ struct TicketView {
 #[utoipa::path(
     post,
     path = "/api/ws-ticket",
-    responses((status = 200, body = TicketView), (status = 401, description = "missing, malformed or expired token", body = ErrorBody)),
+    responses((status = 200, body = TicketView)),
     security(("bearer" = []))
 )]
 pub async fn ticket(state: web::Data<AppState>, caller: AuthUser) -> AppResult<HttpResponse> {

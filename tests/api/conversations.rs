@@ -264,6 +264,36 @@ async fn history_pages_back_and_forward_over_120_messages(backend: Backend) {
     assert_eq!(app.history(&bob, conversation_id, "").await, latest);
 }
 
+/// `before_id` with `after_id`: the oldest page strictly between them, ascending, so a client
+/// can fill a gap in what it has.
+async fn before_and_after_together_give_the_oldest_page_between(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let alice = app.user("alice").await;
+    let bob = app.user("bob").await;
+    let mut all = Vec::new();
+    let mut conversation_id = 0;
+    for n in 0..10 {
+        let message = app.dm(&alice, &bob, &format!("m{n}")).await;
+        conversation_id = conversation_of(&message);
+        all.push(id_of(&message));
+    }
+    let between = |query: String| {
+        let (app, bob) = (&app, &bob);
+        async move { app.history(bob, conversation_id, &query).await }
+    };
+    let ids =
+        |page: &Value| page["messages"].as_array().expect("messages").iter().map(id_of).collect::<Vec<_>>();
+    let first = between(format!("after_id={}&before_id={}&limit=3", all[2], all[8])).await;
+    assert_eq!(ids(&first), all[3..6]);
+    assert_eq!(first["has_more"], true);
+    let rest = between(format!("after_id={}&before_id={}&limit=3", all[5], all[8])).await;
+    assert_eq!(ids(&rest), all[6..8]);
+    assert_eq!(rest["has_more"], false);
+    let empty = between(format!("after_id={}&before_id={}", all[8], all[2])).await;
+    assert_eq!(ids(&empty), Vec::<i64>::new());
+    assert_eq!(empty["has_more"], false);
+}
+
 async fn bad_history_queries_are_400_naming_the_parameter(backend: Backend) {
     let app = spawn_app(backend).await;
     let alice = app.user("alice").await;
@@ -280,7 +310,7 @@ async fn bad_history_queries_are_400_naming_the_parameter(backend: Backend) {
         ("limit=0".to_owned(), Some("limit")),
         ("limit=101".to_owned(), Some("limit")),
         ("limit=-1".to_owned(), Some("limit")),
-        (format!("before_id={}&after_id={}", id + 1, id - 1), None),
+        (format!("before_id={id}&after_id=0"), Some("after_id")),
     ] {
         let reply = app
             .get(Some(&alice.token), &format!("/api/conversations/{conversation_id}/messages?{query}"))
@@ -464,6 +494,7 @@ on_both_databases!(
     the_direct_conversation_is_404_until_a_message_then_the_same_both_ways,
     history_pages_back_and_forward_over_120_messages,
     bad_history_queries_are_400_naming_the_parameter,
+    before_and_after_together_give_the_oldest_page_between,
     reading_with_no_body_reads_up_to_the_latest_message,
     reading_up_to_a_message_never_moves_the_pointer_backwards,
     reading_up_to_a_message_of_another_conversation_is_404,
