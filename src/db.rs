@@ -182,29 +182,63 @@ const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(100);
 /// does by default at 1,000: only if the checkpointer cannot keep up or has stopped.
 const WRITER_AUTOCHECKPOINT_PAGES: &str = "10000";
 
+/// Past this many WAL pages (~16 MB) the checkpointer restarts the WAL. Passive checkpoints
+/// copy pages back but cannot start the WAL over while readers keep using it, and with
+/// sockets replaying all the time they always do: under 20 concurrent replaying clients it
+/// grew to 3 GB (1.2 M pages) in 20 minutes.
+const RESTART_PAGES: i64 = 4_000;
+
+/// How long a restart may wait for readers to move on, holding off the writer meanwhile.
+const RESTART_WAIT: Duration = Duration::from_millis(20);
+
+/// Ticks to let pass after a restart that readers kept from finishing, so long readers cost
+/// the writer at most 20 ms a second.
+const RESTART_BACKOFF_TICKS: u32 = 10;
+
+/// The WAL file is cut back to this size when it starts over, so one burst does not keep
+/// its disk space for ever.
+const WAL_SIZE_LIMIT_BYTES: &str = "67108864";
+
 /// Checkpoints the WAL from a connection of its own. By default the connection whose commit
 /// takes the WAL past 1,000 pages copies them back (and fsyncs twice) before that commit
 /// returns: that was the writer, with every send queued behind it. A passive checkpoint
-/// takes no lock the writer needs.
+/// takes no lock the writer needs; a restart, only once the WAL is long, briefly does.
 async fn checkpoint_wal(db: DatabaseConnection) {
-    use sea_orm::ConnectionTrait;
     let mut ticks = tokio::time::interval(CHECKPOINT_INTERVAL);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut backoff = 0;
     loop {
         ticks.tick().await;
-        let started = std::time::Instant::now();
-        let statement =
-            sea_orm::Statement::from_string(DatabaseBackend::Sqlite, "PRAGMA wal_checkpoint(PASSIVE)");
-        match db.query_one_raw(statement).await {
-            Ok(row) => {
-                // The row is (busy, pages in the WAL, pages checkpointed).
-                let pages = row.and_then(|row| row.try_get_by_index::<i64>(1).ok()).unwrap_or(0);
-                crate::metrics::record(|m| {
-                    m.checkpoint_seconds.observe(started.elapsed().as_secs_f64());
-                    m.wal_pages.set(pages);
-                });
-            }
-            Err(err) => tracing::warn!(error = %err, "WAL checkpoint failed"),
+        let Some((_, pages)) = checkpoint(&db, "PASSIVE").await else { continue };
+        if backoff > 0 {
+            backoff -= 1;
+        } else if pages > RESTART_PAGES && checkpoint(&db, "RESTART").await.is_none_or(|(busy, _)| busy) {
+            backoff = RESTART_BACKOFF_TICKS;
+        }
+    }
+}
+
+/// One checkpoint in `mode`: whether readers or the writer kept it from finishing, and the
+/// WAL's length in pages.
+async fn checkpoint(db: &DatabaseConnection, mode: &str) -> Option<(bool, i64)> {
+    use sea_orm::ConnectionTrait;
+    let started = std::time::Instant::now();
+    let statement =
+        sea_orm::Statement::from_string(DatabaseBackend::Sqlite, format!("PRAGMA wal_checkpoint({mode})"));
+    match db.query_one_raw(statement).await {
+        Ok(row) => {
+            // The row is (busy, pages in the WAL, pages checkpointed).
+            let column = |n| row.as_ref().and_then(|row| row.try_get_by_index::<i64>(n).ok()).unwrap_or(0);
+            let (busy, pages) = (column(0) != 0, column(1));
+            crate::metrics::record(|m| {
+                m.checkpoint_seconds.observe(started.elapsed().as_secs_f64());
+                m.wal_pages.set(pages);
+            });
+            Some((busy, pages))
+        }
+        Err(err) => {
+            tracing::warn!(error = %err, mode, "WAL checkpoint failed");
+            None
         }
     }
 }
@@ -224,12 +258,19 @@ fn sqlite_options(url: &str, connections: u32, role: SqliteRole) -> ConnectOptio
                 .journal_mode(SqliteJournalMode::Wal)
                 // Durable across a process crash; an OS crash may lose the last commits.
                 .synchronous(SqliteSynchronous::Normal)
-                .busy_timeout(Duration::from_secs(5))
+                .busy_timeout(if role == SqliteRole::Checkpoint {
+                    RESTART_WAIT
+                } else {
+                    Duration::from_secs(5)
+                })
                 .foreign_keys(true)
                 .read_only(role == SqliteRole::Read);
             match role {
-                SqliteRole::Write => opts.pragma("wal_autocheckpoint", WRITER_AUTOCHECKPOINT_PAGES),
-                _ => opts,
+                SqliteRole::Write => opts
+                    .pragma("wal_autocheckpoint", WRITER_AUTOCHECKPOINT_PAGES)
+                    .pragma("journal_size_limit", WAL_SIZE_LIMIT_BYTES),
+                SqliteRole::Checkpoint => opts.pragma("journal_size_limit", WAL_SIZE_LIMIT_BYTES),
+                SqliteRole::Read => opts,
             }
         });
     options

@@ -625,3 +625,52 @@ async fn a_database_outage_is_503_with_retry_after_and_retries_with_the_client_i
         assert_eq!(copies, 1, "{client_id} stored exactly once: {texts:?}");
     }
 }
+
+/// Readers that never all pause at once (sockets replaying, `/api/sync` polling) keep
+/// passive checkpoints from ever catching up, so the WAL never starts over; the checkpointer
+/// then restarts it, and it stays short under sustained writes instead of growing with every
+/// message sent. Four short read transactions that overlap in turn stand for those readers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sqlite_wal_stays_short_while_readers_overlap_without_pause() {
+    use sea_orm::{ConnectionTrait, TransactionTrait};
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("busy.db");
+    let url = format!("sqlite://{}?mode=rwc", file.display());
+    let app = spawn_app_with(Backend::Sqlite, |settings| settings.database.url = url.clone()).await;
+    let (alice, bob) = (app.user("alice").await, app.user("bob").await);
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let readers: Vec<_> = (0..4u64)
+        .map(|n| {
+            let (url, done) = (url.clone(), done.clone());
+            tokio::spawn(async move {
+                let db = sea_orm::Database::connect(url).await.expect("reader connects");
+                tokio::time::sleep(Duration::from_millis(4 * n)).await;
+                while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                    // A read transaction holds its snapshot until it ends, 12 ms later; the
+                    // others started 4, 8 and 12 ms apart, so one is always open.
+                    let txn = db.begin().await.expect("begin");
+                    txn.execute_unprepared("SELECT COUNT(*) FROM messages").await.expect("read");
+                    tokio::time::sleep(Duration::from_millis(12)).await;
+                    txn.commit().await.expect("end");
+                }
+            })
+        })
+        .collect();
+    let wal = dir.path().join("busy.db-wal");
+    let mut largest = 0;
+    for round in 0..320 {
+        let sends = (0..50).map(|n| {
+            let (app, alice, bob) = (&app, &alice, &bob);
+            async move { app.dm(alice, bob, &format!("round {round} message {n} with some text to it")).await }
+        });
+        futures_util::future::join_all(sends).await;
+        largest = largest.max(std::fs::metadata(&wal).map_or(0, |m| m.len()));
+    }
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    for reader in readers {
+        reader.await.expect("reader");
+    }
+    let pages = largest / 4096;
+    eprintln!("16,000 messages while read transactions overlap: largest WAL {pages} pages");
+    assert!(pages < 8_000, "the WAL grew to {pages} pages");
+}
