@@ -612,13 +612,7 @@ async fn a_database_outage_is_503_with_retry_after_and_retries_with_the_client_i
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
-    let history = app.history(&bob, conversation, "limit=100").await;
-    let texts: Vec<&str> = history["messages"]
-        .as_array()
-        .expect("messages")
-        .iter()
-        .filter_map(|m| m["message"].as_str())
-        .collect();
+    let texts = app.history_texts(&bob, conversation, "limit=100").await;
     for n in 0..6 {
         let client_id = format!("outage-{n}");
         let copies = texts.iter().filter(|text| **text == client_id).count();

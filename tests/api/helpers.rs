@@ -285,6 +285,13 @@ impl TestApp {
         reply.body
     }
 
+    /// The texts of one page of history, in order.
+    pub async fn history_texts(&self, user: &TestUser, conversation_id: i64, query: &str) -> Vec<String> {
+        let page = self.history(user, conversation_id, query).await;
+        let messages = page["messages"].as_array().expect("messages").iter();
+        messages.filter_map(|m| m["message"].as_str()).map(str::to_owned).collect()
+    }
+
     pub async fn register(&self, username: &str) -> TestUser {
         let reply =
             self.post(None, "/api/auth/register", &json!({"username": username, "password": PASSWORD})).await;

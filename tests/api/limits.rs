@@ -125,13 +125,7 @@ async fn sends_are_limited_per_user() {
     // Bob has his own allowance; the refused message was never stored.
     app.dm(&bob, &alice, "my turn").await;
     let conversation = app.get(Some(&bob.token), &format!("/api/conversations/direct/{}", alice.id)).await;
-    let history = app.history(&bob, conversation.body["id"].as_i64().expect("id"), "").await;
-    let texts: Vec<&str> = history["messages"]
-        .as_array()
-        .expect("messages")
-        .iter()
-        .filter_map(|m| m["message"].as_str())
-        .collect();
+    let texts = app.history_texts(&bob, conversation.body["id"].as_i64().expect("id"), "").await;
     assert_eq!(texts, ["message 0", "message 1", "message 2", "my turn"]);
 }
 
