@@ -188,11 +188,14 @@ const WRITER_AUTOCHECKPOINT_PAGES: &str = "10000";
 /// grew to 3 GB (1.2 M pages) in 20 minutes.
 const RESTART_PAGES: i64 = 4_000;
 
-/// How long a restart may wait for readers to move on, holding off the writer meanwhile.
-const RESTART_WAIT: Duration = Duration::from_millis(20);
+/// How long a restart may wait for readers to move on, holding off the writer meanwhile:
+/// this much per `RESTART_PAGES` in the WAL, so a WAL that keeps growing (readers slowed by
+/// a busy machine) waits longer until one restart gets through, up to the cap.
+const RESTART_WAIT_MS_PER_STEP: i64 = 20;
+const RESTART_WAIT_MS_MAX: i64 = 200;
 
 /// Ticks to let pass after a restart that readers kept from finishing, so long readers cost
-/// the writer at most 20 ms a second.
+/// the writer at most one wait a second.
 const RESTART_BACKOFF_TICKS: u32 = 10;
 
 /// The WAL file is cut back to this size when it starts over, so one burst does not keep
@@ -212,10 +215,21 @@ async fn checkpoint_wal(db: DatabaseConnection) {
         let Some((_, pages)) = checkpoint(&db, "PASSIVE").await else { continue };
         if backoff > 0 {
             backoff -= 1;
-        } else if pages > RESTART_PAGES && checkpoint(&db, "RESTART").await.is_none_or(|(busy, _)| busy) {
+        } else if pages > RESTART_PAGES && !restart(&db, pages).await {
             backoff = RESTART_BACKOFF_TICKS;
         }
     }
+}
+
+/// Restarts the WAL, waiting for readers as long as its length warrants; whether it did.
+async fn restart(db: &DatabaseConnection, pages: i64) -> bool {
+    use sea_orm::ConnectionTrait;
+    let wait = (pages / RESTART_PAGES * RESTART_WAIT_MS_PER_STEP).min(RESTART_WAIT_MS_MAX);
+    let set_wait = format!("PRAGMA busy_timeout = {wait}");
+    if db.execute_unprepared(&set_wait).await.is_err() {
+        return false;
+    }
+    checkpoint(db, "RESTART").await.is_some_and(|(busy, _)| !busy)
 }
 
 /// One checkpoint in `mode`: whether readers or the writer kept it from finishing, and the
@@ -258,11 +272,7 @@ fn sqlite_options(url: &str, connections: u32, role: SqliteRole) -> ConnectOptio
                 .journal_mode(SqliteJournalMode::Wal)
                 // Durable across a process crash; an OS crash may lose the last commits.
                 .synchronous(SqliteSynchronous::Normal)
-                .busy_timeout(if role == SqliteRole::Checkpoint {
-                    RESTART_WAIT
-                } else {
-                    Duration::from_secs(5)
-                })
+                .busy_timeout(Duration::from_secs(5))
                 .foreign_keys(true)
                 .read_only(role == SqliteRole::Read);
             match role {
