@@ -147,7 +147,8 @@ pub async fn authenticate(req: &HttpRequest, fallback: Option<&str>) -> AppResul
     state.tokens.authenticate(&state.db, token).await
 }
 
-fn bearer(value: &str) -> Option<&str> {
+/// The token of an `Authorization: Bearer <token>` value (the scheme in any case).
+pub fn bearer(value: &str) -> Option<&str> {
     let (scheme, token) = value.split_once(' ')?;
     let token = token.trim();
     (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)

@@ -56,7 +56,7 @@ pub async fn metrics(req: HttpRequest, state: web::Data<AppState>) -> AppResult<
     let required = state.settings.server.metrics_token.expose_secret();
     if !required.is_empty() {
         let given = req.headers().get(header::AUTHORIZATION).and_then(|value| value.to_str().ok());
-        let token = given.and_then(|value| value.strip_prefix("Bearer ")).unwrap_or_default();
+        let token = given.and_then(crate::auth::bearer).unwrap_or_default();
         // Compared in constant time, so response timing does not reveal the token.
         if !bool::from(token.as_bytes().ct_eq(required.as_bytes())) {
             return Err(AppError::unauthorized("invalid_token", "/metrics needs the metrics token"));
