@@ -12,6 +12,7 @@ use serde::Serialize;
 use super::conversations::{self, visible};
 use super::events::{self, StoredEvent};
 use super::messages::{new_member, open_conversation, to_members};
+use super::text::{self, Trimmed};
 use super::views::{ConversationKind, ConversationView, UserView, optional_id};
 use super::writer::Writer;
 use crate::db::Db;
@@ -59,12 +60,16 @@ pub struct MemberView {
     pub last_delivered_message_id: Option<i64>,
 }
 
+/// A group's name: 1–100 characters after trimming; no NUL.
+pub const NAME: Trimmed = Trimmed { min: 1, max: MAX_NAME_CHARS, banned: text::NUL, visible: false };
+
 pub fn validate_name(name: &str) -> AppResult<String> {
-    let name = name.trim();
-    if name.is_empty() || name.chars().count() > MAX_NAME_CHARS || name.contains('\0') {
-        return Err(AppError::validation("name", format!("name must be 1-{MAX_NAME_CHARS} characters")));
+    match NAME.check(name) {
+        Ok(name) => Ok(name.to_owned()),
+        Err(_) => {
+            Err(AppError::validation("name", format!("name must be 1-{MAX_NAME_CHARS} characters, no NUL")))
+        }
     }
-    Ok(name.to_owned())
 }
 
 /// Creates a group owned by `owner_id` with `member_ids`; every member gets

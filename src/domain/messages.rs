@@ -11,6 +11,7 @@ use super::conversations::{self, count_unread, visible};
 use super::events::{self, StoredEvent};
 use super::safety;
 use super::sending::PendingMessage;
+use super::text::{self, Fault, Trimmed};
 use super::views::{ConversationView, MessageView, optional_id};
 use super::writer::Writer;
 use crate::config::MessagingSettings;
@@ -63,8 +64,11 @@ impl NewMessage {
         client_id: Option<String>,
         attachment: Option<StoredFile>,
     ) -> AppResult<Self> {
-        let body =
-            if attachment.is_some() && looks_empty(text) { String::new() } else { validate_body(text)? };
+        let body = if attachment.is_some() && text::looks_empty(text) {
+            String::new()
+        } else {
+            validate_body(text)?
+        };
         if let Some(client_id) = &client_id {
             validate_client_id(client_id)?;
         }
@@ -78,40 +82,23 @@ pub enum Sent {
     Existing(MessageView),
 }
 
-/// Trims and checks a message body (1–2000 characters after trimming, and something a
-/// reader can see).
-pub fn validate_body(body: &str) -> AppResult<String> {
-    let body = body.trim();
-    if looks_empty(body) {
-        return Err(AppError::validation("message", "message must not be empty"));
-    }
-    // PostgreSQL cannot store NUL in text; refused on every database alike.
-    if body.contains('\0') {
-        return Err(AppError::validation("message", "message must not contain NUL characters"));
-    }
-    if body.chars().count() > MAX_MESSAGE_CHARS {
-        return Err(AppError::validation(
-            "message",
-            format!("message must be at most {MAX_MESSAGE_CHARS} characters"),
-        ));
-    }
-    Ok(body.to_owned())
-}
+/// A message body: 1–2000 characters after trimming, some of them visible; no NUL
+/// (PostgreSQL cannot store it in text, so it is refused on every database alike).
+pub const BODY: Trimmed = Trimmed { min: 1, max: MAX_MESSAGE_CHARS, banned: text::NUL, visible: true };
 
-/// Whether `text` would show as nothing: only white space, format characters that draw no
-/// glyph (zero-width spaces and joiners, the byte-order mark, direction marks, embeddings,
-/// overrides and isolates, variation selectors, tags: Unicode's Default_Ignorable_Code_Point
-/// set) and the fillers that render blank (Hangul fillers, the blank Braille pattern).
-pub fn looks_empty(text: &str) -> bool {
-    text.chars().all(|c| {
-        c.is_whitespace()
-            || matches!(c,
-                '\u{00AD}' | '\u{034F}' | '\u{061C}' | '\u{115F}' | '\u{1160}' | '\u{17B4}' | '\u{17B5}'
-                | '\u{180B}'..='\u{180F}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}'
-                | '\u{2060}'..='\u{206F}' | '\u{2800}' | '\u{3164}' | '\u{FE00}'..='\u{FE0F}' | '\u{FEFF}'
-                | '\u{FFA0}' | '\u{FFF0}'..='\u{FFF8}' | '\u{1BCA0}'..='\u{1BCA3}' | '\u{1D173}'..='\u{1D17A}'
-                | '\u{E0000}'..='\u{E0FFF}')
-    })
+/// Trims and checks a message body by [`BODY`].
+pub fn validate_body(body: &str) -> AppResult<String> {
+    match BODY.check(body) {
+        Ok(body) => Ok(body.to_owned()),
+        Err(fault) => Err(AppError::validation(
+            "message",
+            match fault {
+                Fault::Length => "message must be 1-2000 characters after trimming",
+                Fault::Banned => "message must not contain NUL characters",
+                Fault::Invisible => "message must have a visible character",
+            },
+        )),
+    }
 }
 
 /// 1–64 of `[A-Za-z0-9_-]`.
@@ -487,8 +474,8 @@ pub async fn delete(db: &Db, writer: &Writer, user_id: i64, message_id: i64) -> 
 
 #[cfg(test)]
 mod tests {
-    use super::*;
     use crate::domain::views::ConversationKind;
+    use super::*;
 
     #[test]
     fn per_reader_frames_match_a_full_serialization() {

@@ -12,6 +12,7 @@ pub mod receipts;
 pub mod safety;
 pub mod search;
 pub mod sending;
+pub mod text;
 pub mod users;
 pub mod views;
 pub mod writer;

@@ -5,6 +5,7 @@ use sea_orm::prelude::*;
 use sea_orm::sea_query::{ExprTrait, Func, LikeExpr};
 use sea_orm::{QueryOrder, QuerySelect, Set, SqlErr};
 
+use super::text::{self, Fault, Trimmed};
 use super::views::UserView;
 use crate::auth;
 use crate::db::Db;
@@ -39,14 +40,24 @@ fn validate_password(password: &str) -> AppResult<()> {
     }
 }
 
+/// A display name: at most 64 characters after trimming, no control characters; blank means
+/// the username.
+pub const DISPLAY_NAME: Trimmed = Trimmed { min: 0, max: 64, banned: text::CONTROL, visible: false };
+
 fn validate_display_name(display_name: Option<&str>, username: &str) -> AppResult<String> {
-    let name = display_name.map(str::trim).filter(|name| !name.is_empty()).unwrap_or(username);
-    if name.chars().count() > 64 {
-        return Err(AppError::validation("display_name", "display_name must be at most 64 characters"));
-    }
-    if name.chars().any(char::is_control) {
-        return Err(AppError::validation("display_name", "display_name must not contain control characters"));
-    }
+    let name = match display_name.map(|name| DISPLAY_NAME.check(name)) {
+        None | Some(Ok("")) => username,
+        Some(Ok(name)) => name,
+        Some(Err(Fault::Length)) => {
+            return Err(AppError::validation("display_name", "display_name must be at most 64 characters"));
+        }
+        Some(Err(_)) => {
+            return Err(AppError::validation(
+                "display_name",
+                "display_name must not contain control characters",
+            ));
+        }
+    };
     Ok(name.to_owned())
 }
 
@@ -111,6 +122,9 @@ pub async fn get(db: &Db, user_id: i64) -> AppResult<UserView> {
 }
 
 /// Users whose username or display name contains `q` (case-insensitive), by username.
+/// Part of a username or display name: at least 2 characters after trimming.
+pub const QUERY: Trimmed = Trimmed { min: 2, max: usize::MAX, banned: &[], visible: false };
+
 pub async fn search(db: &Db, q: &str, limit: u64) -> AppResult<Vec<UserView>> {
     // No stored name holds a NUL (PostgreSQL would refuse the pattern outright).
     if q.contains('\0') {

@@ -32,8 +32,7 @@ struct Form {
     recipient_id: Option<String>,
     #[schema(value_type = i64, minimum = 1, required = false)]
     conversation_id: Option<String>,
-    /// May be empty with a file; otherwise as `POST /api/messages`.
-    #[schema(max_length = 2000)]
+    #[schema(schema_with = super::openapi::message_text_or_blank)]
     message: Option<String>,
     #[schema(pattern = "^[A-Za-z0-9_-]{1,64}$")]
     client_id: Option<String>,

@@ -16,8 +16,7 @@ pub struct RegisterBody {
     username: String,
     #[schema(min_length = 8, max_length = 128)]
     password: String,
-    /// At most 64 characters after trimming, no control characters; default the username.
-    #[schema(max_length = 64, pattern = "^[^\\x00-\\x1F\\x7F-\\x9F]*$")]
+    #[schema(schema_with = super::openapi::display_name)]
     display_name: Option<String>,
 }
 

@@ -13,7 +13,7 @@ use crate::startup::AppState;
 #[derive(Deserialize, ToSchema)]
 pub struct CreateBody {
     /// 1–100 characters after trimming.
-    #[schema(min_length = 1, max_length = 100, pattern = "\\S")]
+    #[schema(schema_with = super::openapi::group_name)]
     name: String,
     #[serde(default)]
     member_ids: Vec<Id>,

@@ -16,12 +16,7 @@ use crate::startup::AppState;
 pub struct SendBody {
     recipient_id: Option<Id>,
     conversation_id: Option<Id>,
-    /// 1–2000 characters after trimming, some of them visible; no NUL.
-    #[schema(
-        min_length = 1,
-        max_length = 2000,
-        pattern = "^[^\\x00]*[^\\s\\x00\\u00AD\\u034F\\u061C\\u115F\\u1160\\u17B4\\u17B5\\u180B-\\u180F\\u200B-\\u200F\\u202A-\\u202E\\u2060-\\u206F\\u2800\\u3164\\uFE00-\\uFE0F\\uFEFF\\uFFA0\\uFFF0-\\uFFF8][^\\x00]*$"
-    )]
+    #[schema(schema_with = super::openapi::message_text)]
     message: String,
     #[schema(pattern = "^[A-Za-z0-9_-]{1,64}$")]
     client_id: Option<String>,
@@ -59,11 +54,7 @@ pub fn sent(sent: Sent) -> AppResult<HttpResponse> {
 
 #[derive(Deserialize, ToSchema)]
 pub struct GroupSendBody {
-    #[schema(
-        min_length = 1,
-        max_length = 2000,
-        pattern = "^[^\\x00]*[^\\s\\x00\\u00AD\\u034F\\u061C\\u115F\\u1160\\u17B4\\u17B5\\u180B-\\u180F\\u200B-\\u200F\\u202A-\\u202E\\u2060-\\u206F\\u2800\\u3164\\uFE00-\\uFE0F\\uFEFF\\uFFA0\\uFFF0-\\uFFF8][^\\x00]*$"
-    )]
+    #[schema(schema_with = super::openapi::message_text)]
     message: String,
     #[schema(pattern = "^[A-Za-z0-9_-]{1,64}$")]
     client_id: Option<String>,
@@ -94,11 +85,7 @@ pub async fn send_to_group(
 
 #[derive(Deserialize, ToSchema)]
 pub struct EditBody {
-    #[schema(
-        min_length = 1,
-        max_length = 2000,
-        pattern = "^[^\\x00]*[^\\s\\x00\\u00AD\\u034F\\u061C\\u115F\\u1160\\u17B4\\u17B5\\u180B-\\u180F\\u200B-\\u200F\\u202A-\\u202E\\u2060-\\u206F\\u2800\\u3164\\uFE00-\\uFE0F\\uFEFF\\uFFA0\\uFFF0-\\uFFF8][^\\x00]*$"
-    )]
+    #[schema(schema_with = super::openapi::message_text)]
     message: String,
 }
 
@@ -144,8 +131,8 @@ pub async fn delete(
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct SearchQuery {
-    /// Words to find: 2–200 characters after trimming.
-    #[param(required = true, min_length = 2, max_length = 200, pattern = "\\S[\\s\\S]*\\S")]
+    /// Its pattern is set by `openapi::QueryText`.
+    #[param(required = true)]
     q: Option<String>,
     conversation_id: Option<Id>,
     #[param(minimum = 1, maximum = 10000)]
@@ -176,10 +163,13 @@ pub async fn search(
     query: Query<SearchQuery>,
 ) -> AppResult<HttpResponse> {
     let Query(query) = query;
-    let q = query.q.as_deref().map(str::trim).unwrap_or_default();
-    if q.chars().count() < 2 || q.chars().count() > 200 {
-        return Err(AppError::bad_request("bad_query", "q must be 2-200 characters", Some("q")));
-    }
+    let Ok(q) = search::QUERY.check(query.q.as_deref().unwrap_or_default()) else {
+        return Err(AppError::bad_request(
+            "bad_query",
+            "q must be 2-200 characters after trimming",
+            Some("q"),
+        ));
+    };
     let page = query.page.unwrap_or(1);
     if !(1..=10_000).contains(&page) {
         return Err(AppError::bad_request("bad_query", "page must be 1-10000", Some("page")));

@@ -4,10 +4,12 @@
 use std::sync::LazyLock;
 
 use actix_web::HttpResponse;
+use utoipa::openapi::schema::{Object, ObjectBuilder, SchemaType, Type};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use super::{attachments, auth, conversations, groups, health, messages, safety, users, ws};
+use crate::domain;
 
 #[derive(OpenApi)]
 #[openapi(
@@ -56,7 +58,7 @@ use super::{attachments, auth, conversations, groups, health, messages, safety, 
         health::metrics,
     ),
     components(schemas(crate::error::ErrorBody)),
-    modifiers(&BearerAuth, &StandardErrors, &OneTarget)
+    modifiers(&BearerAuth, &StandardErrors, &OneTarget, &QueryText)
 )]
 struct ApiDoc;
 
@@ -132,7 +134,7 @@ struct OneTarget;
 impl Modify for OneTarget {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         use utoipa::openapi::RefOr;
-        use utoipa::openapi::schema::{AllOfBuilder, ObjectBuilder, OneOfBuilder, Schema, Type};
+        use utoipa::openapi::schema::{AllOfBuilder, OneOfBuilder, Schema};
         let Some(components) = openapi.components.as_mut() else { return };
         let has = |field: &str| {
             ObjectBuilder::new()
@@ -151,6 +153,68 @@ impl Modify for OneTarget {
             components.schemas.insert(name.to_owned(), RefOr::T(Schema::AllOf(both)));
         }
     }
+}
+
+/// The schema of a text field checked by `rule`: its pattern says exactly what trimming
+/// and the character rules accept, which `minLength`/`maxLength` on the raw string cannot.
+fn trimmed(pattern: String, nullable: bool, description: &str) -> Object {
+    let kind = if nullable { SchemaType::from_iter([Type::String, Type::Null]) } else { Type::String.into() };
+    ObjectBuilder::new().schema_type(kind).pattern(Some(pattern)).description(Some(description)).build()
+}
+
+pub fn message_text() -> Object {
+    trimmed(
+        domain::messages::BODY.pattern(),
+        false,
+        "1–2000 characters after trimming, some of them visible; no NUL.",
+    )
+}
+
+pub fn message_text_or_blank() -> Object {
+    let description = "With a file, may be blank; otherwise as `POST /api/messages`.";
+    trimmed(domain::messages::BODY.pattern_or_blank(), false, description)
+}
+
+pub fn group_name() -> Object {
+    trimmed(domain::groups::NAME.pattern(), false, "1–100 characters after trimming; no NUL.")
+}
+
+pub fn display_name() -> Object {
+    let description =
+        "At most 64 characters after trimming, no control characters; blank or absent: the username.";
+    trimmed(domain::users::DISPLAY_NAME.pattern(), true, description)
+}
+
+/// Query parameters checked by trimming rules. Set here because a parameter's `schema_with`
+/// would drop its `required`.
+struct QueryText;
+
+impl Modify for QueryText {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        for (path, name, schema) in
+            [("/api/messages/search", "q", message_query()), ("/api/users/search", "q", user_query())]
+        {
+            let Some(get) = openapi.paths.paths.get_mut(path).and_then(|item| item.get.as_mut()) else {
+                continue;
+            };
+            for parameter in get.parameters.iter_mut().flatten().filter(|p| p.name == name) {
+                parameter.schema = Some(schema.clone().into());
+                parameter.description = None;
+            }
+        }
+    }
+}
+
+fn message_query() -> Object {
+    trimmed(domain::search::QUERY.pattern(), false, "Words to find: 2–200 characters after trimming.")
+}
+
+fn user_query() -> Object {
+    trimmed(
+        domain::users::QUERY.pattern(),
+        false,
+        "Part of a username or display name: at least 2 characters after trimming.",
+    )
 }
 
 fn error_response(description: &str) -> utoipa::openapi::RefOr<utoipa::openapi::Response> {

@@ -45,8 +45,8 @@ pub async fn get(
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct SearchQuery {
-    /// Part of a username or display name: at least 2 characters after trimming.
-    #[param(required = true, min_length = 2, pattern = "\\S[\\s\\S]*\\S")]
+    /// Its pattern is set by `openapi::QueryText`.
+    #[param(required = true)]
     q: Option<String>,
     #[param(minimum = 1, maximum = 50)]
     limit: Option<u64>,
@@ -71,10 +71,13 @@ pub async fn search(
     query: Query<SearchQuery>,
 ) -> AppResult<HttpResponse> {
     let Query(query) = query;
-    let q = query.q.as_deref().map(str::trim).unwrap_or_default();
-    if q.chars().count() < 2 {
-        return Err(AppError::bad_request("bad_query", "q must be at least 2 characters", Some("q")));
-    }
+    let Ok(q) = users::QUERY.check(query.q.as_deref().unwrap_or_default()) else {
+        return Err(AppError::bad_request(
+            "bad_query",
+            "q must be at least 2 characters after trimming",
+            Some("q"),
+        ));
+    };
     let limit = query.limit.unwrap_or(20);
     if !(1..=50).contains(&limit) {
         return Err(AppError::bad_request("bad_query", "limit must be 1-50", Some("limit")));

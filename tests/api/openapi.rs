@@ -1,6 +1,6 @@
 //! The OpenAPI document is generated from the handlers; it must describe the contract.
 
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use crate::helpers::{Backend, spawn_app};
 
@@ -144,6 +144,90 @@ async fn other_methods_on_a_route_are_405_with_allow_and_get_routes_answer_head(
             app.client.head(app.url(path)).bearer_auth(&user.token).send().await.expect("HEAD request");
         assert_eq!(response.status(), 200, "HEAD {path}");
         assert!(response.bytes().await.expect("body").is_empty(), "HEAD {path} has no body");
+    }
+}
+
+/// Text fields are trimmed, then judged: each field's documented pattern accepts exactly the
+/// strings the server accepts, tried at the edges (white space that `trim` removes or keeps,
+/// invisible and control characters, NUL, lengths one past the limit once padded).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn text_patterns_accept_exactly_what_the_server_accepts() {
+    let app = spawn_app(Backend::Sqlite).await;
+    let alice = app.user("alice").await;
+    let bob = app.user("bob").await;
+    let document = app.get(None, "/api/openapi.json").await.body;
+    let schemas = &document["components"]["schemas"];
+    let query = |path: &str| {
+        let parameters = document["paths"][path]["get"]["parameters"].as_array().expect("parameters");
+        parameters.iter().find(|p| p["name"] == "q").expect("q")["schema"]["pattern"].clone()
+    };
+    let fields = [
+        ("message", schemas["SendBody"]["allOf"][0]["properties"]["message"]["pattern"].clone(), 2000),
+        ("name", schemas["CreateBody"]["properties"]["name"]["pattern"].clone(), 100),
+        ("display_name", schemas["RegisterBody"]["properties"]["display_name"]["pattern"].clone(), 64),
+        ("messages q", query("/api/messages/search"), 200),
+        ("users q", query("/api/users/search"), 0),
+    ];
+    let mut registered = 0;
+    for (field, pattern, limit) in fields {
+        let pattern = pattern.as_str().unwrap_or_else(|| panic!("{field} has a pattern"));
+        let pattern = fancy_regex::Regex::new(pattern).unwrap_or_else(|err| panic!("{field}: {err}"));
+        let long = "é".repeat(limit);
+        let samples = [
+            "x".to_owned(),
+            "xy".to_owned(),
+            " \t xy \u{3000}\u{85}".to_owned(),
+            String::new(),
+            " \n ".to_owned(),
+            "\u{1C}\u{1C}".to_owned(),
+            "a\tb".to_owned(),
+            "\u{200B}\u{FEFF}".to_owned(),
+            "\u{E0001}\u{E0002} ".to_owned(),
+            "\u{200B}ab".to_owned(),
+            "ab\0".to_owned(),
+            "\u{7F}ab".to_owned(),
+            format!("\n {long}\t"),
+            format!("{long}x"),
+            format!(" {long}x "),
+        ];
+        for text in samples {
+            let documented = pattern.is_match(&text).expect("pattern runs");
+            let status = match field {
+                "message" => {
+                    app.send_message(&alice, &json!({"recipient_id": bob.id, "message": text})).await.status
+                }
+                "name" => {
+                    app.post(
+                        Some(&alice.token),
+                        "/api/groups",
+                        &json!({"name": text, "member_ids": [bob.id]}),
+                    )
+                    .await
+                    .status
+                }
+                "display_name" => {
+                    registered += 1;
+                    let body = json!({"username": format!("edge{registered}"), "password": "password123", "display_name": text});
+                    app.post(None, "/api/auth/register", &body).await.status
+                }
+                _ => {
+                    let path = if field == "users q" { "/api/users/search" } else { "/api/messages/search" };
+                    let url = reqwest::Url::parse_with_params(&app.url(path), [("q", &text)]).expect("url");
+                    let request = app.client.get(url).bearer_auth(&alice.token);
+                    app.send_request(request).await.status
+                }
+            };
+            assert!(
+                matches!(status, 200 | 201 | 400 | 422),
+                "{field} {text:?}: {status} is neither accepted nor refused"
+            );
+            assert_eq!(
+                documented,
+                status < 300,
+                "{field} {:?}: documented {documented}, server {status}",
+                text.chars().take(12).collect::<String>()
+            );
+        }
     }
 }
 
