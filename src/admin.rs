@@ -10,11 +10,9 @@ use sea_orm::prelude::*;
 
 use crate::config::Settings;
 use crate::db::Db;
+use crate::redis_store::RedisStore;
 
-async fn scan(
-    conn: &mut redis::aio::MultiplexedConnection,
-    pattern: &str,
-) -> redis::RedisResult<Vec<String>> {
+async fn scan(conn: &mut deadpool_redis::Connection, pattern: &str) -> redis::RedisResult<Vec<String>> {
     let mut keys = Vec::new();
     let mut iter = conn.scan_match::<_, String>(pattern).await?;
     while let Some(key) = iter.next_item().await {
@@ -28,24 +26,20 @@ pub async fn presence_report(settings: &Settings) -> Result<String, String> {
     if settings.redis.url.is_empty() {
         return Err("redis.url is not set: without Redis, presence lives in each server's memory".into());
     }
-    let prefix = &settings.redis.prefix;
-    let client = redis::Client::open(settings.redis.url.as_str()).map_err(|err| err.to_string())?;
-    let mut conn = client.get_multiplexed_async_connection().await.map_err(|err| format!("redis: {err}"))?;
+    let store = RedisStore::open(&settings.redis.url, &settings.redis.prefix)?;
+    let mut conn = store.connection().await.ok_or("redis: no connection within 500 ms")?;
+    let keys = &store.keys;
 
     let mut alive = BTreeMap::new();
-    for key in scan(&mut conn, &format!("{prefix}instance:*")).await.map_err(|err| err.to_string())? {
+    for key in scan(&mut conn, &keys.all("instance")).await.map_err(|err| err.to_string())? {
         let ttl: i64 = conn.ttl(&key).await.unwrap_or(-2);
-        if let Some(instance) = key.strip_prefix(&format!("{prefix}instance:")) {
+        if let Some(instance) = keys.instance_of(&key) {
             alive.insert(instance.to_owned(), ttl);
         }
     }
     let mut online: BTreeMap<i64, Vec<(String, i64)>> = BTreeMap::new();
-    for key in scan(&mut conn, &format!("{prefix}presence:*")).await.map_err(|err| err.to_string())? {
-        let Some(user_id) =
-            key.strip_prefix(&format!("{prefix}presence:")).and_then(|id| id.parse::<i64>().ok())
-        else {
-            continue;
-        };
+    for key in scan(&mut conn, &keys.all("presence")).await.map_err(|err| err.to_string())? {
+        let Some(user_id) = keys.user_of_presence(&key) else { continue };
         let holders: HashMap<String, i64> = conn.hgetall(&key).await.unwrap_or_default();
         let mut live: Vec<(String, i64)> =
             holders.into_iter().filter(|(instance, n)| *n > 0 && alive.contains_key(instance)).collect();

@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::AuthSettings;
 use crate::db::Db;
 use crate::error::{AppError, AppResult};
+use crate::redis_store::RedisStore;
 use crate::startup::AppState;
 
 /// The contract allows at most this much clock skew on `exp` (and so on `nbf` and `iat`).
@@ -183,14 +184,14 @@ pub async fn verify_password(password: String, hash: Option<String>) -> AppResul
 /// not put a long-lived token in a URL. With Redis a ticket is redeemable on any instance
 /// (`GETDEL` makes it single-use cluster-wide); without, it lives in this process.
 pub struct Tickets {
-    redis: Option<(std::sync::Arc<crate::realtime::relay::RedisRelay>, String)>,
+    redis: Option<std::sync::Arc<RedisStore>>,
     local: std::sync::Mutex<std::collections::HashMap<String, (i64, std::time::Instant)>>,
 }
 
 pub const TICKET_TTL_SECONDS: u64 = 30;
 
 impl Tickets {
-    pub fn new(redis: Option<(std::sync::Arc<crate::realtime::relay::RedisRelay>, String)>) -> Self {
+    pub fn new(redis: Option<std::sync::Arc<RedisStore>>) -> Self {
         Self { redis, local: std::sync::Mutex::new(std::collections::HashMap::new()) }
     }
 
@@ -198,10 +199,10 @@ impl Tickets {
         let bytes: [u8; 24] = rand::random();
         let ticket: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
         match &self.redis {
-            Some((relay, prefix)) => {
-                let mut conn = relay.connection().await.ok_or_else(unavailable)?;
+            Some(store) => {
+                let mut conn = store.connection().await.ok_or_else(unavailable)?;
                 redis::cmd("SET")
-                    .arg(format!("{prefix}ticket:{ticket}"))
+                    .arg(store.keys.ticket(&ticket))
                     .arg(user_id)
                     .arg("EX")
                     .arg(TICKET_TTL_SECONDS)
@@ -229,10 +230,10 @@ impl Tickets {
             return Err(invalid());
         }
         match &self.redis {
-            Some((relay, prefix)) => {
-                let mut conn = relay.connection().await.ok_or_else(unavailable)?;
+            Some(store) => {
+                let mut conn = store.connection().await.ok_or_else(unavailable)?;
                 let user: Option<i64> = redis::cmd("GETDEL")
-                    .arg(format!("{prefix}ticket:{ticket}"))
+                    .arg(store.keys.ticket(ticket))
                     .query_async(&mut conn)
                     .await
                     .map_err(|_| unavailable())?;

@@ -241,7 +241,7 @@ impl Default for AuthSettings {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct WebSocketSettings {
     pub ping_interval_seconds: u64,

@@ -7,67 +7,14 @@ use std::pin::Pin;
 
 use actix_web::{FromRequest, HttpRequest, dev::Payload, http::header, web};
 use futures_util::StreamExt;
-use serde::{Deserialize, Deserializer, Serialize, de::DeserializeOwned};
+use serde::de::DeserializeOwned;
 
 use crate::error::AppError;
 
 /// Largest JSON body any route accepts; messages are at most 2,000 characters.
 const MAX_JSON_BYTES: usize = 64 * 1024;
 
-/// A positive 64-bit id. Zero, negatives, fractions, strings and numbers beyond i64 are
-/// refused; an integral float (`2.0`) is the integer JSON Schema says it is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-#[serde(transparent)]
-pub struct Id(pub i64);
-
-impl<'de> Deserialize<'de> for Id {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_i64(IdVisitor)
-    }
-}
-
-struct IdVisitor;
-
-impl serde::de::Visitor<'_> for IdVisitor {
-    type Value = Id;
-
-    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        f.write_str("a positive integer")
-    }
-
-    fn visit_i64<E: serde::de::Error>(self, value: i64) -> Result<Id, E> {
-        if value > 0 { Ok(Id(value)) } else { Err(E::custom("must be a positive integer")) }
-    }
-
-    fn visit_u64<E: serde::de::Error>(self, value: u64) -> Result<Id, E> {
-        i64::try_from(value)
-            .map_err(|_| E::custom("must be at most 2^63 - 1"))
-            .and_then(|v| self.visit_i64(v))
-    }
-
-    fn visit_f64<E: serde::de::Error>(self, value: f64) -> Result<Id, E> {
-        // 2^63 itself is the first float past i64::MAX.
-        if value.fract() == 0.0 && value > 0.0 && value < 9_223_372_036_854_775_808.0 {
-            self.visit_i64(value as i64)
-        } else {
-            Err(E::custom("must be a positive integer"))
-        }
-    }
-}
-
-impl utoipa::PartialSchema for Id {
-    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
-        use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, SchemaFormat, Type};
-        ObjectBuilder::new()
-            .schema_type(Type::Integer)
-            .format(Some(SchemaFormat::KnownFormat(KnownFormat::Int64)))
-            .minimum(Some(1))
-            .description(Some("a positive 64-bit id"))
-            .into()
-    }
-}
-
-impl utoipa::ToSchema for Id {}
+pub use crate::wire::Id;
 
 /// A JSON request body.
 pub struct JsonBody<T>(pub T);

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
-use actix::{Actor, Addr};
+use actix::Actor;
 use actix_web::body::BoxBody;
 use actix_web::dev::{Server, ServerHandle, ServiceResponse};
 use actix_web::http::header;
@@ -17,13 +17,17 @@ use crate::auth::{Tickets, Tokens};
 use crate::config::Settings;
 use crate::db::Db;
 use crate::domain::attachments::Store;
+use crate::domain::live::LiveDomain;
 use crate::domain::writer::Writer;
 use crate::error::AppError;
 use crate::extract::{not_found, path_error};
 use crate::limits::Limits;
+use crate::realtime::Live;
+use crate::realtime::port::Domain;
 use crate::realtime::presence::Presence;
 use crate::realtime::relay::{RedisRelay, Relay};
 use crate::realtime::server::ChatServer;
+use crate::redis_store::RedisStore;
 use crate::{routes, telemetry};
 
 /// What every handler shares; one per process.
@@ -35,10 +39,9 @@ pub struct AppState {
     pub writer: Writer,
     pub files: Store,
     pub limits: Arc<Limits>,
-    pub chat: Addr<ChatServer>,
-    pub relay: Arc<Relay>,
+    /// The live side: routing actors, relay, and the domain's port they read through.
+    pub live: Arc<Live>,
     pub presence: Arc<Presence>,
-    pub instance_id: String,
     /// Set while the instance drains; readiness turns to 503.
     pub draining: AtomicBool,
 }
@@ -75,24 +78,28 @@ impl Application {
         // One ChatServer for the whole process, shared by every worker thread.
         let queue_limit = settings.websocket.outbound_queue_bytes;
         let (counts, count_receiver) = tokio::sync::mpsc::unbounded_channel();
-        let (chat, relay) = if settings.redis.url.is_empty() {
-            let chat = ChatServer::new(queue_limit, None, counts).start();
-            (chat.clone(), Relay::Local(chat))
+        let store = if settings.redis.url.is_empty() {
+            None
         } else {
-            let (subscriber, commands) = tokio::sync::mpsc::unbounded_channel();
-            let chat = ChatServer::new(queue_limit, Some(subscriber), counts).start();
-            let redis =
-                RedisRelay::start(&settings.redis.url, &settings.redis.prefix, chat.clone(), commands)
-                    .map_err(StartupError::Redis)?;
-            (chat, Relay::Redis(redis))
+            Some(RedisStore::open(&settings.redis.url, &settings.redis.prefix).map_err(StartupError::Redis)?)
+        };
+        let (chat, relay) = match &store {
+            None => {
+                let chat = ChatServer::new(queue_limit, None, counts).start();
+                (chat.clone(), Relay::Local(chat))
+            }
+            Some(store) => {
+                let (subscriber, commands) = tokio::sync::mpsc::unbounded_channel();
+                let chat = ChatServer::new(queue_limit, Some(subscriber), counts).start();
+                (chat.clone(), Relay::Redis(RedisRelay::start(store.clone(), chat, commands)))
+            }
         };
         let relay = Arc::new(relay);
-        let presence = Presence::new(
-            instance_id.clone(),
-            settings.presence.ttl_seconds,
-            relay.redis().map(|redis| (redis.clone(), settings.redis.prefix.clone())),
-        );
-        presence.clone().start(count_receiver, db.clone(), relay.clone());
+        let presence = Presence::new(instance_id.clone(), settings.presence.ttl_seconds, store.clone());
+        let writer = Writer::start(db.clone(), relay.clone(), settings.messaging.clone());
+        let limits = Limits::new(&settings.limits);
+        let domain: Arc<dyn Domain> = Arc::new(LiveDomain::new(db.clone(), writer.clone(), limits.clone()));
+        presence.clone().start(count_receiver, domain.clone(), relay.clone());
         let address = format!("{}:{}", settings.server.host, settings.server.port);
         let listener = TcpListener::bind(&address)
             .map_err(|source| StartupError::Listen { address: address.clone(), source })?;
@@ -100,15 +107,13 @@ impl Application {
 
         let state = web::Data::new(AppState {
             tokens: Tokens::new(&settings.auth),
-            tickets: Tickets::new(relay.redis().map(|redis| (redis.clone(), settings.redis.prefix.clone()))),
-            writer: Writer::start(db.clone(), relay.clone(), settings.messaging.clone()),
+            tickets: Tickets::new(store),
+            writer,
             files,
-            limits: Limits::new(&settings.limits),
+            limits,
             db,
-            chat,
-            relay,
+            live: Arc::new(Live { domain, chat, relay, settings: settings.websocket.clone(), instance_id }),
             presence,
-            instance_id,
             draining: AtomicBool::new(false),
             settings,
         });
@@ -140,7 +145,7 @@ impl Application {
             .listen(listener)
             .map_err(|source| StartupError::Listen { address: "listener".into(), source })?;
         telemetry::summarize_refused_connections();
-        tracing::info!(port, instance_id = %state.instance_id, "listening");
+        tracing::info!(port, instance_id = %state.live.instance_id, "listening");
         Ok(Self { port, server: server.run(), state })
     }
 
@@ -184,7 +189,7 @@ async fn wait_for_stop_signal() -> bool {
 /// `server.shutdown_timeout_seconds`.
 pub async fn drain(state: web::Data<AppState>, handle: ServerHandle) {
     state.draining.store(true, std::sync::atomic::Ordering::Relaxed);
-    let sockets = state.chat.send(crate::realtime::server::CloseAll).await.unwrap_or(0);
+    let sockets = state.live.chat.send(crate::realtime::server::CloseAll).await.unwrap_or(0);
     tracing::info!(sockets, "draining: sockets closed with 1012");
     // Lets the close frames reach the wire before the workers stop.
     tokio::time::sleep(Duration::from_millis(200)).await;

@@ -21,10 +21,10 @@ use tokio::io::AsyncWriteExt;
 
 use super::conversations::visible;
 use super::files::{self, FileClass, SNIFF_BYTES};
-use super::views::{AttachmentView, MessageView};
 use crate::config::Settings;
 use crate::db::Db;
 use crate::error::{AppError, AppResult};
+use crate::wire::views::{AttachmentView, MessageView};
 
 /// A file on disk, not yet linked to a message.
 #[derive(Debug, Clone)]

@@ -9,9 +9,9 @@ use sea_orm::{ConnectionTrait, PaginatorTrait, QueryOrder, QuerySelect};
 
 use super::attachments;
 use super::events::StoredEvent;
-use super::views::{ConversationKind, ConversationView, MessageView, UserView, optional_id};
 use crate::db::Db;
 use crate::error::{AppError, AppResult};
+use crate::wire::views::{ConversationKind, ConversationView, MessageView, UserView, optional_id};
 
 /// `"{low}:{high}"`: the key that keeps one direct conversation per pair.
 pub fn direct_key(a: i64, b: i64) -> String {
@@ -254,6 +254,26 @@ pub async fn share_a_conversation(db: &Db, a: i64, b: i64) -> Result<bool, DbErr
 }
 
 /// The conversations `user_id` is a current member of.
+/// Users who share at least one conversation with `user_id` (current members only).
+pub async fn peers_of(db: &Db, user_id: i64) -> Result<Vec<i64>, DbErr> {
+    let conversations = active_conversation_ids(&db.read, user_id).await?;
+    if conversations.is_empty() {
+        return Ok(Vec::new());
+    }
+    let peers: HashSet<i64> = member::Entity::find()
+        .select_only()
+        .column(member::Column::UserId)
+        .filter(member::Column::ConversationId.is_in(conversations))
+        .filter(member::Column::UserId.ne(user_id))
+        .filter(member::Column::LeftEventId.is_null())
+        .into_tuple::<i64>()
+        .all(&db.read)
+        .await?
+        .into_iter()
+        .collect();
+    Ok(peers.into_iter().collect())
+}
+
 pub async fn active_conversation_ids(conn: &impl ConnectionTrait, user_id: i64) -> Result<Vec<i64>, DbErr> {
     member::Entity::find()
         .select_only()

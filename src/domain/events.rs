@@ -23,11 +23,12 @@ use sea_orm::{
 use serde::{Deserialize, Serialize};
 
 use super::conversations;
-use super::views::{ConversationView, MessageView, UserView};
 use crate::db::Db;
 use crate::realtime::Frame;
-use crate::realtime::protocol::ServerFrame;
+use crate::realtime::port::Page;
 use crate::time::{self, Timestamp};
+use crate::wire::frames::ServerFrame;
+use crate::wire::views::{ConversationView, MessageView, UserView};
 
 /// What an event row stores. The serde tag is also written to the `kind` column.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -218,13 +219,6 @@ pub async fn last_visible_event(db: &Db, user_id: i64) -> Result<i64, DbErr> {
         .await?;
     txn.commit().await?;
     Ok(newest.flatten().unwrap_or(0))
-}
-
-pub struct Page {
-    pub frames: Vec<Frame>,
-    /// The id of the last event in `frames`, or `after` when there were none.
-    pub last_event_id: i64,
-    pub has_more: bool,
 }
 
 /// `user_id`'s events after `after` (and up to `up_to`), oldest first, rendered for them.

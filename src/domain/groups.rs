@@ -13,13 +13,13 @@ use super::conversations::{self, visible};
 use super::events::{self, StoredEvent};
 use super::messages::{new_member, open_conversation, to_members};
 use super::text::{self, Trimmed};
-use super::views::{ConversationKind, ConversationView, UserView, optional_id};
 use super::writer::Writer;
 use crate::db::Db;
 use crate::error::{AppError, AppResult};
-use crate::realtime::protocol::ServerFrame;
 use crate::realtime::{UserFrame, UserId};
 use crate::time;
+use crate::wire::frames::ServerFrame;
+use crate::wire::views::{ConversationKind, ConversationView, UserView, optional_id};
 
 pub const MAX_NAME_CHARS: usize = 100;
 

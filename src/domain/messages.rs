@@ -12,14 +12,14 @@ use super::events::{self, StoredEvent};
 use super::safety;
 use super::sending::PendingMessage;
 use super::text::{self, Fault, Trimmed};
-use super::views::{ConversationView, MessageView, optional_id};
 use super::writer::Writer;
 use crate::config::MessagingSettings;
 use crate::db::Db;
 use crate::error::{AppError, AppResult};
-use crate::realtime::protocol::ServerFrame;
 use crate::realtime::{Frame, UserFrame, UserId};
 use crate::time;
+use crate::wire::frames::ServerFrame;
+use crate::wire::views::{ConversationView, MessageView, optional_id};
 
 pub const MAX_MESSAGE_CHARS: usize = 2000;
 const MAX_CLIENT_ID_LEN: usize = 64;
@@ -474,8 +474,8 @@ pub async fn delete(db: &Db, writer: &Writer, user_id: i64, message_id: i64) -> 
 
 #[cfg(test)]
 mod tests {
-    use crate::domain::views::ConversationKind;
     use super::*;
+    use crate::wire::views::ConversationKind;
 
     #[test]
     fn per_reader_frames_match_a_full_serialization() {

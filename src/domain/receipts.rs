@@ -12,8 +12,8 @@ use super::conversations::active_conversation_ids;
 use super::writer::Writer;
 use crate::db::Db;
 use crate::error::AppResult;
-use crate::realtime::protocol::ServerFrame;
 use crate::realtime::{UserFrame, UserId};
+use crate::wire::frames::ServerFrame;
 
 /// `user_id`'s devices processed every event in `(after, up_to]`.
 pub async fn ack(db: &Db, writer: &Writer, user_id: i64, after: i64, up_to: i64) -> AppResult<()> {

@@ -11,11 +11,11 @@ use sea_orm::{Condition, ConnectionTrait, FromQueryResult, IntoActiveModel, Quer
 use serde::Serialize;
 
 use super::pii;
-use super::views::UserView;
 use crate::config::{DirectPolicy, MessagingSettings};
 use crate::db::{self, Db};
 use crate::error::{AppError, AppResult};
 use crate::time::{self, Timestamp};
+use crate::wire::views::UserView;
 
 /// How two users stand with each other.
 pub struct Pair {

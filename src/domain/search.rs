@@ -10,9 +10,9 @@ use sea_orm::{DatabaseBackend, FromQueryResult};
 use super::attachments;
 use super::conversations::visible;
 use super::text::Trimmed;
-use super::views::MessageView;
 use crate::db::{self, Db};
 use crate::error::AppResult;
+use crate::wire::views::MessageView;
 
 /// Words to find: 2–200 characters after trimming.
 pub const QUERY: Trimmed = Trimmed { min: 2, max: 200, banned: &[], visible: false };

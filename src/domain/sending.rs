@@ -19,13 +19,13 @@ use super::conversations::{self, direct_key};
 use super::events::{self, StoredEvent};
 use super::messages::{PerReaderFrame, Sent, Target, create_directs};
 use super::safety::{self, Pair};
-use super::views::{ConversationKind, ConversationView, MessageView, UserView, optional_id};
 use crate::config::MessagingSettings;
 use crate::db;
 use crate::error::{AppError, AppResult};
-use crate::realtime::protocol::ServerFrame;
 use crate::realtime::{UserFrame, UserId};
 use crate::time;
+use crate::wire::frames::ServerFrame;
+use crate::wire::views::{ConversationKind, ConversationView, MessageView, UserView, optional_id};
 
 /// Users the writer keeps; beyond this the cache starts over.
 const CACHED_USERS: usize = 100_000;

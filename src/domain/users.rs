@@ -6,11 +6,11 @@ use sea_orm::sea_query::{ExprTrait, Func, LikeExpr};
 use sea_orm::{QueryOrder, QuerySelect, Set, SqlErr};
 
 use super::text::{self, Fault, Trimmed};
-use super::views::UserView;
 use crate::auth;
 use crate::db::Db;
 use crate::error::{AppError, AppResult};
 use crate::time;
+use crate::wire::views::UserView;
 
 pub struct Registration {
     pub username: String,

@@ -1,31 +1,25 @@
 //! Presence: who is online, and where. Without Redis it lives in this process's memory.
-//! With Redis, admins read it with `redis-cli` (see the README):
-//!
-//! - `{prefix}instance:{instance_id}`: STRING, this instance's heartbeat, TTL `presence.ttl_seconds`.
-//! - `{prefix}presence:{user_id}`: HASH instance_id → that user's sessions there, TTL 2×ttl.
-//! - `{prefix}sessions:{instance_id}`: HASH user_id → sessions, TTL 2×ttl.
-//! - `{prefix}last_seen:{user_id}`: STRING, RFC 3339, when the user was last seen online.
+//! With Redis, in the `instance`, `presence`, `sessions` and `last_seen` keys of
+//! `redis_store`, which admins read with `redis-cli` (see the README).
 //!
 //! A user is online while some instance whose heartbeat key exists holds a session of
 //! theirs. An instance killed without cleanup stops refreshing its heartbeat, so its users
 //! read offline within one TTL; a janitor on a live instance then removes its leftovers and
 //! tells those users' contacts that they went offline.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use entity::member;
-use sea_orm::QuerySelect;
-use sea_orm::prelude::*;
 use serde::Serialize;
 use tokio::sync::{Mutex, mpsc};
 
-use super::protocol::ServerFrame;
-use super::relay::{RedisRelay, Relay};
+use super::port::Domain;
+use super::relay::Relay;
 use super::{UserFrame, UserId};
-use crate::db::Db;
+use crate::redis_store::RedisStore;
 use crate::time::{self, Timestamp};
+use crate::wire::frames::ServerFrame;
 
 /// Sent by `ChatServer` whenever a user's number of sessions on this instance changes.
 #[derive(Debug, Clone, Copy)]
@@ -50,13 +44,13 @@ pub struct Presence {
     local: Mutex<HashMap<UserId, usize>>,
     /// Without Redis: when each user was last seen.
     last_seen: Mutex<HashMap<UserId, Timestamp>>,
-    redis: Option<(Arc<RedisRelay>, String)>,
+    redis: Option<Arc<RedisStore>>,
     /// Set on a clean stop: the heartbeat must not bring the keys back.
     stopped: std::sync::atomic::AtomicBool,
 }
 
 impl Presence {
-    pub fn new(instance_id: String, ttl_seconds: u64, redis: Option<(Arc<RedisRelay>, String)>) -> Arc<Self> {
+    pub fn new(instance_id: String, ttl_seconds: u64, redis: Option<Arc<RedisStore>>) -> Arc<Self> {
         Arc::new(Self {
             instance_id,
             ttl: Duration::from_secs(ttl_seconds),
@@ -67,27 +61,22 @@ impl Presence {
         })
     }
 
-    fn key(&self, kind: &str, id: impl std::fmt::Display) -> String {
-        let prefix = self.redis.as_ref().map_or("", |(_, prefix)| prefix.as_str());
-        format!("{prefix}{kind}:{id}")
-    }
-
     /// Whether `user_id` has a session on any live instance.
     pub async fn is_online(&self, user_id: UserId) -> bool {
         if self.local.lock().await.get(&user_id).is_some_and(|n| *n > 0) {
             return true;
         }
-        let Some((relay, _)) = &self.redis else { return false };
-        let Some(mut conn) = relay.connection().await else { return false };
+        let Some(store) = &self.redis else { return false };
+        let Some(mut conn) = store.connection().await else { return false };
         let holders: HashMap<String, i64> = redis::cmd("HGETALL")
-            .arg(self.key("presence", user_id.0))
+            .arg(store.keys.presence(user_id.0))
             .query_async(&mut conn)
             .await
             .unwrap_or_default();
         for (instance, sessions) in holders {
             if sessions > 0 {
                 let alive: bool = redis::cmd("EXISTS")
-                    .arg(self.key("instance", &instance))
+                    .arg(store.keys.instance(&instance))
                     .query_async(&mut conn)
                     .await
                     .unwrap_or(false);
@@ -106,10 +95,10 @@ impl Presence {
     }
 
     async fn last_seen(&self, user_id: UserId) -> Option<Timestamp> {
-        if let Some((relay, _)) = &self.redis {
-            let mut conn = relay.connection().await?;
+        if let Some(store) = &self.redis {
+            let mut conn = store.connection().await?;
             let at: Option<String> =
-                redis::cmd("GET").arg(self.key("last_seen", user_id.0)).query_async(&mut conn).await.ok()?;
+                redis::cmd("GET").arg(store.keys.last_seen(user_id.0)).query_async(&mut conn).await.ok()?;
             return at.and_then(|at| chrono::DateTime::parse_from_rfc3339(&at).ok()).map(|at| at.to_utc());
         }
         self.last_seen.lock().await.get(&user_id).copied()
@@ -130,30 +119,30 @@ impl Presence {
         if change.sessions == 0 {
             self.last_seen.lock().await.insert(change.user_id, now);
         }
-        if let Some((relay, _)) = &self.redis
-            && let Some(mut conn) = relay.connection().await
+        if let Some(store) = &self.redis
+            && let Some(mut conn) = store.connection().await
         {
             let user = change.user_id.0;
             let ttl = self.ttl.as_secs() * 2;
             let mut pipe = redis::pipe();
             if change.sessions > 0 {
                 pipe.cmd("HSET")
-                    .arg(self.key("presence", user))
+                    .arg(store.keys.presence(user))
                     .arg(&self.instance_id)
                     .arg(change.sessions)
                     .ignore();
-                pipe.cmd("EXPIRE").arg(self.key("presence", user)).arg(ttl).ignore();
+                pipe.cmd("EXPIRE").arg(store.keys.presence(user)).arg(ttl).ignore();
                 pipe.cmd("HSET")
-                    .arg(self.key("sessions", &self.instance_id))
+                    .arg(store.keys.sessions(&self.instance_id))
                     .arg(user)
                     .arg(change.sessions)
                     .ignore();
             } else {
-                pipe.cmd("HDEL").arg(self.key("presence", user)).arg(&self.instance_id).ignore();
-                pipe.cmd("HDEL").arg(self.key("sessions", &self.instance_id)).arg(user).ignore();
-                pipe.cmd("SET").arg(self.key("last_seen", user)).arg(time::format(&now)).ignore();
+                pipe.cmd("HDEL").arg(store.keys.presence(user)).arg(&self.instance_id).ignore();
+                pipe.cmd("HDEL").arg(store.keys.sessions(&self.instance_id)).arg(user).ignore();
+                pipe.cmd("SET").arg(store.keys.last_seen(user)).arg(time::format(&now)).ignore();
             }
-            pipe.cmd("EXPIRE").arg(self.key("sessions", &self.instance_id)).arg(ttl).ignore();
+            pipe.cmd("EXPIRE").arg(store.keys.sessions(&self.instance_id)).arg(ttl).ignore();
             if let Err(err) = pipe.query_async::<()>(&mut conn).await {
                 tracing::debug!(error = %err, "presence update failed; the heartbeat rewrites it");
             }
@@ -165,14 +154,14 @@ impl Presence {
     /// On a clean stop: this instance's keys go at once instead of expiring.
     pub async fn shutdown(&self) {
         self.stopped.store(true, std::sync::atomic::Ordering::Relaxed);
-        let Some((relay, _)) = &self.redis else { return };
-        let Some(mut conn) = relay.connection().await else { return };
+        let Some(store) = &self.redis else { return };
+        let Some(mut conn) = store.connection().await else { return };
         let users: Vec<UserId> = self.local.lock().await.keys().copied().collect();
         let mut pipe = redis::pipe();
-        pipe.cmd("DEL").arg(self.key("instance", &self.instance_id)).ignore();
-        pipe.cmd("DEL").arg(self.key("sessions", &self.instance_id)).ignore();
+        pipe.cmd("DEL").arg(store.keys.instance(&self.instance_id)).ignore();
+        pipe.cmd("DEL").arg(store.keys.sessions(&self.instance_id)).ignore();
         for user in users {
-            pipe.cmd("HDEL").arg(self.key("presence", user.0)).arg(&self.instance_id).ignore();
+            pipe.cmd("HDEL").arg(store.keys.presence(user.0)).arg(&self.instance_id).ignore();
         }
         let _: Result<(), _> = pipe.query_async(&mut conn).await;
     }
@@ -182,30 +171,30 @@ impl Presence {
         if self.stopped.load(std::sync::atomic::Ordering::Relaxed) {
             return;
         }
-        let Some((relay, _)) = &self.redis else { return };
-        let Some(mut conn) = relay.connection().await else { return };
+        let Some(store) = &self.redis else { return };
+        let Some(mut conn) = store.connection().await else { return };
         let ttl = self.ttl.as_secs();
         let local: Vec<(UserId, usize)> = self.local.lock().await.iter().map(|(u, n)| (*u, *n)).collect();
         let mut pipe = redis::pipe();
         let beat = serde_json::json!({"instance_id": self.instance_id, "at": time::format(&time::now())})
             .to_string();
-        pipe.cmd("SET").arg(self.key("instance", &self.instance_id)).arg(beat).arg("EX").arg(ttl).ignore();
+        pipe.cmd("SET").arg(store.keys.instance(&self.instance_id)).arg(beat).arg("EX").arg(ttl).ignore();
         for chunk in local.chunks(500) {
             for (user, sessions) in chunk {
                 pipe.cmd("HSET")
-                    .arg(self.key("presence", user.0))
+                    .arg(store.keys.presence(user.0))
                     .arg(&self.instance_id)
                     .arg(*sessions)
                     .ignore();
-                pipe.cmd("EXPIRE").arg(self.key("presence", user.0)).arg(ttl * 2).ignore();
+                pipe.cmd("EXPIRE").arg(store.keys.presence(user.0)).arg(ttl * 2).ignore();
                 pipe.cmd("HSET")
-                    .arg(self.key("sessions", &self.instance_id))
+                    .arg(store.keys.sessions(&self.instance_id))
                     .arg(user.0)
                     .arg(*sessions)
                     .ignore();
             }
         }
-        pipe.cmd("EXPIRE").arg(self.key("sessions", &self.instance_id)).arg(ttl * 2).ignore();
+        pipe.cmd("EXPIRE").arg(store.keys.sessions(&self.instance_id)).arg(ttl * 2).ignore();
         if let Err(err) = pipe.query_async::<()>(&mut conn).await {
             tracing::debug!(error = %err, "presence heartbeat failed");
         }
@@ -214,9 +203,9 @@ impl Presence {
     /// Finds instances whose heartbeat expired; one live instance cleans up after each and
     /// returns the users that went offline with it.
     async fn sweep_dead_instances(&self) -> Vec<UserId> {
-        let Some((relay, prefix)) = &self.redis else { return Vec::new() };
-        let Some(mut conn) = relay.connection().await else { return Vec::new() };
-        let pattern = format!("{prefix}sessions:*");
+        let Some(store) = &self.redis else { return Vec::new() };
+        let Some(mut conn) = store.connection().await else { return Vec::new() };
+        let pattern = store.keys.all("sessions");
         // SCAN, not KEYS: it never blocks Redis for long.
         let keys: Vec<String> = {
             use redis::AsyncCommands;
@@ -233,14 +222,14 @@ impl Presence {
         };
         let mut offline = Vec::new();
         for key in keys {
-            let Some(instance) = key.strip_prefix(&format!("{prefix}sessions:")).map(str::to_owned) else {
+            let Some(instance) = store.keys.instance_of_sessions(&key).map(str::to_owned) else {
                 continue;
             };
             if instance == self.instance_id {
                 continue;
             }
             let alive: bool = redis::cmd("EXISTS")
-                .arg(self.key("instance", &instance))
+                .arg(store.keys.instance(&instance))
                 .query_async(&mut conn)
                 .await
                 .unwrap_or(true);
@@ -248,7 +237,7 @@ impl Presence {
                 continue;
             }
             let claimed: Option<String> = redis::cmd("SET")
-                .arg(self.key("janitor", &instance))
+                .arg(store.keys.janitor(&instance))
                 .arg(&self.instance_id)
                 .arg("NX")
                 .arg("EX")
@@ -266,11 +255,11 @@ impl Presence {
             for user in users.keys().filter_map(|user| user.parse::<i64>().ok()) {
                 let _: Result<(), _> = redis::pipe()
                     .cmd("HDEL")
-                    .arg(self.key("presence", user))
+                    .arg(store.keys.presence(user))
                     .arg(&instance)
                     .ignore()
                     .cmd("SET")
-                    .arg(self.key("last_seen", user))
+                    .arg(store.keys.last_seen(user))
                     .arg(&now)
                     .ignore()
                     .query_async(&mut conn)
@@ -289,15 +278,15 @@ impl Presence {
     pub fn start(
         self: Arc<Self>,
         mut changes: mpsc::UnboundedReceiver<SessionCount>,
-        db: Db,
+        domain: Arc<dyn Domain>,
         relay: Arc<Relay>,
     ) {
         let presence = self.clone();
-        let (db2, relay2) = (db.clone(), relay.clone());
+        let (domain2, relay2) = (domain.clone(), relay.clone());
         actix::spawn(async move {
             while let Some(change) = changes.recv().await {
                 if let Some(online) = presence.apply(change).await {
-                    announce(&db, &relay, &presence, change.user_id, online).await;
+                    announce(domain.as_ref(), &relay, &presence, change.user_id, online).await;
                 }
             }
         });
@@ -311,7 +300,7 @@ impl Presence {
                     beats += 1;
                     if beats.is_multiple_of(3) {
                         for user in self.sweep_dead_instances().await {
-                            announce(&db2, &relay2, &self, user, false).await;
+                            announce(domain2.as_ref(), &relay2, &self, user, false).await;
                         }
                     }
                 }
@@ -321,8 +310,8 @@ impl Presence {
 }
 
 /// Sends `presence` to every user who shares a conversation with `user_id`.
-async fn announce(db: &Db, relay: &Relay, presence: &Presence, user_id: UserId, online: bool) {
-    let peers = match peers_of(db, user_id.0).await {
+async fn announce(domain: &dyn Domain, relay: &Relay, presence: &Presence, user_id: UserId, online: bool) {
+    let peers = match domain.peers(user_id).await {
         Ok(peers) => peers,
         Err(err) => {
             tracing::warn!(error = %err, "presence: cannot list peers");
@@ -335,27 +324,6 @@ async fn announce(db: &Db, relay: &Relay, presence: &Presence, user_id: UserId, 
     let last_seen = if online { Some(time::now()) } else { presence.last_seen(user_id).await };
     let status = if online { "online" } else { "offline" };
     let frame = ServerFrame::Presence { user_id: user_id.0, status, last_seen }.to_frame();
-    let frames =
-        peers.into_iter().map(|peer| UserFrame { user_id: UserId(peer), frame: frame.clone() }).collect();
+    let frames = peers.into_iter().map(|peer| UserFrame { user_id: peer, frame: frame.clone() }).collect();
     relay.publish(frames).await;
-}
-
-/// Users who share at least one conversation with `user_id` (current members only).
-async fn peers_of(db: &Db, user_id: i64) -> Result<Vec<i64>, DbErr> {
-    let conversations = crate::domain::conversations::active_conversation_ids(&db.read, user_id).await?;
-    if conversations.is_empty() {
-        return Ok(Vec::new());
-    }
-    let peers: HashSet<i64> = member::Entity::find()
-        .select_only()
-        .column(member::Column::UserId)
-        .filter(member::Column::ConversationId.is_in(conversations))
-        .filter(member::Column::UserId.ne(user_id))
-        .filter(member::Column::LeftEventId.is_null())
-        .into_tuple::<i64>()
-        .all(&db.read)
-        .await?
-        .into_iter()
-        .collect();
-    Ok(peers.into_iter().collect())
 }

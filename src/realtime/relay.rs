@@ -1,7 +1,7 @@
 //! The relay: how a persisted event reaches the rooms of its users on every instance.
 //!
 //! Without Redis, frames go straight to this process's `ChatServer`. With Redis, every frame
-//! is published on its user's channel (`{prefix}user:{id}`), and each instance subscribes to
+//! is published on its user's channel (`{prefix}user:{id}`, see `redis_store`), and each instance subscribes to
 //! the channels of the users it holds sessions for, its own included. Why per-user channels:
 //! an instance decodes only what its own users receive (with N instances, 1/N of the
 //! traffic each instead of all of it), and Redis keeps each channel in publish order.
@@ -26,9 +26,10 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::server::{CatchUp, ChatServer, Deliver, RelayState};
 use super::{Frame, UserFrame, UserId};
+use crate::redis_store::RedisStore;
 
 /// A publish that takes longer than this counts as failed; writers never wait longer.
-const PUBLISH_TIMEOUT: Duration = Duration::from_millis(500);
+const PUBLISH_TIMEOUT: Duration = crate::redis_store::TIMEOUT;
 /// How long a user's chain stamp outlives their last event.
 const CHAIN_TTL_SECONDS: u64 = 7 * 24 * 3600;
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
@@ -84,9 +85,7 @@ pub struct RelayCounters {
 }
 
 pub struct RedisRelay {
-    pub pool: deadpool_redis::Pool,
-    prefix: String,
-    user_channel_prefix: String,
+    store: Arc<RedisStore>,
     chat: Addr<ChatServer>,
     /// False while Redis is known to be unreachable: publishing is skipped until it is back.
     healthy: AtomicBool,
@@ -98,33 +97,23 @@ pub struct RedisRelay {
 impl RedisRelay {
     /// Builds the publisher and starts the subscriber task (on the current actix arbiter).
     pub fn start(
-        url: &str,
-        prefix: &str,
+        store: Arc<RedisStore>,
         chat: Addr<ChatServer>,
         receiver: mpsc::UnboundedReceiver<SubscriberCommand>,
-    ) -> Result<Arc<Self>, String> {
-        let client = redis::Client::open(url).map_err(|err| format!("redis.url: {err}"))?;
-        let pool = deadpool_redis::Config::from_url(url)
-            .builder()
-            .map_err(|err| format!("redis.url: {err}"))?
-            .max_size(16)
-            .wait_timeout(Some(PUBLISH_TIMEOUT))
-            .create_timeout(Some(PUBLISH_TIMEOUT))
-            .recycle_timeout(Some(PUBLISH_TIMEOUT))
-            .runtime(deadpool_redis::Runtime::Tokio1)
-            .build()
-            .map_err(|err| format!("redis.url: {err}"))?;
+    ) -> Arc<Self> {
         let relay = Arc::new(Self {
-            pool,
-            prefix: prefix.to_owned(),
-            user_channel_prefix: format!("{prefix}user:"),
+            store,
             chat,
             healthy: AtomicBool::new(false),
             resync_pending: AtomicBool::new(false),
             counters: RelayCounters::default(),
         });
-        actix::spawn(subscribe_loop(client, relay.clone(), receiver));
-        Ok(relay)
+        actix::spawn(subscribe_loop(relay.clone(), receiver));
+        relay
+    }
+
+    pub fn store(&self) -> &Arc<RedisStore> {
+        &self.store
     }
 
     pub fn is_healthy(&self) -> bool {
@@ -132,11 +121,11 @@ impl RedisRelay {
     }
 
     fn user_channel(&self, user_id: UserId) -> String {
-        format!("{}{}", self.user_channel_prefix, user_id.0)
+        self.store.keys.user_channel(user_id.0)
     }
 
     fn resync_channel(&self) -> String {
-        format!("{}relay:resync", self.prefix)
+        self.store.keys.resync_channel()
     }
 
     async fn publish(&self, frames: Vec<UserFrame>) {
@@ -157,7 +146,7 @@ impl RedisRelay {
     }
 
     async fn publish_now(&self, frames: &[UserFrame]) -> Result<(), String> {
-        let mut conn = self.pool.get().await.map_err(|err| err.to_string())?;
+        let mut conn = self.store.connection().await.ok_or("no connection within the timeout")?;
         let mut pipe = redis::pipe();
         for UserFrame { user_id, frame } in frames {
             let channel = self.user_channel(*user_id);
@@ -166,7 +155,7 @@ impl RedisRelay {
                     pipe.cmd("EVAL")
                         .arg(CHAIN_PUBLISH)
                         .arg(2)
-                        .arg(format!("{}chain:{}", self.prefix, user_id.0))
+                        .arg(self.store.keys.chain(user_id.0))
                         .arg(channel)
                         .arg(event_id)
                         .arg(format!("{}:{}", stamp(frame.committed_us), frame.text))
@@ -212,23 +201,8 @@ impl RedisRelay {
         self.chat.do_send(CatchUp { users: Some(users.into_iter().collect()) });
     }
 
-    /// PING through the publishing pool, for readiness.
-    pub async fn ping(&self) -> bool {
-        let ping = async {
-            let mut conn = self.pool.get().await.ok()?;
-            redis::cmd("PING").query_async::<String>(&mut conn).await.ok()
-        };
-        matches!(tokio::time::timeout(PUBLISH_TIMEOUT, ping).await, Ok(Some(_)))
-    }
-
-    /// A raw command connection from the pool, for presence.
-    pub async fn connection(&self) -> Option<deadpool_redis::Connection> {
-        tokio::time::timeout(PUBLISH_TIMEOUT, self.pool.get()).await.ok()?.ok()
-    }
-
     fn parse(&self, message: &redis::Msg) -> Option<UserFrame> {
-        let user_id = message.get_channel_name().strip_prefix(&self.user_channel_prefix)?;
-        let user_id = UserId(user_id.parse().ok()?);
+        let user_id = UserId(self.store.keys.user_of_channel(message.get_channel_name())?);
         let payload = std::str::from_utf8(message.get_payload_bytes()).ok()?;
         let (prev, rest) = payload.split_once(':')?;
         let (event_id, rest) = rest.split_once(':')?;
@@ -247,22 +221,19 @@ impl RedisRelay {
 
 /// Keeps one subscription connection: (re)connects with backoff, resubscribes every channel
 /// this instance needs, and tells `ChatServer` when live relay is up or down.
-async fn subscribe_loop(
-    client: redis::Client,
-    relay: Arc<RedisRelay>,
-    mut commands: mpsc::UnboundedReceiver<SubscriberCommand>,
-) {
+async fn subscribe_loop(relay: Arc<RedisRelay>, mut commands: mpsc::UnboundedReceiver<SubscriberCommand>) {
     let mut wanted: HashSet<UserId> = HashSet::new();
     let mut backoff = Duration::from_millis(100);
     loop {
-        let connected = match tokio::time::timeout(PUBLISH_TIMEOUT * 4, client.get_async_pubsub()).await {
-            Ok(Ok(pubsub)) => Some(pubsub),
-            Ok(Err(err)) => {
-                tracing::debug!(error = %err, "redis subscriber cannot connect");
-                None
-            }
-            Err(_) => None,
-        };
+        let connected =
+            match tokio::time::timeout(PUBLISH_TIMEOUT * 4, relay.store.client().get_async_pubsub()).await {
+                Ok(Ok(pubsub)) => Some(pubsub),
+                Ok(Err(err)) => {
+                    tracing::debug!(error = %err, "redis subscriber cannot connect");
+                    None
+                }
+                Err(_) => None,
+            };
         if let Some(pubsub) = connected {
             let (mut sink, mut stream) = pubsub.split();
             let mut channels: Vec<String> = wanted.iter().map(|user| relay.user_channel(*user)).collect();

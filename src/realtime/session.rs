@@ -5,19 +5,17 @@
 //! the session reads the log from that number before going on (no gap).
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use actix_http::ws::Item;
-use actix_web::web;
 use actix_web_actors::ws::{self, CloseCode, CloseReason, ProtocolError};
 
-use super::protocol::{ClientFrame, ServerFrame};
 use super::server::{Connect, Disconnect};
-use super::{Frame, OutboundQueue, SessionId, SharedQueue, UserFrame, UserId};
-use crate::domain::{events, receipts};
-use crate::startup::AppState;
+use super::{Frame, Live, OutboundQueue, SessionId, SharedQueue, UserFrame, UserId};
+use crate::wire::frames::{ClientFrame, ServerFrame};
 
 /// Close code for a client whose outbound queue overflowed; it should reconnect with `since`.
 pub const CLOSE_OVERFLOW: u16 = 4008;
@@ -33,7 +31,7 @@ static NEXT_SESSION: AtomicU64 = AtomicU64::new(1);
 pub struct WsSession {
     id: SessionId,
     user_id: UserId,
-    state: web::Data<AppState>,
+    live: Arc<Live>,
     since: Option<i64>,
     /// The newest event this socket has been given (by `hello`, replay or live).
     last_sent: i64,
@@ -52,11 +50,11 @@ pub struct WsSession {
 type Ctx = ws::WebsocketContext<WsSession>;
 
 impl WsSession {
-    pub fn new(user_id: i64, since: Option<i64>, state: web::Data<AppState>) -> Self {
+    pub fn new(user_id: i64, since: Option<i64>, live: Arc<Live>) -> Self {
         Self {
             id: SessionId(NEXT_SESSION.fetch_add(1, Ordering::Relaxed)),
             user_id: UserId(user_id),
-            state,
+            live,
             since,
             last_sent: 0,
             acked: 0,
@@ -78,7 +76,7 @@ impl WsSession {
     }
 
     fn heartbeat(&self, ctx: &mut Ctx) {
-        let settings = &self.state.settings.websocket;
+        let settings = &self.live.settings;
         let timeout = Duration::from_secs(settings.client_timeout_seconds);
         ctx.run_interval(Duration::from_secs(settings.ping_interval_seconds), move |session, ctx| {
             if session.last_heard.elapsed() > timeout {
@@ -92,20 +90,19 @@ impl WsSession {
 
     /// Registers with the server, then sends `hello` with the newest event this user can see.
     fn open(&mut self, ctx: &mut Ctx) {
-        let state = self.state.clone();
+        let live = self.live.clone();
         let connect = Connect {
             user_id: self.user_id,
             session_id: self.id,
             session: ctx.address(),
             queue: self.queue.clone(),
         };
-        let user_id = self.user_id.0;
+        let user_id = self.user_id;
         let opened = async move {
             // Registered (and subscribed) before reading the log: anything committed after
             // this read arrives live.
-            let relay_up = state.chat.send(connect).await.map_err(|err| err.to_string())?;
-            let newest =
-                events::last_visible_event(&state.db, user_id).await.map_err(|err| err.to_string())?;
+            let relay_up = live.chat.send(connect).await.map_err(|err| err.to_string())?;
+            let newest = live.domain.newest_event(user_id).await.map_err(|err| err.to_string())?;
             Ok::<_, String>((relay_up, newest))
         };
         ctx.wait(opened.into_actor(self).map(|result, session, ctx| match result {
@@ -113,7 +110,7 @@ impl WsSession {
                 let hello = ServerFrame::Hello {
                     user_id: session.user_id.0,
                     session_id: session.id.0,
-                    instance_id: &session.state.instance_id,
+                    instance_id: &session.live.instance_id,
                     last_event_id,
                 };
                 ctx.text(hello.to_frame().text);
@@ -137,12 +134,12 @@ impl WsSession {
     /// Sends the user's events in `(last_sent, up_to]`, one page at a time; live frames wait
     /// in the mailbox meanwhile.
     fn replay(&mut self, ctx: &mut Ctx, up_to: i64) {
-        let state = self.state.clone();
-        let user_id = self.user_id.0;
-        let after = self.last_sent;
-        let limit = state.settings.websocket.replay_page_size;
-        let page =
-            async move { events::frames_for_user(&state.db, user_id, after, Some(up_to), limit).await };
+        let page = self.live.domain.events_after(
+            self.user_id,
+            self.last_sent,
+            up_to,
+            self.live.settings.replay_page_size,
+        );
         ctx.wait(page.into_actor(self).map(move |result, session, ctx| match result {
             Ok(page) => {
                 for frame in &page.frames {
@@ -164,9 +161,7 @@ impl WsSession {
 
     /// Reads the log from `last_sent` to its current end; live frames wait meanwhile.
     fn catch_up(&mut self, ctx: &mut Ctx) {
-        let state = self.state.clone();
-        let user_id = self.user_id.0;
-        let newest = async move { events::last_visible_event(&state.db, user_id).await };
+        let newest = self.live.domain.newest_event(self.user_id);
         ctx.wait(newest.into_actor(self).map(|result, session, ctx| match result {
             Ok(newest) if newest > session.last_sent => session.replay(ctx, newest),
             Ok(_) => {}
@@ -206,11 +201,10 @@ impl WsSession {
             return;
         }
         let after = std::mem::replace(&mut self.acked, up_to);
-        let state = self.state.clone();
-        let user_id = self.user_id.0;
+        let acked = self.live.domain.ack(self.user_id, after, up_to);
         ctx.spawn(
             async move {
-                if let Err(err) = receipts::ack(&state.db, &state.writer, user_id, after, up_to).await {
+                if let Err(err) = acked.await {
                     tracing::debug!(error = %err, "delivered receipt failed");
                 }
             }
@@ -225,35 +219,29 @@ impl WsSession {
         self.typing_sent.retain(|_, at| now.duration_since(*at) < TYPING_INTERVAL);
         if self.typing_sent.contains_key(&conversation_id)
             || self.typing_sent.len() >= MAX_TYPING_CONVERSATIONS
-            || !self.state.limits.typing(self.user_id.0)
         {
             return;
         }
         self.typing_sent.insert(conversation_id, now);
-        let state = self.state.clone();
-        let user_id = self.user_id.0;
+        let (live, user_id) = (self.live.clone(), self.user_id);
         ctx.spawn(
             async move {
-                let members =
-                    match crate::domain::conversations::other_members(&state.db, user_id, conversation_id)
-                        .await
-                    {
-                        Ok(Some(members)) => members,
-                        Ok(None) => return,
-                        Err(err) => return tracing::debug!(error = %err, "typing: membership lookup failed"),
-                    };
-                let frame = ServerFrame::Typing { conversation_id, user_id }.to_frame();
-                let frames = members
-                    .into_iter()
-                    .map(|member| UserFrame { user_id: UserId(member), frame: frame.clone() });
-                state.relay.publish(frames.collect()).await;
+                let members = match live.domain.typing_targets(user_id, conversation_id).await {
+                    Ok(members) if !members.is_empty() => members,
+                    Ok(_) => return,
+                    Err(err) => return tracing::debug!(error = %err, "typing: membership lookup failed"),
+                };
+                let frame = ServerFrame::Typing { conversation_id, user_id: user_id.0 }.to_frame();
+                let frames =
+                    members.into_iter().map(|member| UserFrame { user_id: member, frame: frame.clone() });
+                live.relay.publish(frames.collect()).await;
             }
             .into_actor(self),
         );
     }
 
     fn on_fragment(&mut self, item: Item, ctx: &mut Ctx) {
-        let max = self.state.settings.websocket.max_frame_bytes;
+        let max = self.live.settings.max_frame_bytes;
         let (bytes, last) = match item {
             Item::FirstText(bytes) => {
                 self.fragments = Some(Vec::new());
@@ -290,7 +278,7 @@ impl Actor for WsSession {
     }
 
     fn stopping(&mut self, _: &mut Ctx) -> Running {
-        self.state.chat.do_send(Disconnect { user_id: self.user_id, session_id: self.id });
+        self.live.chat.do_send(Disconnect { user_id: self.user_id, session_id: self.id });
         Running::Stop
     }
 }

@@ -12,11 +12,11 @@ use super::messages::sent;
 use crate::auth::AuthUser;
 use crate::domain::attachments::{self, StoredFile};
 use crate::domain::messages::{self, NewMessage, Target};
-use crate::domain::views::MessageView;
 use crate::error::ErrorBody;
 use crate::error::{AppError, AppResult};
 use crate::extract::{Id, Query};
 use crate::startup::AppState;
+use crate::wire::views::MessageView;
 
 /// Largest non-file field (a 2,000-character message is at most 8,000 bytes of UTF-8).
 const MAX_TEXT_FIELD_BYTES: usize = 16 * 1024;

@@ -3,11 +3,11 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::domain::users::{self, Registration};
-use crate::domain::views::UserView;
 use crate::error::AppResult;
 use crate::error::ErrorBody;
 use crate::extract::JsonBody;
 use crate::startup::AppState;
+use crate::wire::views::UserView;
 
 #[derive(Deserialize, ToSchema)]
 pub struct RegisterBody {

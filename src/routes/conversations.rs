@@ -7,12 +7,12 @@ use super::limit_in;
 use crate::auth::AuthUser;
 use crate::domain::conversations::{self, Window};
 use crate::domain::messages::ReadState;
-use crate::domain::views::{ConversationView, MessageView};
 use crate::domain::{events, messages};
 use crate::error::ErrorBody;
 use crate::error::{AppError, AppResult};
 use crate::extract::{Id, OptionalJsonBody, Query};
 use crate::startup::AppState;
+use crate::wire::views::{ConversationView, MessageView};
 
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]

@@ -4,11 +4,11 @@ use utoipa::ToSchema;
 
 use crate::auth::AuthUser;
 use crate::domain::groups::{self, MemberView, Role};
-use crate::domain::views::ConversationView;
 use crate::error::AppResult;
 use crate::error::ErrorBody;
 use crate::extract::{Id, JsonBody};
 use crate::startup::AppState;
+use crate::wire::views::ConversationView;
 
 #[derive(Deserialize, ToSchema)]
 pub struct CreateBody {

@@ -36,8 +36,8 @@ pub async fn ready(state: web::Data<AppState>) -> AppResult<HttpResponse> {
         tracing::warn!(error = %err, "readiness: database did not answer");
         return Err(AppError::Unavailable { message: "database unavailable".into() });
     }
-    if let Some(redis) = state.relay.redis()
-        && !redis.ping().await
+    if let Some(redis) = state.live.relay.redis()
+        && !redis.store().ping().await
     {
         return Err(AppError::Unavailable { message: "redis unavailable".into() });
     }
@@ -62,7 +62,7 @@ pub async fn metrics(req: HttpRequest, state: web::Data<AppState>) -> AppResult<
             return Err(AppError::unauthorized("invalid_token", "/metrics needs the metrics token"));
         }
     }
-    let stats = state.chat.send(GetStats).await.map_err(AppError::internal)?;
+    let stats = state.live.chat.send(GetStats).await.map_err(AppError::internal)?;
     let mut body = crate::metrics::render();
     let mut gauge = |name: &str, kind: &str, help: &str, value: u64| {
         let _ = writeln!(body, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
@@ -79,7 +79,7 @@ pub async fn metrics(req: HttpRequest, state: web::Data<AppState>) -> AppResult<
         "Open WebSocket sessions on this instance.",
         stats.sessions as u64,
     );
-    if let Some(redis) = state.relay.redis() {
+    if let Some(redis) = state.live.relay.redis() {
         let counters = &redis.counters;
         let read = |counter: &std::sync::atomic::AtomicU64| counter.load(Ordering::Relaxed);
         gauge(

@@ -6,11 +6,11 @@ use super::limit_in;
 use crate::auth::AuthUser;
 use crate::domain::messages::{self, NewMessage, ReadState, Sent, Target};
 use crate::domain::search;
-use crate::domain::views::MessageView;
 use crate::error::ErrorBody;
 use crate::error::{AppError, AppResult};
 use crate::extract::{Id, JsonBody, Query};
 use crate::startup::AppState;
+use crate::wire::views::MessageView;
 
 #[derive(Deserialize, ToSchema)]
 pub struct SendBody {

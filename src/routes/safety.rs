@@ -4,11 +4,11 @@ use utoipa::ToSchema;
 
 use crate::auth::AuthUser;
 use crate::domain::safety::{self, BlockView, RequestView};
-use crate::domain::views::UserView;
 use crate::error::AppResult;
 use crate::error::ErrorBody;
 use crate::extract::{Id, JsonBody};
 use crate::startup::AppState;
+use crate::wire::views::UserView;
 
 #[derive(Deserialize, ToSchema)]
 pub struct UserBody {

@@ -3,13 +3,13 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::AuthUser;
-use crate::domain::views::UserView;
 use crate::domain::{conversations, users};
 use crate::error::ErrorBody;
 use crate::error::{AppError, AppResult};
 use crate::extract::{Id, Query};
 use crate::realtime::UserId;
 use crate::startup::AppState;
+use crate::wire::views::UserView;
 
 /// # GET /api/users/me
 #[utoipa::path(

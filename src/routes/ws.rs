@@ -43,10 +43,10 @@ pub async fn connect(
     if query.since.is_some_and(|since| since < 0) {
         return Err(AppError::bad_request("bad_query", "since must be 0 or an event id", Some("since")));
     }
-    let open = state.chat.send(OpenSessions { user_id: UserId(caller.id) }).await.unwrap_or(0);
+    let open = state.live.chat.send(OpenSessions { user_id: UserId(caller.id) }).await.unwrap_or(0);
     state.limits.sockets(open)?;
     crate::metrics::record(|m| m.connections.inc());
-    let session = WsSession::new(caller.id, query.since, state.clone());
+    let session = WsSession::new(caller.id, query.since, state.live.clone());
     ws::WsResponseBuilder::new(session, &req, stream)
         .frame_size(state.settings.websocket.max_frame_bytes)
         .start()

@@ -2,8 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::domain::views::{ConversationView, MessageView, UserView};
-use crate::extract::Id;
+use super::Id;
+use super::views::{ConversationView, MessageView, UserView};
 use crate::time::{self, Timestamp};
 
 /// Frames a client may send.
