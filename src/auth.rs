@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::AuthSettings;
 use crate::db::Db;
-use crate::error::{AppError, AppResult};
+use crate::error::{AppError, AppResult, ErrorCode};
 use crate::redis_store::RedisStore;
 use crate::startup::AppState;
 
@@ -70,13 +70,13 @@ impl Tokens {
 
     /// The user id a valid token names, before checking that the user exists.
     fn verify(&self, token: &str) -> AppResult<i64> {
-        let invalid = |message| AppError::unauthorized("invalid_token", message);
+        let invalid = |message| AppError::unauthorized(ErrorCode::InvalidToken, message);
         let data =
             jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation).map_err(|err| {
                 use jsonwebtoken::errors::ErrorKind;
                 match err.kind() {
                     ErrorKind::ExpiredSignature => {
-                        AppError::unauthorized("token_expired", "the token has expired")
+                        AppError::unauthorized(ErrorCode::TokenExpired, "the token has expired")
                     }
                     ErrorKind::ImmatureSignature => invalid("the token is not valid yet"),
                     _ => invalid("the token is not valid"),
@@ -99,7 +99,7 @@ impl Tokens {
             return Ok(AuthUser { id });
         }
         if !crate::domain::users::exists(db, id).await? {
-            return Err(AppError::unauthorized("invalid_token", "the token names no user"));
+            return Err(AppError::unauthorized(ErrorCode::InvalidToken, "the token names no user"));
         }
         if let Ok(mut known) = self.known_users.write() {
             if known.len() >= KNOWN_USERS_CAPACITY {
@@ -141,9 +141,10 @@ pub async fn authenticate(req: &HttpRequest, fallback: Option<&str>) -> AppResul
         .ok_or_else(|| AppError::Unavailable { message: "not ready".into() })?;
     let token = match req.headers().get(header::AUTHORIZATION) {
         Some(value) => bearer(value.to_str().unwrap_or_default()).ok_or_else(|| {
-            AppError::unauthorized("invalid_token", "expected Authorization: Bearer <token>")
+            AppError::unauthorized(ErrorCode::InvalidToken, "expected Authorization: Bearer <token>")
         })?,
-        None => fallback.ok_or_else(|| AppError::unauthorized("missing_token", "authentication required"))?,
+        None => fallback
+            .ok_or_else(|| AppError::unauthorized(ErrorCode::MissingToken, "authentication required"))?,
     };
     state.tokens.authenticate(&state.db, token).await
 }
@@ -225,7 +226,8 @@ impl Tickets {
 
     /// The ticket's user, once; an unknown, used or expired ticket is a 401.
     pub async fn redeem(&self, ticket: &str) -> AppResult<i64> {
-        let invalid = || AppError::unauthorized("invalid_ticket", "the ticket is unknown, used or expired");
+        let invalid =
+            || AppError::unauthorized(ErrorCode::InvalidTicket, "the ticket is unknown, used or expired");
         if ticket.is_empty() || ticket.len() > 128 {
             return Err(invalid());
         }

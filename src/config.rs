@@ -314,89 +314,93 @@ impl Settings {
 
     /// Checks what types alone cannot; each error names its key.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let fail = |key: &str, why: &str| Err(ConfigError(format!("{key}: {why}")));
-        let url = &self.database.url;
-        if !(url.starts_with("sqlite:") || url.starts_with("postgres://") || url.starts_with("postgresql://"))
-        {
-            return fail("database.url", "must start with sqlite: or postgres://");
-        }
-        let redis = &self.redis.url;
-        if !(redis.is_empty() || redis.starts_with("redis://") || redis.starts_with("rediss://")) {
-            return fail("redis.url", "must be empty or start with redis:// or rediss://");
-        }
-        if self.server.client_body_timeout_seconds == 0 || self.server.client_body_min_bytes_per_second == 0 {
-            return fail(
-                "server.client_body_timeout_seconds",
-                "it and server.client_body_min_bytes_per_second must be at least 1",
-            );
-        }
-        if self.presence.ttl_seconds < 2 {
-            return fail("presence.ttl_seconds", "must be at least 2");
-        }
-        if self.database.max_connections == 0 {
-            return fail("database.max_connections", "must be at least 1");
-        }
-        let secret = self.auth.jwt_secret.expose_secret();
-        if secret.is_empty() {
-            return fail(
-                "auth.jwt_secret",
-                "is missing; set SWITCHBOARD__AUTH__JWT_SECRET to at least 32 random bytes (the \
-                 development secret in the shipped config.toml works only with server.dev_mode = true)",
-            );
-        }
-        if !self.server.dev_mode {
-            if secret == DEV_JWT_SECRET {
-                return fail(
-                    "auth.jwt_secret",
-                    "is the shipped development secret; set a real one or server.dev_mode = true",
-                );
-            }
-            if secret.len() < 32 {
-                return fail("auth.jwt_secret", "must be at least 32 bytes outside dev_mode");
-            }
-        }
-        if self.auth.token_ttl_seconds == 0 {
-            return fail("auth.token_ttl_seconds", "must be at least 1");
-        }
-        if self.auth.max_token_lifetime_seconds < self.auth.token_ttl_seconds {
-            return fail("auth.max_token_lifetime_seconds", "must be at least auth.token_ttl_seconds");
-        }
-        let ws = &self.websocket;
-        if ws.ping_interval_seconds == 0 || ws.client_timeout_seconds <= ws.ping_interval_seconds {
-            return fail(
-                "websocket.client_timeout_seconds",
-                "must be greater than websocket.ping_interval_seconds (which must be at least 1)",
-            );
-        }
-        if ws.max_frame_bytes < 1024 {
-            return fail("websocket.max_frame_bytes", "must be at least 1024");
-        }
-        if ws.outbound_queue_bytes < ws.max_frame_bytes {
-            return fail("websocket.outbound_queue_bytes", "must be at least websocket.max_frame_bytes");
-        }
-        if ws.replay_page_size == 0 || ws.replay_page_size > 10_000 {
-            return fail("websocket.replay_page_size", "must be between 1 and 10000");
-        }
-        if self.messaging.max_group_members < 2 {
-            return fail("messaging.max_group_members", "must be at least 2");
-        }
+        self.validate_services()?;
+        self.validate_auth()?;
+        self.validate_websocket()?;
         let files = &self.attachments;
-        if files.dir.is_empty() {
-            return fail("attachments.dir", "must not be empty");
-        }
-        if files.url_ttl_seconds == 0 {
-            return fail("attachments.url_ttl_seconds", "must be at least 1");
-        }
-        if files.max_image_bytes == 0 || files.max_document_bytes == 0 {
-            return fail("attachments.max_document_bytes", "size limits must be at least 1 byte");
-        }
+        require(!files.dir.is_empty(), "attachments.dir", "must not be empty")?;
+        require(files.url_ttl_seconds > 0, "attachments.url_ttl_seconds", "must be at least 1")?;
+        require(
+            files.max_image_bytes > 0 && files.max_document_bytes > 0,
+            "attachments.max_document_bytes",
+            "size limits must be at least 1 byte",
+        )?;
+        require(self.messaging.max_group_members >= 2, "messaging.max_group_members", "must be at least 2")?;
         if let Err(err) = self.log.level.parse::<tracing_subscriber::EnvFilter>() {
-            return fail("log.level", &err.to_string());
+            return require(false, "log.level", &err.to_string());
         }
         Ok(())
+    }
+
+    fn validate_services(&self) -> Result<(), ConfigError> {
+        let url = &self.database.url;
+        let database =
+            url.starts_with("sqlite:") || url.starts_with("postgres://") || url.starts_with("postgresql://");
+        require(database, "database.url", "must start with sqlite: or postgres://")?;
+        require(self.database.max_connections > 0, "database.max_connections", "must be at least 1")?;
+        let redis = &self.redis.url;
+        require(
+            redis.is_empty() || redis.starts_with("redis://") || redis.starts_with("rediss://"),
+            "redis.url",
+            "must be empty or start with redis:// or rediss://",
+        )?;
+        require(
+            self.server.client_body_timeout_seconds > 0 && self.server.client_body_min_bytes_per_second > 0,
+            "server.client_body_timeout_seconds",
+            "it and server.client_body_min_bytes_per_second must be at least 1",
+        )?;
+        require(self.presence.ttl_seconds >= 2, "presence.ttl_seconds", "must be at least 2")
+    }
+
+    fn validate_auth(&self) -> Result<(), ConfigError> {
+        let secret = self.auth.jwt_secret.expose_secret();
+        require(
+            !secret.is_empty(),
+            "auth.jwt_secret",
+            "is missing; set SWITCHBOARD__AUTH__JWT_SECRET to at least 32 random bytes (the \
+             development secret in the shipped config.toml works only with server.dev_mode = true)",
+        )?;
+        if !self.server.dev_mode {
+            require(
+                secret != DEV_JWT_SECRET,
+                "auth.jwt_secret",
+                "is the shipped development secret; set a real one or server.dev_mode = true",
+            )?;
+            require(secret.len() >= 32, "auth.jwt_secret", "must be at least 32 bytes outside dev_mode")?;
+        }
+        require(self.auth.token_ttl_seconds > 0, "auth.token_ttl_seconds", "must be at least 1")?;
+        require(
+            self.auth.max_token_lifetime_seconds >= self.auth.token_ttl_seconds,
+            "auth.max_token_lifetime_seconds",
+            "must be at least auth.token_ttl_seconds",
+        )
+    }
+
+    fn validate_websocket(&self) -> Result<(), ConfigError> {
+        let ws = &self.websocket;
+        require(
+            ws.ping_interval_seconds > 0 && ws.client_timeout_seconds > ws.ping_interval_seconds,
+            "websocket.client_timeout_seconds",
+            "must be greater than websocket.ping_interval_seconds (which must be at least 1)",
+        )?;
+        require(ws.max_frame_bytes >= 1024, "websocket.max_frame_bytes", "must be at least 1024")?;
+        require(
+            ws.outbound_queue_bytes >= ws.max_frame_bytes,
+            "websocket.outbound_queue_bytes",
+            "must be at least websocket.max_frame_bytes",
+        )?;
+        require(
+            (1..=10_000).contains(&ws.replay_page_size),
+            "websocket.replay_page_size",
+            "must be between 1 and 10000",
+        )
     }
 
     pub fn is_sqlite(&self) -> bool {
         self.database.url.starts_with("sqlite:")
     }
+}
+/// `Ok` when `ok`, else the error naming `key` and why.
+fn require(ok: bool, key: &str, why: &str) -> Result<(), ConfigError> {
+    if ok { Ok(()) } else { Err(ConfigError(format!("{key}: {why}"))) }
 }

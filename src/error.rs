@@ -8,17 +8,59 @@ use serde::Serialize;
 
 type Text = Cow<'static, str>;
 
+/// Every `code` an error body can carry; the OpenAPI document lists them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    // 400
+    BadRequest,
+    BadId,
+    BadQuery,
+    BadMultipart,
+    MalformedJson,
+    MalformedBody,
+    NotWebsocket,
+    // 401
+    MissingToken,
+    InvalidToken,
+    TokenExpired,
+    InvalidTicket,
+    InvalidCredentials,
+    // 403
+    NotAllowed,
+    NotOwner,
+    NotConnected,
+    Blocked,
+    EditWindowPassed,
+    LinkExpired,
+    InvalidSignature,
+    // 404, 405, 408
+    NotFound,
+    MethodNotAllowed,
+    RequestTimeout,
+    // 409
+    UsernameTaken,
+    MessageDeleted,
+    // 413, 415, 422, 429, 503, 500
+    PayloadTooLarge,
+    UnsupportedMediaType,
+    ValidationFailed,
+    RateLimited,
+    Unavailable,
+    Internal,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
     /// 400: malformed JSON, bad query parameter or id.
     #[error("{message}")]
-    BadRequest { code: &'static str, message: Text, field: Option<Text> },
+    BadRequest { code: ErrorCode, message: Text, field: Option<Text> },
     /// 401: missing, malformed, expired or wrongly signed credentials.
     #[error("{message}")]
-    Unauthorized { code: &'static str, message: Text },
+    Unauthorized { code: ErrorCode, message: Text },
     /// 403: known but not allowed.
     #[error("{message}")]
-    Forbidden { code: &'static str, message: Text },
+    Forbidden { code: ErrorCode, message: Text },
     /// 404: absent or not visible to the caller.
     #[error("{message}")]
     NotFound { message: Text },
@@ -30,7 +72,7 @@ pub enum AppError {
     MethodNotAllowed,
     /// 409: conflicts with existing state.
     #[error("{message}")]
-    Conflict { code: &'static str, message: Text, field: Option<Text> },
+    Conflict { code: ErrorCode, message: Text, field: Option<Text> },
     #[error("{message}")]
     PayloadTooLarge { message: Text },
     #[error("{message}")]
@@ -52,15 +94,15 @@ pub enum AppError {
 pub type AppResult<T> = Result<T, AppError>;
 
 impl AppError {
-    pub fn bad_request(code: &'static str, message: impl Into<Text>, field: Option<&str>) -> Self {
+    pub fn bad_request(code: ErrorCode, message: impl Into<Text>, field: Option<&str>) -> Self {
         Self::BadRequest { code, message: message.into(), field: field.map(|f| Cow::Owned(f.to_owned())) }
     }
 
-    pub fn unauthorized(code: &'static str, message: impl Into<Text>) -> Self {
+    pub fn unauthorized(code: ErrorCode, message: impl Into<Text>) -> Self {
         Self::Unauthorized { code, message: message.into() }
     }
 
-    pub fn forbidden(code: &'static str, message: impl Into<Text>) -> Self {
+    pub fn forbidden(code: ErrorCode, message: impl Into<Text>) -> Self {
         Self::Forbidden { code, message: message.into() }
     }
 
@@ -76,21 +118,21 @@ impl AppError {
         Self::Internal(Box::new(err))
     }
 
-    fn code(&self) -> &'static str {
+    pub fn code(&self) -> ErrorCode {
         match self {
             Self::BadRequest { code, .. }
             | Self::Unauthorized { code, .. }
             | Self::Forbidden { code, .. }
-            | Self::Conflict { code, .. } => code,
-            Self::NotFound { .. } => "not_found",
-            Self::RequestTimeout { .. } => "request_timeout",
-            Self::MethodNotAllowed => "method_not_allowed",
-            Self::PayloadTooLarge { .. } => "payload_too_large",
-            Self::UnsupportedMediaType { .. } => "unsupported_media_type",
-            Self::Validation { .. } => "validation_failed",
-            Self::RateLimited { .. } => "rate_limited",
-            Self::Unavailable { .. } => "unavailable",
-            Self::Internal(_) => "internal",
+            | Self::Conflict { code, .. } => *code,
+            Self::NotFound { .. } => ErrorCode::NotFound,
+            Self::RequestTimeout { .. } => ErrorCode::RequestTimeout,
+            Self::MethodNotAllowed => ErrorCode::MethodNotAllowed,
+            Self::PayloadTooLarge { .. } => ErrorCode::PayloadTooLarge,
+            Self::UnsupportedMediaType { .. } => ErrorCode::UnsupportedMediaType,
+            Self::Validation { .. } => ErrorCode::ValidationFailed,
+            Self::RateLimited { .. } => ErrorCode::RateLimited,
+            Self::Unavailable { .. } => ErrorCode::Unavailable,
+            Self::Internal(_) => ErrorCode::Internal,
         }
     }
 
@@ -125,7 +167,7 @@ pub struct ErrorBody<'a> {
 
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct ErrorDetail<'a> {
-    code: &'a str,
+    code: ErrorCode,
     message: &'a str,
     field: Option<&'a str>,
 }

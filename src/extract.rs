@@ -9,7 +9,7 @@ use actix_web::{FromRequest, HttpRequest, dev::Payload, http::header, web};
 use futures_util::StreamExt;
 use serde::de::DeserializeOwned;
 
-use crate::error::AppError;
+use crate::error::{AppError, ErrorCode};
 
 /// Largest JSON body any route accepts; messages are at most 2,000 characters.
 const MAX_JSON_BYTES: usize = 64 * 1024;
@@ -32,7 +32,7 @@ impl<T: DeserializeOwned + 'static> FromRequest for JsonBody<T> {
         Box::pin(async move {
             match body.await? {
                 Some(value) => Ok(JsonBody(value)),
-                None => Err(AppError::bad_request("malformed_json", "a JSON body is required", None)),
+                None => Err(AppError::bad_request(ErrorCode::MalformedJson, "a JSON body is required", None)),
             }
         })
     }
@@ -74,7 +74,11 @@ fn read_json<T: DeserializeOwned + 'static>(
         while let Some(chunk) = payload.next().await {
             let chunk = chunk.map_err(|err| {
                 crate::body_deadline::body_error(&err, || {
-                    AppError::bad_request("malformed_body", "the request body could not be read", None)
+                    AppError::bad_request(
+                        ErrorCode::MalformedBody,
+                        "the request body could not be read",
+                        None,
+                    )
                 })
             })?;
             if body.len() + chunk.len() > MAX_JSON_BYTES {
@@ -135,7 +139,7 @@ pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, AppError> {
 }
 
 fn malformed(err: &serde_json::Error) -> AppError {
-    AppError::bad_request("malformed_json", format!("malformed JSON: {err}"), None)
+    AppError::bad_request(ErrorCode::MalformedJson, format!("malformed JSON: {err}"), None)
 }
 
 /// A query string; a bad value is 400 naming the parameter.
@@ -152,7 +156,7 @@ impl<T: DeserializeOwned> FromRequest for Query<T> {
             .map_err(|err| {
                 let field = err.path().to_string();
                 let message = format!("bad query parameter {field}: {}", err.inner());
-                AppError::bad_request("bad_query", message, Some(&field))
+                AppError::bad_request(ErrorCode::BadQuery, message, Some(&field))
             });
         std::future::ready(result)
     }
@@ -160,7 +164,7 @@ impl<T: DeserializeOwned> FromRequest for Query<T> {
 
 /// Turns a bad `{id}` path segment into 400 `bad_id`.
 pub fn path_error(err: actix_web::error::PathError, _: &HttpRequest) -> actix_web::Error {
-    AppError::bad_request("bad_id", format!("bad id in path: {err}"), None).into()
+    AppError::bad_request(ErrorCode::BadId, format!("bad id in path: {err}"), None).into()
 }
 
 /// Requests that match no route get the contract's body too.

@@ -1,5 +1,7 @@
-//! Prometheus metrics, registered once per process and rendered at `/metrics`. Gauges that
-//! live in actors (rooms, sessions) or in the relay are added at render time.
+//! Prometheus metrics, rendered at `/metrics` from registries only: one per process for what
+//! every part records, and one per running instance (`Instance`) for the live side's gauges
+//! and the relay's counters, so tests that run several instances in one process read each
+//! its own.
 
 use std::sync::LazyLock;
 
@@ -29,103 +31,88 @@ pub struct Metrics {
 fn build() -> Result<Metrics, prometheus::Error> {
     let registry = Registry::new();
     let latency = vec![0.0005, 0.001, 0.002, 0.004, 0.008, 0.015, 0.03, 0.06, 0.125, 0.25, 0.5, 1.0, 2.5];
-    let http_requests = IntCounterVec::new(
-        Opts::new("switchboard_http_requests_total", "HTTP requests answered, by route and status class."),
-        &["route", "status"],
-    )?;
-    let http_duration = HistogramVec::new(
-        HistogramOpts::new("switchboard_http_request_duration_seconds", "Time to answer an HTTP request.")
-            .buckets(latency.clone()),
-        &["route"],
-    )?;
-    let messages =
-        IntCounter::new("switchboard_messages_total", "Messages stored (rate: messages per second).")?;
-    let events =
-        IntCounter::new("switchboard_events_total", "Events appended to the log (rate: events per second).")?;
-    let connections = IntCounter::new("switchboard_ws_connections_total", "WebSocket connections accepted.")?;
-    let slow_clients_dropped = IntCounter::new(
-        "switchboard_slow_clients_dropped_total",
-        "Sockets closed with 4008 because their outbound queue overflowed.",
-    )?;
-    let body_timeouts = IntCounter::new(
-        "switchboard_request_body_timeouts_total",
-        "Requests whose body did not arrive within server.client_body_timeout_seconds (408, closed).",
-    )?;
-    let refused_connections = IntCounterVec::new(
-        Opts::new(
-            "switchboard_refused_connections_total",
-            "Connections the HTTP layer ended for a client fault: malformed_head (400), oversized_head \
-             (431), head_timeout, connection_reset.",
-        ),
-        &["reason"],
-    )?;
-    let write_batch_seconds = Histogram::with_opts(
-        HistogramOpts::new(
+    let counter = |name: &str, help: &str| register(&registry, IntCounter::new(name, help)?);
+    let histogram = |name: &str, help: &str, buckets: &[f64]| {
+        register(&registry, Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets.to_vec()))?)
+    };
+    Ok(Metrics {
+        http_requests: register(&registry, http_requests()?)?,
+        http_duration: register(&registry, http_duration(&latency)?)?,
+        messages: counter("switchboard_messages_total", "Messages stored (rate: messages per second).")?,
+        events: counter("switchboard_events_total", "Events appended to the log (rate: events per second).")?,
+        connections: counter("switchboard_ws_connections_total", "WebSocket connections accepted.")?,
+        slow_clients_dropped: counter(
+            "switchboard_slow_clients_dropped_total",
+            "Sockets closed with 4008 because their outbound queue overflowed.",
+        )?,
+        body_timeouts: counter(
+            "switchboard_request_body_timeouts_total",
+            "Requests whose body did not arrive within server.client_body_timeout_seconds (408, closed).",
+        )?,
+        refused_connections: register(&registry, refused_connections_counter()?)?,
+        write_batch_seconds: histogram(
             "switchboard_db_write_batch_seconds",
             "Database time of one group-commit batch, from BEGIN to COMMIT.",
-        )
-        .buckets(latency.clone()),
-    )?;
-    let write_batch_jobs = Histogram::with_opts(
-        HistogramOpts::new("switchboard_db_write_batch_jobs", "Writes committed together in one batch.")
-            .buckets(vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0]),
-    )?;
-    let publish_seconds = Histogram::with_opts(
-        HistogramOpts::new(
+            &latency,
+        )?,
+        write_batch_jobs: histogram(
+            "switchboard_db_write_batch_jobs",
+            "Writes committed together in one batch.",
+            &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0],
+        )?,
+        publish_seconds: histogram(
             "switchboard_delivery_handoff_seconds",
             "From a batch's commit until its frames are handed to the live side (local actors or Redis).",
-        )
-        .buckets(latency.clone()),
-    )?;
-    let delivery_seconds = Histogram::with_opts(
-        HistogramOpts::new(
+            &latency,
+        )?,
+        delivery_seconds: histogram(
             "switchboard_delivery_seconds",
             "From an event's commit until its frame is written to a live socket (through Redis too).",
-        )
-        .buckets(latency.clone()),
-    )?;
-    let checkpoint_seconds = Histogram::with_opts(
-        HistogramOpts::new(
+            &latency,
+        )?,
+        checkpoint_seconds: histogram(
             "switchboard_sqlite_checkpoint_seconds",
             "SQLite: one background WAL checkpoint, copy back and fsyncs; a slow disk shows here first.",
-        )
-        .buckets(latency),
-    )?;
-    let wal_pages = IntGauge::new(
-        "switchboard_sqlite_wal_pages",
-        "SQLite: pages in the WAL at the last checkpoint; it keeps growing if checkpoints never finish.",
-    )?;
-    registry.register(Box::new(checkpoint_seconds.clone()))?;
-    registry.register(Box::new(wal_pages.clone()))?;
-    registry.register(Box::new(delivery_seconds.clone()))?;
-    registry.register(Box::new(http_requests.clone()))?;
-    registry.register(Box::new(http_duration.clone()))?;
-    registry.register(Box::new(messages.clone()))?;
-    registry.register(Box::new(events.clone()))?;
-    registry.register(Box::new(connections.clone()))?;
-    registry.register(Box::new(slow_clients_dropped.clone()))?;
-    registry.register(Box::new(body_timeouts.clone()))?;
-    registry.register(Box::new(refused_connections.clone()))?;
-    registry.register(Box::new(write_batch_seconds.clone()))?;
-    registry.register(Box::new(write_batch_jobs.clone()))?;
-    registry.register(Box::new(publish_seconds.clone()))?;
-    Ok(Metrics {
+            &latency,
+        )?,
+        wal_pages: register(
+            &registry,
+            IntGauge::new(
+                "switchboard_sqlite_wal_pages",
+                "SQLite: pages in the WAL at the last checkpoint; it keeps growing if checkpoints never finish.",
+            )?,
+        )?,
         registry,
-        http_requests,
-        http_duration,
-        messages,
-        events,
-        connections,
-        slow_clients_dropped,
-        body_timeouts,
-        refused_connections,
-        write_batch_seconds,
-        write_batch_jobs,
-        publish_seconds,
-        delivery_seconds,
-        checkpoint_seconds,
-        wal_pages,
     })
+}
+
+fn http_requests() -> Result<IntCounterVec, prometheus::Error> {
+    let opts =
+        Opts::new("switchboard_http_requests_total", "HTTP requests answered, by route and status class.");
+    IntCounterVec::new(opts, &["route", "status"])
+}
+
+fn http_duration(latency: &[f64]) -> Result<HistogramVec, prometheus::Error> {
+    let opts =
+        HistogramOpts::new("switchboard_http_request_duration_seconds", "Time to answer an HTTP request.");
+    HistogramVec::new(opts.buckets(latency.to_vec()), &["route"])
+}
+
+fn refused_connections_counter() -> Result<IntCounterVec, prometheus::Error> {
+    let opts = Opts::new(
+        "switchboard_refused_connections_total",
+        "Connections the HTTP layer ended for a client fault: malformed_head (400), oversized_head (431), \
+         head_timeout, connection_reset.",
+    );
+    IntCounterVec::new(opts, &["reason"])
+}
+
+fn register<M: prometheus::core::Collector + Clone + 'static>(
+    registry: &Registry,
+    metric: M,
+) -> Result<M, prometheus::Error> {
+    registry.register(Box::new(metric.clone()))?;
+    Ok(metric)
 }
 
 /// The process's metrics; `None` only if registration failed, which is logged once.
@@ -139,14 +126,40 @@ pub fn record(f: impl FnOnce(&Metrics)) {
     }
 }
 
-/// Every registered metric in Prometheus text format.
-pub fn render() -> String {
-    let Some(metrics) = METRICS.as_ref() else { return String::new() };
-    let mut buffer = Vec::new();
-    if let Err(err) = TextEncoder::new().encode(&metrics.registry.gather(), &mut buffer) {
-        tracing::warn!(error = %err, "could not encode metrics");
+/// What one running instance reports of its own.
+pub struct Instance {
+    registry: Registry,
+    pub rooms: IntGauge,
+    pub sessions: IntGauge,
+}
+
+impl Instance {
+    pub fn new() -> Result<Self, prometheus::Error> {
+        let registry = Registry::new();
+        let rooms = IntGauge::new(
+            "switchboard_rooms",
+            "User rooms (users with at least one socket) on this instance.",
+        )?;
+        let sessions = IntGauge::new("switchboard_sessions", "Open WebSocket sessions on this instance.")?;
+        registry.register(Box::new(rooms.clone()))?;
+        registry.register(Box::new(sessions.clone()))?;
+        Ok(Self { registry, rooms, sessions })
     }
-    String::from_utf8(buffer).unwrap_or_default()
+
+    pub fn register(&self, metric: Box<dyn prometheus::core::Collector>) -> Result<(), prometheus::Error> {
+        self.registry.register(metric)
+    }
+
+    /// The process's metrics and this instance's, in Prometheus text format.
+    pub fn render(&self) -> String {
+        let mut families = METRICS.as_ref().map(|metrics| metrics.registry.gather()).unwrap_or_default();
+        families.extend(self.registry.gather());
+        let mut buffer = Vec::new();
+        if let Err(err) = TextEncoder::new().encode(&families, &mut buffer) {
+            tracing::warn!(error = %err, "could not encode metrics");
+        }
+        String::from_utf8(buffer).unwrap_or_default()
+    }
 }
 
 /// Connections refused for client faults so far, all reasons together.

@@ -19,16 +19,16 @@ use crate::db::Db;
 use crate::domain::attachments::Store;
 use crate::domain::live::LiveDomain;
 use crate::domain::writer::Writer;
-use crate::error::AppError;
+use crate::error::{AppError, ErrorCode};
 use crate::extract::{not_found, path_error};
 use crate::limits::Limits;
 use crate::realtime::Live;
 use crate::realtime::port::Domain;
 use crate::realtime::presence::Presence;
-use crate::realtime::relay::{RedisRelay, Relay};
+use crate::realtime::relay::{RedisRelay, Relay, RelayCounters};
 use crate::realtime::server::ChatServer;
 use crate::redis_store::RedisStore;
-use crate::{routes, telemetry};
+use crate::{metrics, routes, telemetry};
 
 /// What every handler shares; one per process.
 pub struct AppState {
@@ -42,6 +42,8 @@ pub struct AppState {
     /// The live side: routing actors, relay, and the domain's port they read through.
     pub live: Arc<Live>,
     pub presence: Arc<Presence>,
+    /// This instance's own metrics (the process's are in `metrics::METRICS`).
+    pub metrics: metrics::Instance,
     /// Set while the instance drains; readiness turns to 503.
     pub draining: AtomicBool,
 }
@@ -52,6 +54,8 @@ pub enum StartupError {
     Database(#[from] sea_orm::DbErr),
     #[error("{0}")]
     Redis(String),
+    #[error("metrics: {0}")]
+    Metrics(prometheus::Error),
     #[error("attachments.dir: {0}")]
     Files(std::io::Error),
     #[error("cannot listen on {address}: {source}")]
@@ -75,31 +79,15 @@ impl Application {
             settings.server.instance_id.clone()
         };
         let files = Store::open(&settings, &instance_id).map_err(StartupError::Files)?;
-        // One ChatServer for the whole process, shared by every worker thread.
-        let queue_limit = settings.websocket.outbound_queue_bytes;
-        let (counts, count_receiver) = tokio::sync::mpsc::unbounded_channel();
         let store = if settings.redis.url.is_empty() {
             None
         } else {
             Some(RedisStore::open(&settings.redis.url, &settings.redis.prefix).map_err(StartupError::Redis)?)
         };
-        let (chat, relay) = match &store {
-            None => {
-                let chat = ChatServer::new(queue_limit, None, counts).start();
-                (chat.clone(), Relay::Local(chat))
-            }
-            Some(store) => {
-                let (subscriber, commands) = tokio::sync::mpsc::unbounded_channel();
-                let chat = ChatServer::new(queue_limit, Some(subscriber), counts).start();
-                (chat.clone(), Relay::Redis(RedisRelay::start(store.clone(), chat, commands)))
-            }
-        };
-        let relay = Arc::new(relay);
-        let presence = Presence::new(instance_id.clone(), settings.presence.ttl_seconds, store.clone());
-        let writer = Writer::start(db.clone(), relay.clone(), settings.messaging.clone());
+        let instance_metrics = metrics::Instance::new().map_err(metrics_error)?;
         let limits = Limits::new(&settings.limits);
-        let domain: Arc<dyn Domain> = Arc::new(LiveDomain::new(db.clone(), writer.clone(), limits.clone()));
-        presence.clone().start(count_receiver, domain.clone(), relay.clone());
+        let (live, writer, presence) =
+            start_live(&settings, &db, store.clone(), &instance_metrics, limits.clone(), instance_id)?;
         let address = format!("{}:{}", settings.server.host, settings.server.port);
         let listener = TcpListener::bind(&address)
             .map_err(|source| StartupError::Listen { address: address.clone(), source })?;
@@ -112,8 +100,9 @@ impl Application {
             files,
             limits,
             db,
-            live: Arc::new(Live { domain, chat, relay, settings: settings.websocket.clone(), instance_id }),
+            live,
             presence,
+            metrics: instance_metrics,
             draining: AtomicBool::new(false),
             settings,
         });
@@ -167,6 +156,44 @@ impl Application {
         });
         self.server.await
     }
+}
+
+fn metrics_error(err: prometheus::Error) -> StartupError {
+    StartupError::Metrics(err)
+}
+
+/// The live side: one `ChatServer` for the whole process (shared by every worker thread),
+/// the relay (in-process or through Redis), presence, and the writer that feeds them; the
+/// domain's port is handed to the sessions and presence here.
+fn start_live(
+    settings: &Settings,
+    db: &Db,
+    store: Option<Arc<RedisStore>>,
+    instance_metrics: &metrics::Instance,
+    limits: Arc<Limits>,
+    instance_id: String,
+) -> Result<(Arc<Live>, Writer, Arc<Presence>), StartupError> {
+    let queue_limit = settings.websocket.outbound_queue_bytes;
+    let (counts, count_receiver) = tokio::sync::mpsc::unbounded_channel();
+    let (chat, relay) = match &store {
+        None => {
+            let chat = ChatServer::new(queue_limit, None, counts).start();
+            (chat.clone(), Relay::Local(chat))
+        }
+        Some(store) => {
+            let (subscriber, commands) = tokio::sync::mpsc::unbounded_channel();
+            let chat = ChatServer::new(queue_limit, Some(subscriber), counts).start();
+            let counters = RelayCounters::new(instance_metrics).map_err(metrics_error)?;
+            (chat.clone(), Relay::Redis(RedisRelay::start(store.clone(), chat, commands, counters)))
+        }
+    };
+    let relay = Arc::new(relay);
+    let presence = Presence::new(instance_id.clone(), settings.presence.ttl_seconds, store);
+    let writer = Writer::start(db.clone(), relay.clone(), settings.messaging.clone());
+    let domain: Arc<dyn Domain> = Arc::new(LiveDomain::new(db.clone(), writer.clone(), limits));
+    presence.clone().start(count_receiver, domain.clone(), relay.clone());
+    let live = Live { domain, chat, relay, settings: settings.websocket.clone(), instance_id };
+    Ok((Arc::new(live), writer, presence))
 }
 
 async fn wait_for_stop_signal() -> bool {
@@ -227,7 +254,11 @@ fn contract_body<B>(res: ServiceResponse<B>) -> actix_web::Result<ErrorHandlerRe
     let status = res.status();
     let error = match status.as_u16() {
         404 => AppError::not_found("not found"),
-        _ => AppError::bad_request("bad_request", status.canonical_reason().unwrap_or("bad request"), None),
+        _ => AppError::bad_request(
+            ErrorCode::BadRequest,
+            status.canonical_reason().unwrap_or("bad request"),
+            None,
+        ),
     };
     let mut body: actix_web::HttpResponse<BoxBody> = error.error_response();
     *body.status_mut() = status;

@@ -5,8 +5,7 @@ use sea_orm::entity::prelude::*;
 pub struct Model {
     #[sea_orm(primary_key)]
     pub id: i64,
-    /// `direct` or `group`.
-    pub kind: String,
+    pub kind: ConversationKind,
     /// Group name; null for direct conversations.
     pub name: Option<String>,
     /// `"{low_user_id}:{high_user_id}"` for direct conversations, so a unique index keeps
@@ -24,3 +23,16 @@ pub struct Model {
 pub enum Relation {}
 
 impl ActiveModelBehavior for ActiveModel {}
+
+/// Stored as `direct` or `group`.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, EnumIter, DeriveActiveEnum, serde::Serialize, utoipa::ToSchema,
+)]
+#[sea_orm(rs_type = "String", db_type = "Text")]
+#[serde(rename_all = "snake_case")]
+pub enum ConversationKind {
+    #[sea_orm(string_value = "direct")]
+    Direct,
+    #[sea_orm(string_value = "group")]
+    Group,
+}

@@ -7,8 +7,7 @@ pub struct Model {
     pub conversation_id: i64,
     #[sea_orm(primary_key, auto_increment = false)]
     pub user_id: i64,
-    /// `owner`, `admin` or `member`.
-    pub role: String,
+    pub role: Role,
     pub joined_at: DateTimeUtc,
     /// The member sees the conversation's events from this event id on.
     pub joined_event_id: i64,
@@ -26,3 +25,29 @@ pub struct Model {
 pub enum Relation {}
 
 impl ActiveModelBehavior for ActiveModel {}
+
+/// Stored as `member`, `admin` or `owner`; ordered by power.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    EnumIter,
+    DeriveActiveEnum,
+    serde::Serialize,
+    serde::Deserialize,
+    utoipa::ToSchema,
+)]
+#[sea_orm(rs_type = "String", db_type = "Text")]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    #[sea_orm(string_value = "member")]
+    Member,
+    #[sea_orm(string_value = "admin")]
+    Admin,
+    #[sea_orm(string_value = "owner")]
+    Owner,
+}

@@ -23,7 +23,7 @@ use super::conversations::visible;
 use super::files::{self, FileClass, SNIFF_BYTES};
 use crate::config::Settings;
 use crate::db::Db;
-use crate::error::{AppError, AppResult};
+use crate::error::{AppError, AppResult, ErrorCode};
 use crate::wire::views::{AttachmentView, MessageView};
 
 /// A file on disk, not yet linked to a message.
@@ -139,7 +139,7 @@ impl Store {
         while let Some(chunk) = field.next().await {
             let chunk = chunk.map_err(|err| {
                 AppError::bad_request(
-                    "bad_multipart",
+                    ErrorCode::BadMultipart,
                     format!("the upload was cut short: {err}"),
                     Some("file"),
                 )
@@ -210,11 +210,11 @@ impl Store {
     /// Checks a URL's signature (in constant time) and expiry; membership is checked by the
     /// caller.
     pub fn verify(&self, id: i64, user_id: i64, expires: i64, signature: &str) -> AppResult<()> {
-        let forged = || AppError::forbidden("invalid_signature", "the download link is not valid");
+        let forged = || AppError::forbidden(ErrorCode::InvalidSignature, "the download link is not valid");
         let bytes = hex::decode(signature).map_err(|_| forged())?;
         self.signature(id, user_id, expires)?.verify_slice(&bytes).map_err(|_| forged())?;
         if expires < chrono::Utc::now().timestamp() {
-            return Err(AppError::forbidden("link_expired", "the download link has expired"));
+            return Err(AppError::forbidden(ErrorCode::LinkExpired, "the download link has expired"));
         }
         Ok(())
     }

@@ -73,52 +73,9 @@ pub async fn build_views(
         .map(|row| (row.conversation_id, row))
         .collect();
 
-    let counts: HashMap<i64, i64> = member::Entity::find()
-        .select_only()
-        .column(member::Column::ConversationId)
-        .column_as(member::Column::UserId.count(), "n")
-        .filter(member::Column::ConversationId.is_in(ids.clone()))
-        .filter(member::Column::LeftEventId.is_null())
-        .group_by(member::Column::ConversationId)
-        .into_tuple::<(i64, i64)>()
-        .all(conn)
-        .await?
-        .into_iter()
-        .collect();
-
-    // The other member of each direct conversation.
-    let direct_ids: Vec<i64> = rows.iter().filter(|row| row.kind == "direct").map(|row| row.id).collect();
-    let mut other_of: HashMap<i64, i64> = HashMap::new();
-    if !direct_ids.is_empty() {
-        for row in member::Entity::find()
-            .filter(member::Column::ConversationId.is_in(direct_ids))
-            .filter(member::Column::UserId.ne(user_id))
-            .all(conn)
-            .await?
-        {
-            other_of.insert(row.conversation_id, row.user_id);
-        }
-    }
-    let other_ids: HashSet<i64> = other_of.values().copied().collect();
-    let users: HashMap<i64, UserView> = if other_ids.is_empty() {
-        HashMap::new()
-    } else {
-        user::Entity::find()
-            .filter(user::Column::Id.is_in(other_ids))
-            .all(conn)
-            .await?
-            .into_iter()
-            .map(|row| (row.id, UserView::from(row)))
-            .collect()
-    };
-
-    let last_ids: Vec<i64> = rows.iter().filter_map(|row| row.last_message_id).collect();
-    let last_messages: HashMap<i64, MessageView> = if last_ids.is_empty() {
-        HashMap::new()
-    } else {
-        let rows = message::Entity::find().filter(message::Column::Id.is_in(last_ids)).all(conn).await?;
-        attachments::views(conn, rows).await?.into_iter().map(|view| (view.id, view)).collect()
-    };
+    let counts = member_counts(conn, ids).await?;
+    let other_users = other_users(conn, user_id, &rows).await?;
+    let last_messages = last_messages(conn, &rows).await?;
 
     // A former member (replaying their log) sees the conversation as it was when they left.
     let mut as_left: HashMap<i64, (i64, Option<MessageView>)> = HashMap::new();
@@ -141,9 +98,9 @@ pub async fn build_views(
             };
             Some(ConversationView {
                 id: row.id,
-                kind: ConversationKind::parse(&row.kind),
+                kind: row.kind,
                 name: row.name,
-                other_user: other_of.get(&row.id).and_then(|other| users.get(other)).cloned(),
+                other_user: other_users.get(&row.id).cloned(),
                 members_count,
                 created_at: row.created_at,
                 last_message,
@@ -152,6 +109,71 @@ pub async fn build_views(
             })
         })
         .collect())
+}
+
+/// Current members per conversation.
+async fn member_counts(conn: &impl ConnectionTrait, ids: Vec<i64>) -> Result<HashMap<i64, i64>, DbErr> {
+    Ok(member::Entity::find()
+        .select_only()
+        .column(member::Column::ConversationId)
+        .column_as(member::Column::UserId.count(), "n")
+        .filter(member::Column::ConversationId.is_in(ids))
+        .filter(member::Column::LeftEventId.is_null())
+        .group_by(member::Column::ConversationId)
+        .into_tuple::<(i64, i64)>()
+        .all(conn)
+        .await?
+        .into_iter()
+        .collect())
+}
+
+/// The other member of each direct conversation among `rows`, by conversation id.
+async fn other_users(
+    conn: &impl ConnectionTrait,
+    user_id: i64,
+    rows: &[conversation::Model],
+) -> Result<HashMap<i64, UserView>, DbErr> {
+    let direct_ids: Vec<i64> =
+        rows.iter().filter(|row| row.kind == ConversationKind::Direct).map(|row| row.id).collect();
+    if direct_ids.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let other_of: HashMap<i64, i64> = member::Entity::find()
+        .filter(member::Column::ConversationId.is_in(direct_ids))
+        .filter(member::Column::UserId.ne(user_id))
+        .all(conn)
+        .await?
+        .into_iter()
+        .map(|row| (row.conversation_id, row.user_id))
+        .collect();
+    let other_ids: HashSet<i64> = other_of.values().copied().collect();
+    if other_ids.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let users: HashMap<i64, UserView> = user::Entity::find()
+        .filter(user::Column::Id.is_in(other_ids))
+        .all(conn)
+        .await?
+        .into_iter()
+        .map(|row| (row.id, UserView::from(row)))
+        .collect();
+    Ok(other_of
+        .into_iter()
+        .filter_map(|(conversation, other)| Some((conversation, users.get(&other)?.clone())))
+        .collect())
+}
+
+/// The last message of each of `rows`, by message id.
+async fn last_messages(
+    conn: &impl ConnectionTrait,
+    rows: &[conversation::Model],
+) -> Result<HashMap<i64, MessageView>, DbErr> {
+    let last_ids: Vec<i64> = rows.iter().filter_map(|row| row.last_message_id).collect();
+    if last_ids.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let rows = message::Entity::find().filter(message::Column::Id.is_in(last_ids)).all(conn).await?;
+    Ok(attachments::views(conn, rows).await?.into_iter().map(|view| (view.id, view)).collect())
 }
 
 /// A conversation's member count and last message as of event `at`, from the log (so later

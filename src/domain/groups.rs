@@ -4,6 +4,7 @@
 
 use std::collections::{HashMap, HashSet};
 
+pub use entity::member::Role;
 use entity::{conversation, member, user};
 use sea_orm::prelude::*;
 use sea_orm::{DatabaseTransaction, IntoActiveModel, QueryOrder, QuerySelect, Set};
@@ -15,41 +16,13 @@ use super::messages::{new_member, open_conversation, to_members};
 use super::text::{self, Trimmed};
 use super::writer::Writer;
 use crate::db::Db;
-use crate::error::{AppError, AppResult};
+use crate::error::{AppError, AppResult, ErrorCode};
 use crate::realtime::{UserFrame, UserId};
 use crate::time;
 use crate::wire::frames::ServerFrame;
 use crate::wire::views::{ConversationKind, ConversationView, UserView, optional_id};
 
 pub const MAX_NAME_CHARS: usize = 100;
-
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, serde::Deserialize, utoipa::ToSchema,
-)]
-#[serde(rename_all = "snake_case")]
-pub enum Role {
-    Member,
-    Admin,
-    Owner,
-}
-
-impl Role {
-    fn parse(role: &str) -> Self {
-        match role {
-            "owner" => Self::Owner,
-            "admin" => Self::Admin,
-            _ => Self::Member,
-        }
-    }
-
-    fn as_str(self) -> &'static str {
-        match self {
-            Self::Owner => "owner",
-            Self::Admin => "admin",
-            Self::Member => "member",
-        }
-    }
-}
 
 /// A member as the members list shows them, with their receipts (for "read by" in groups).
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -101,7 +74,7 @@ pub async fn create(
         .into_iter()
         .collect();
     if !found.contains(&owner_id) {
-        return Err(AppError::unauthorized("invalid_token", "the token's user does not exist"));
+        return Err(AppError::unauthorized(ErrorCode::InvalidToken, "the token's user does not exist"));
     }
     if let Some(missing) = ids.iter().find(|id| !found.contains(id)) {
         return Err(AppError::NotFound { message: format!("user {missing} not found").into() });
@@ -110,11 +83,11 @@ pub async fn create(
         .write(move |txn| {
             Box::pin(async move {
                 let (conversation, event_id) =
-                    open_conversation(txn, "group", Some(name), None, owner_id).await?;
+                    open_conversation(txn, ConversationKind::Group, Some(name), None, owner_id).await?;
                 let rows: Vec<member::ActiveModel> = ids
                     .iter()
                     .map(|id| {
-                        let role = if *id == owner_id { "owner" } else { "member" };
+                        let role = if *id == owner_id { Role::Owner } else { Role::Member };
                         new_member(conversation.id, *id, role, event_id, 0)
                     })
                     .collect();
@@ -151,7 +124,7 @@ async fn group(
 ) -> AppResult<(conversation::Model, member::Model)> {
     let (conversation, membership) =
         visible(conn, user_id, group_id).await.map_err(|_| AppError::not_found("group not found"))?;
-    if conversation.kind != "group" {
+    if conversation.kind != ConversationKind::Group {
         return Err(AppError::not_found("group not found"));
     }
     Ok((conversation, membership))
@@ -178,7 +151,7 @@ pub async fn members(db: &Db, user_id: i64, group_id: i64) -> AppResult<Vec<Memb
         .filter_map(|row| {
             Some(MemberView {
                 user: users.get(&row.user_id)?.clone(),
-                role: Role::parse(&row.role),
+                role: row.role,
                 last_read_message_id: optional_id(row.last_read_message_id),
                 last_delivered_message_id: optional_id(row.last_delivered_message_id),
             })
@@ -197,8 +170,8 @@ pub async fn add_member(
     user_id: i64,
 ) -> AppResult<MemberView> {
     let (_, membership) = group(&db.read, actor_id, group_id).await?;
-    if Role::parse(&membership.role) < Role::Admin {
-        return Err(AppError::forbidden("not_allowed", "only the owner or an admin may add members"));
+    if membership.role < Role::Admin {
+        return Err(AppError::forbidden(ErrorCode::NotAllowed, "only the owner or an admin may add members"));
     }
     let user: UserView = user::Entity::find_by_id(user_id)
         .one(&db.read)
@@ -217,13 +190,13 @@ async fn add_in(
 ) -> AppResult<(MemberView, Vec<UserFrame>)> {
     // Checked again inside the writer: the actor may have been removed meanwhile.
     let (conversation, actor) = group(txn, actor_id, group_id).await?;
-    if Role::parse(&actor.role) < Role::Admin {
-        return Err(AppError::forbidden("not_allowed", "only the owner or an admin may add members"));
+    if actor.role < Role::Admin {
+        return Err(AppError::forbidden(ErrorCode::NotAllowed, "only the owner or an admin may add members"));
     }
     let existing = member::Entity::find_by_id((group_id, user.id)).one(txn).await?;
     if let Some(current) = existing.as_ref().filter(|row| row.left_event_id.is_none()) {
         let view = MemberView {
-            role: Role::parse(&current.role),
+            role: current.role,
             last_read_message_id: optional_id(current.last_read_message_id),
             last_delivered_message_id: optional_id(current.last_delivered_message_id),
             user,
@@ -249,7 +222,7 @@ async fn add_in(
     match existing {
         Some(previous) => {
             let mut active = previous.into_active_model();
-            active.role = Set("member".into());
+            active.role = Set(Role::Member);
             active.joined_at = Set(time::now());
             active.joined_event_id = Set(added_id);
             active.left_event_id = Set(None);
@@ -259,7 +232,7 @@ async fn add_in(
             active.update(txn).await?;
         }
         None => {
-            new_member(group_id, user.id, "member", added_id, read_up_to).insert(txn).await?;
+            new_member(group_id, user.id, Role::Member, added_id, read_up_to).insert(txn).await?;
         }
     }
     conversation::Entity::update_many()
@@ -311,12 +284,12 @@ async fn remove_in(
         .await?
         .filter(|row| row.left_event_id.is_none())
         .ok_or_else(|| AppError::not_found("member not found"))?;
-    let (actor_role, target_role) = (Role::parse(&actor.role), Role::parse(&target.role));
+    let (actor_role, target_role) = (actor.role, target.role);
     let allowed = actor_id == user_id
         || actor_role == Role::Owner
         || (actor_role == Role::Admin && target_role == Role::Member);
     if !allowed {
-        return Err(AppError::forbidden("not_allowed", "you may not remove this member"));
+        return Err(AppError::forbidden(ErrorCode::NotAllowed, "you may not remove this member"));
     }
     let user: UserView = user::Entity::find_by_id(user_id)
         .one(txn)
@@ -330,20 +303,20 @@ async fn remove_in(
         to_members(txn, group_id, events::render(event_id, group_id, &removed, actor_id, None)).await?;
     let mut active = target.into_active_model();
     active.left_event_id = Set(Some(event_id));
-    active.role = Set("member".into());
+    active.role = Set(Role::Member);
     active.update(txn).await?;
     if target_role == Role::Owner {
         let heir = member::Entity::find()
             .filter(member::Column::ConversationId.eq(group_id))
             .filter(member::Column::LeftEventId.is_null())
-            .order_by_desc(member::Column::Role.eq("admin"))
+            .order_by_desc(member::Column::Role.eq(Role::Admin))
             .order_by_asc(member::Column::JoinedEventId)
             .order_by_asc(member::Column::UserId)
             .one(txn)
             .await?;
         if let Some(heir) = heir {
             let mut active = heir.into_active_model();
-            active.role = Set("owner".into());
+            active.role = Set(Role::Owner);
             active.update(txn).await?;
         }
     }
@@ -376,19 +349,22 @@ pub async fn set_role(
         .write(move |txn| {
             Box::pin(async move {
                 let (_, actor) = group(txn, actor_id, group_id).await?;
-                if Role::parse(&actor.role) != Role::Owner {
-                    return Err(AppError::forbidden("not_allowed", "only the owner may change roles"));
+                if actor.role != Role::Owner {
+                    return Err(AppError::forbidden(
+                        ErrorCode::NotAllowed,
+                        "only the owner may change roles",
+                    ));
                 }
                 let target = member::Entity::find_by_id((group_id, user_id))
                     .one(txn)
                     .await?
                     .filter(|row| row.left_event_id.is_none())
                     .ok_or_else(|| AppError::not_found("member not found"))?;
-                if Role::parse(&target.role) == Role::Owner {
+                if target.role == Role::Owner {
                     return Err(AppError::validation("role", "the owner's role cannot be changed"));
                 }
                 let mut active = target.into_active_model();
-                active.role = Set(role.as_str().into());
+                active.role = Set(role);
                 Ok((active.update(txn).await?, Vec::new()))
             })
         })

@@ -1,6 +1,6 @@
 //! Sending messages and moving read pointers.
 
-use bytestring::ByteString;
+use entity::member::Role;
 use entity::{conversation, member, message};
 use sea_orm::prelude::*;
 use sea_orm::sea_query::ExprTrait;
@@ -15,11 +15,10 @@ use super::text::{self, Fault, Trimmed};
 use super::writer::Writer;
 use crate::config::MessagingSettings;
 use crate::db::Db;
-use crate::error::{AppError, AppResult};
+use crate::error::{AppError, AppResult, ErrorCode};
 use crate::realtime::{Frame, UserFrame, UserId};
 use crate::time;
-use crate::wire::frames::ServerFrame;
-use crate::wire::views::{ConversationView, MessageView, optional_id};
+use crate::wire::views::{ConversationKind, MessageView, optional_id};
 
 pub const MAX_MESSAGE_CHARS: usize = 2000;
 const MAX_CLIENT_ID_LEN: usize = 64;
@@ -130,104 +129,16 @@ pub async fn send(writer: &Writer, sender_id: i64, input: NewMessage) -> AppResu
     Ok(sent)
 }
 
-/// A `new_message` frame serialized once for all recipients of a group message. Only the
-/// conversation's `unread_count` and `last_read_message_id` differ between readers; they are
-/// the last two fields of the last object, so each reader's frame is the shared prefix plus
-/// a short tail.
-pub(super) struct PerReaderFrame {
-    event_id: i64,
-    prefix: String,
-}
-
-impl PerReaderFrame {
-    const TAIL_KEY: &'static str = "\"unread_count\":";
-
-    pub(super) fn new(event_id: i64, message: &MessageView, conversation: &ConversationView) -> Self {
-        let text = serde_json::to_string(&ServerFrame::NewMessage { event_id, message, conversation })
-            .unwrap_or_default();
-        // Keys are unescaped quotes only outside strings, so the last match is the field.
-        let cut = text.rfind(Self::TAIL_KEY).unwrap_or(text.len());
-        Self { event_id, prefix: text[..cut].to_owned() }
-    }
-
-    pub(super) fn for_reader(&self, unread_count: i64, last_read_message_id: i64) -> Frame {
-        let last_read =
-            optional_id(last_read_message_id).map_or_else(|| "null".to_owned(), |id| id.to_string());
-        let text = format!(
-            "{}{}{unread_count},\"last_read_message_id\":{last_read}}}}}",
-            self.prefix,
-            Self::TAIL_KEY
-        );
-        Frame {
-            event_id: Some(self.event_id),
-            prev_event_id: None,
-            committed_us: None,
-            text: ByteString::from(text),
-        }
-    }
-}
-
-/// Opens a direct conversation for each `(key, first sender, recipient)`, with its
-/// `conversation_created` event and both members, in three statements however many there
-/// are: on PostgreSQL each statement is a round trip, and five per conversation held a
-/// batch of first messages for 100 ms and more. The database row keeps `last_activity_id`
-/// 0 until the same batch stores the messages that opened it (`sending::write_latest`);
-/// the returned models already point at the creation event.
-pub(super) async fn create_directs(
-    txn: &impl ConnectionTrait,
-    pairs: &[(String, i64, i64)],
-) -> Result<Vec<(conversation::Model, i64)>, DbErr> {
-    let now = time::now();
-    let mut models: Vec<conversation::Model> = pairs
-        .iter()
-        .map(|(key, sender_id, _)| conversation::Model {
-            id: 0,
-            kind: "direct".to_owned(),
-            name: None,
-            direct_key: Some(key.clone()),
-            created_by: *sender_id,
-            created_at: now,
-            last_message_id: None,
-            last_activity_id: 0,
-        })
-        .collect();
-    let mut ids = Vec::with_capacity(models.len());
-    for chunk in models.chunks(crate::db::MAX_ROWS_PER_STATEMENT) {
-        let rows = chunk.iter().map(|model| conversation::ActiveModel {
-            id: sea_orm::ActiveValue::NotSet,
-            ..model.clone().into_active_model()
-        });
-        ids.extend(crate::db::insert_ids(txn, conversation::Entity::insert_many(rows), chunk.len()).await?);
-    }
-    let created: Vec<(i64, StoredEvent)> =
-        ids.iter().map(|id| (*id, StoredEvent::ConversationCreated {})).collect();
-    let event_ids = events::append_many(txn, &created).await?;
-    let mut members = Vec::with_capacity(pairs.len() * 2);
-    for (((model, (_, sender_id, recipient_id)), id), event_id) in
-        models.iter_mut().zip(pairs).zip(ids).zip(&event_ids)
-    {
-        model.id = id;
-        model.last_activity_id = *event_id;
-        for user_id in [*sender_id, *recipient_id] {
-            members.push(new_member(id, user_id, "member", *event_id, 0));
-        }
-    }
-    for chunk in members.chunks(crate::db::MAX_ROWS_PER_STATEMENT) {
-        member::Entity::insert_many(chunk.iter().cloned()).exec(txn).await?;
-    }
-    Ok(models.into_iter().zip(event_ids).collect())
-}
-
 /// Creates a conversation and its `conversation_created` event (members join at it).
 pub async fn open_conversation(
     txn: &impl ConnectionTrait,
-    kind: &str,
+    kind: ConversationKind,
     name: Option<String>,
     direct_key: Option<String>,
     created_by: i64,
 ) -> Result<(conversation::Model, i64), DbErr> {
     let conversation = conversation::ActiveModel {
-        kind: Set(kind.to_owned()),
+        kind: Set(kind),
         name: Set(name),
         direct_key: Set(direct_key),
         created_by: Set(created_by),
@@ -248,14 +159,14 @@ pub async fn open_conversation(
 pub fn new_member(
     conversation_id: i64,
     user_id: i64,
-    role: &str,
+    role: Role,
     joined_event_id: i64,
     last_read_message_id: i64,
 ) -> member::ActiveModel {
     member::ActiveModel {
         conversation_id: Set(conversation_id),
         user_id: Set(user_id),
-        role: Set(role.to_owned()),
+        role: Set(role),
         joined_at: Set(time::now()),
         joined_event_id: Set(joined_event_id),
         left_event_id: Set(None),
@@ -367,7 +278,7 @@ async fn readable(db: &Db, user_id: i64, message_id: i64) -> AppResult<message::
 async fn own(db: &Db, user_id: i64, message_id: i64) -> AppResult<message::Model> {
     let message = readable(db, user_id, message_id).await?;
     if message.sender_id != user_id {
-        return Err(AppError::forbidden("not_owner", "only the sender may change a message"));
+        return Err(AppError::forbidden(ErrorCode::NotOwner, "only the sender may change a message"));
     }
     Ok(message)
 }
@@ -392,14 +303,17 @@ pub async fn edit(
     let message = own(db, user_id, message_id).await?;
     if message.deleted_at.is_some() {
         return Err(AppError::Conflict {
-            code: "message_deleted",
+            code: ErrorCode::MessageDeleted,
             message: "a deleted message cannot be edited".into(),
             field: None,
         });
     }
     let window = chrono::Duration::seconds(i64::try_from(rules.edit_window_seconds).unwrap_or(i64::MAX));
     if time::now() > message.created_at + window {
-        return Err(AppError::forbidden("edit_window_passed", "the time to edit this message has passed"));
+        return Err(AppError::forbidden(
+            ErrorCode::EditWindowPassed,
+            "the time to edit this message has passed",
+        ));
     }
     let mut body = body;
     if let Some(other) = message.recipient_id {
@@ -411,7 +325,7 @@ pub async fn edit(
                 let row = current(txn, message_id).await?;
                 if row.deleted_at.is_some() {
                     return Err(AppError::Conflict {
-                        code: "message_deleted",
+                        code: ErrorCode::MessageDeleted,
                         message: "a deleted message cannot be edited".into(),
                         field: None,
                     });
@@ -470,48 +384,4 @@ pub async fn delete(db: &Db, writer: &Writer, user_id: i64, message_id: i64) -> 
             })
         })
         .await
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::wire::views::ConversationKind;
-
-    #[test]
-    fn per_reader_frames_match_a_full_serialization() {
-        let at = time::now();
-        let message = MessageView {
-            id: 7,
-            conversation_id: 3,
-            sender_id: 1,
-            recipient_id: None,
-            message: "a \"unread_count\": trap".into(),
-            client_id: None,
-            created_at: at,
-            edited_at: None,
-            deleted: false,
-            attachments: Vec::new(),
-        };
-        let conversation = ConversationView {
-            id: 3,
-            kind: ConversationKind::Group,
-            name: Some("g".into()),
-            other_user: None,
-            members_count: 3,
-            created_at: at,
-            last_message: Some(message.clone()),
-            unread_count: 0,
-            last_read_message_id: None,
-        };
-        let shared = PerReaderFrame::new(11, &message, &conversation);
-        for (unread, last_read) in [(1, 0), (42, 6)] {
-            let reader = ConversationView {
-                unread_count: unread,
-                last_read_message_id: optional_id(last_read),
-                ..conversation.clone()
-            };
-            let full = ServerFrame::NewMessage { event_id: 11, message: &message, conversation: &reader };
-            assert_eq!(shared.for_reader(unread, last_read).text, full.to_frame().text);
-        }
-    }
 }

@@ -13,7 +13,7 @@ use serde::Serialize;
 use super::pii;
 use crate::config::{DirectPolicy, MessagingSettings};
 use crate::db::{self, Db};
-use crate::error::{AppError, AppResult};
+use crate::error::{AppError, AppResult, ErrorCode};
 use crate::time::{self, Timestamp};
 use crate::wire::views::UserView;
 
@@ -100,11 +100,11 @@ impl Pair {
     /// 403 `blocked` either way; 403 `not_connected` under the contacts policy.
     pub fn may_message(&self, rules: &MessagingSettings) -> AppResult<()> {
         if self.blocked {
-            return Err(AppError::forbidden("blocked", "messages between these users are blocked"));
+            return Err(AppError::forbidden(ErrorCode::Blocked, "messages between these users are blocked"));
         }
         if rules.direct_policy == DirectPolicy::Contacts && !self.contacts {
             return Err(AppError::forbidden(
-                "not_connected",
+                ErrorCode::NotConnected,
                 "direct messages need an accepted contact request",
             ));
         }
@@ -231,7 +231,10 @@ pub async fn request_contact(db: &Db, user_id: i64, to_user_id: i64) -> AppResul
     }
     existing_user(db, to_user_id).await?;
     if pair(&db.read, user_id, to_user_id).await?.blocked {
-        return Err(AppError::forbidden("blocked", "contact requests between these users are blocked"));
+        return Err(AppError::forbidden(
+            ErrorCode::Blocked,
+            "contact requests between these users are blocked",
+        ));
     }
     let existing = contact_request::Entity::find()
         .filter(between(user_id, to_user_id))
@@ -290,12 +293,15 @@ pub async fn accept(db: &Db, user_id: i64, request_id: i64) -> AppResult<Request
         .ok_or_else(|| AppError::not_found("contact request not found"))?;
     if row.to_user_id != user_id && row.status != "accepted" {
         return Err(AppError::forbidden(
-            "not_allowed",
+            ErrorCode::NotAllowed,
             "only the requested user may accept a contact request",
         ));
     }
     if pair(&db.read, row.from_user_id, row.to_user_id).await?.blocked {
-        return Err(AppError::forbidden("blocked", "contact requests between these users are blocked"));
+        return Err(AppError::forbidden(
+            ErrorCode::Blocked,
+            "contact requests between these users are blocked",
+        ));
     }
     let row = accept_row(db, row).await?;
     request_view(db, row).await

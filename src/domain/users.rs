@@ -8,7 +8,7 @@ use sea_orm::{QueryOrder, QuerySelect, Set, SqlErr};
 use super::text::{self, Fault, Trimmed};
 use crate::auth;
 use crate::db::Db;
-use crate::error::{AppError, AppResult};
+use crate::error::{AppError, AppResult, ErrorCode};
 use crate::time;
 use crate::wire::views::UserView;
 
@@ -78,7 +78,7 @@ pub async fn register(db: &Db, input: Registration) -> AppResult<UserView> {
     .map_err(|err| match err.sql_err() {
         // The unique index decides, so two racing registrations cannot both win.
         Some(SqlErr::UniqueConstraintViolation(_)) => AppError::Conflict {
-            code: "username_taken",
+            code: ErrorCode::UsernameTaken,
             message: "that username is taken".into(),
             field: Some("username".into()),
         },
@@ -98,7 +98,7 @@ pub async fn login(db: &Db, username: &str, password: String) -> AppResult<UserV
     let hash = row.as_ref().map(|row| row.password_hash.clone());
     match (auth::verify_password(password, hash).await?, row) {
         (true, Some(row)) => Ok(row.into()),
-        _ => Err(AppError::unauthorized("invalid_credentials", "invalid username or password")),
+        _ => Err(AppError::unauthorized(ErrorCode::InvalidCredentials, "invalid username or password")),
     }
 }
 

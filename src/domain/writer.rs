@@ -205,7 +205,7 @@ fn fail_all(batch: Vec<Job>, err: &DbErr) {
 /// A job's answer, sent once the batch's commit is known.
 enum Answer {
     Send(oneshot::Sender<AppResult<Sent>>, Sent),
-    Work(Box<dyn FnOnce(Option<AppError>) + Send>),
+    Work(WorkAnswer),
 }
 
 impl Answer {
@@ -218,6 +218,15 @@ impl Answer {
         }
     }
 }
+
+/// What the batch's jobs leave for after the commit: frames to publish, callers to answer.
+#[derive(Default)]
+struct Done {
+    frames: Vec<UserFrame>,
+    answers: Vec<Answer>,
+}
+
+type WorkAnswer = Box<dyn FnOnce(Option<AppError>) + Send>;
 
 impl Batcher {
     async fn run_batch(&mut self, batch: Vec<Job>) {
@@ -235,6 +244,24 @@ impl Batcher {
                 Job::Work(work) => works.push(work),
             }
         }
+        let Some(txn) = self.begin(jobs).await else { return };
+        let mut done = Done::default();
+        // Sends first, so their events precede the other jobs' in every user's stream.
+        if !sends.is_empty()
+            && !self.store_sends(&txn, sends, replies, !works.is_empty(), &mut done).await
+            && works.is_empty()
+        {
+            let _ = txn.rollback().await;
+            return;
+        }
+        if let Err(answer) = run_works(&txn, works, &mut done).await {
+            let _ = txn.rollback().await;
+            return answer(None);
+        }
+        self.commit(txn, done, started, jobs).await;
+    }
+
+    async fn begin(&self, jobs: usize) -> Option<DatabaseTransaction> {
         // IMMEDIATE takes SQLite's write lock at BEGIN, through the busy handler; a deferred
         // transaction that upgrades later gets SQLITE_BUSY at once if the checkpointer holds
         // a lock at that moment.
@@ -246,7 +273,7 @@ impl Batcher {
             Ok(txn) => txn,
             Err(err) => {
                 tracing::warn!(error = %err, jobs, "write batch could not start");
-                return;
+                return None;
             }
         };
         if self.db.is_postgres()
@@ -255,87 +282,62 @@ impl Batcher {
                 txn.execute_unprepared(&format!("SELECT pg_advisory_xact_lock({EVENT_LOCK_KEY})")).await
         {
             tracing::warn!(error = %err, jobs, "write batch could not start");
-            return;
+            return None;
         }
-        let mut frames = Vec::new();
-        let mut answers = Vec::with_capacity(jobs);
-        // Sends first, so their events precede the other jobs' in every user's stream.
-        if !sends.is_empty() {
-            // Alone in the batch, a failure rolls back the whole transaction; with other
-            // work, a savepoint keeps that work going.
-            let savepoint = if works.is_empty() { None } else { txn.begin().await.ok() };
-            let stored = match &savepoint {
-                Some(savepoint) => sending::store(savepoint, &self.rules, &mut self.users, sends).await,
-                None => sending::store(&txn, &self.rules, &mut self.users, sends).await,
-            };
-            let stored = match (stored, savepoint) {
-                (Ok(stored), Some(savepoint)) => savepoint.commit().await.map(|()| stored),
-                (Ok(stored), None) => Ok(stored),
-                (Err(err), savepoint) => {
-                    if let Some(savepoint) = savepoint {
-                        let _ = savepoint.rollback().await;
-                    }
-                    Err(err)
+        Some(txn)
+    }
+
+    /// Stores the batch's sends, in a savepoint when other work shares the batch so that a
+    /// failure spares it; refused sends are answered at once. False when storing failed.
+    async fn store_sends(
+        &mut self,
+        txn: &DatabaseTransaction,
+        sends: Vec<PendingMessage>,
+        replies: Vec<oneshot::Sender<AppResult<Sent>>>,
+        shared: bool,
+        done: &mut Done,
+    ) -> bool {
+        let savepoint = if shared { txn.begin().await.ok() } else { None };
+        let stored = match &savepoint {
+            Some(savepoint) => sending::store(savepoint, &self.rules, &mut self.users, sends).await,
+            None => sending::store(txn, &self.rules, &mut self.users, sends).await,
+        };
+        let stored = match (stored, savepoint) {
+            (Ok(stored), Some(savepoint)) => savepoint.commit().await.map(|()| stored),
+            (Ok(stored), None) => Ok(stored),
+            (Err(err), savepoint) => {
+                if let Some(savepoint) = savepoint {
+                    let _ = savepoint.rollback().await;
                 }
-            };
-            match stored {
-                Ok(stored) => {
-                    frames.extend(stored.frames);
-                    for (reply, result) in replies.into_iter().zip(stored.results) {
-                        match result {
-                            Ok(sent) => answers.push(Answer::Send(reply, sent)),
-                            Err(err) => {
-                                let _ = reply.send(Err(err));
-                            }
+                Err(err)
+            }
+        };
+        match stored {
+            Ok(stored) => {
+                done.frames.extend(stored.frames);
+                for (reply, result) in replies.into_iter().zip(stored.results) {
+                    match result {
+                        Ok(sent) => done.answers.push(Answer::Send(reply, sent)),
+                        Err(err) => {
+                            let _ = reply.send(Err(err));
                         }
                     }
                 }
-                Err(err) => {
-                    tracing::error!(error = %err, "storing a batch of messages failed");
-                    for reply in replies {
-                        let _ = reply.send(Err(failure(&err)));
-                    }
-                    if works.is_empty() {
-                        let _ = txn.rollback().await;
-                        return;
-                    }
+                true
+            }
+            Err(err) => {
+                tracing::error!(error = %err, "storing a batch of messages failed");
+                for reply in replies {
+                    let _ = reply.send(Err(failure(&err)));
                 }
+                false
             }
         }
-        let single = works.len() == 1 && answers.is_empty();
-        for work in works {
-            if single {
-                // No savepoint needed: the transaction itself rolls back on failure.
-                let outcome = work(&txn).await;
-                if !outcome.ok {
-                    let _ = txn.rollback().await;
-                    return (outcome.answer)(None);
-                }
-                frames.extend(outcome.frames);
-                answers.push(Answer::Work(outcome.answer));
-                break;
-            }
-            let savepoint = match txn.begin().await {
-                Ok(savepoint) => savepoint,
-                Err(err) => {
-                    tracing::warn!(error = %err, "savepoint failed");
-                    continue;
-                }
-            };
-            let outcome = work(&savepoint).await;
-            if outcome.ok {
-                match savepoint.commit().await {
-                    Ok(()) => {
-                        frames.extend(outcome.frames);
-                        answers.push(Answer::Work(outcome.answer));
-                    }
-                    Err(err) => (outcome.answer)(Some(failure(&err))),
-                }
-            } else {
-                let _ = savepoint.rollback().await;
-                (outcome.answer)(None);
-            }
-        }
+    }
+
+    /// Commits, publishes the frames in commit order, then answers every caller.
+    async fn commit(&self, txn: DatabaseTransaction, done: Done, started: std::time::Instant, jobs: usize) {
+        let Done { mut frames, answers } = done;
         match txn.commit().await {
             Ok(()) => {
                 let committed = std::time::Instant::now();
@@ -361,6 +363,46 @@ impl Batcher {
             }
         }
     }
+}
+
+/// Runs each piece of work in a savepoint of its own, so one failing spares the others. A
+/// lone piece of work runs in the transaction itself: `Err` with its answer when it failed,
+/// for the caller to roll back and then answer.
+async fn run_works(txn: &DatabaseTransaction, works: Vec<Work>, done: &mut Done) -> Result<(), WorkAnswer> {
+    if works.len() == 1 && done.answers.is_empty() {
+        for work in works {
+            let outcome = work(txn).await;
+            if !outcome.ok {
+                return Err(outcome.answer);
+            }
+            done.frames.extend(outcome.frames);
+            done.answers.push(Answer::Work(outcome.answer));
+        }
+        return Ok(());
+    }
+    for work in works {
+        let savepoint = match txn.begin().await {
+            Ok(savepoint) => savepoint,
+            Err(err) => {
+                tracing::warn!(error = %err, "savepoint failed");
+                continue;
+            }
+        };
+        let outcome = work(&savepoint).await;
+        if !outcome.ok {
+            let _ = savepoint.rollback().await;
+            (outcome.answer)(None);
+            continue;
+        }
+        match savepoint.commit().await {
+            Ok(()) => {
+                done.frames.extend(outcome.frames);
+                done.answers.push(Answer::Work(outcome.answer));
+            }
+            Err(err) => (outcome.answer)(Some(failure(&err))),
+        }
+    }
+    Ok(())
 }
 
 async fn lock(db: &Db, slot: &mut Option<PoolConnection<Postgres>>) -> Result<(), DbErr> {

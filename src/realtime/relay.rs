@@ -16,16 +16,18 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use actix::Addr;
 use bytestring::ByteString;
 use futures_util::StreamExt;
+use prometheus::{IntCounter, IntGauge};
 use tokio::sync::{mpsc, oneshot};
 
 use super::server::{CatchUp, ChatServer, Deliver, RelayState};
 use super::{Frame, UserFrame, UserId};
+use crate::metrics;
 use crate::redis_store::RedisStore;
 
 /// A publish that takes longer than this counts as failed; writers never wait longer.
@@ -75,13 +77,38 @@ pub enum SubscriberCommand {
     Unsubscribe { user_id: UserId },
 }
 
-/// Counters for `/metrics`.
-#[derive(Default)]
+/// The relay's counters, registered in its instance's metrics.
 pub struct RelayCounters {
-    pub published: AtomicU64,
-    pub publish_errors: AtomicU64,
-    pub received: AtomicU64,
-    pub reconnects: AtomicU64,
+    pub published: IntCounter,
+    pub publish_errors: IntCounter,
+    pub received: IntCounter,
+    pub reconnects: IntCounter,
+    pub up: IntGauge,
+}
+
+impl RelayCounters {
+    pub fn new(instance: &metrics::Instance) -> Result<Self, prometheus::Error> {
+        let counter = |name: &str, help: &str| {
+            let counter = IntCounter::new(name, help)?;
+            instance.register(Box::new(counter.clone()))?;
+            Ok::<_, prometheus::Error>(counter)
+        };
+        let up = IntGauge::new("switchboard_relay_up", "1 while live relay through Redis works.")?;
+        instance.register(Box::new(up.clone()))?;
+        Ok(Self {
+            published: counter("switchboard_relay_published_total", "Frames published to Redis.")?,
+            publish_errors: counter(
+                "switchboard_relay_publish_errors_total",
+                "Redis publishes that failed or timed out.",
+            )?,
+            received: counter("switchboard_relay_received_total", "Messages received from Redis.")?,
+            reconnects: counter(
+                "switchboard_relay_subscriptions_total",
+                "Times the Redis subscriber (re)connected.",
+            )?,
+            up,
+        })
+    }
 }
 
 pub struct RedisRelay {
@@ -100,13 +127,14 @@ impl RedisRelay {
         store: Arc<RedisStore>,
         chat: Addr<ChatServer>,
         receiver: mpsc::UnboundedReceiver<SubscriberCommand>,
+        counters: RelayCounters,
     ) -> Arc<Self> {
         let relay = Arc::new(Self {
             store,
             chat,
             healthy: AtomicBool::new(false),
             resync_pending: AtomicBool::new(false),
-            counters: RelayCounters::default(),
+            counters,
         });
         actix::spawn(subscribe_loop(relay.clone(), receiver));
         relay
@@ -135,7 +163,7 @@ impl RedisRelay {
         if self.is_healthy() {
             match tokio::time::timeout(PUBLISH_TIMEOUT, self.publish_now(&frames)).await {
                 Ok(Ok(())) => {
-                    self.counters.published.fetch_add(frames.len() as u64, Ordering::Relaxed);
+                    self.counters.published.inc_by(frames.len() as u64);
                     return;
                 }
                 Ok(Err(err)) => self.publish_failed(&err),
@@ -175,7 +203,7 @@ impl RedisRelay {
 
     /// Opens the circuit: until the subscriber is back, nothing waits on Redis.
     fn publish_failed(&self, err: &str) {
-        self.counters.publish_errors.fetch_add(1, Ordering::Relaxed);
+        self.counters.publish_errors.inc();
         self.resync_pending.store(true, Ordering::Relaxed);
         if self.healthy.swap(false, Ordering::Relaxed) {
             tracing::warn!(error = %err, "redis publish failed; relaying locally until redis is back");
@@ -235,74 +263,108 @@ async fn subscribe_loop(relay: Arc<RedisRelay>, mut commands: mpsc::UnboundedRec
                 Err(_) => None,
             };
         if let Some(pubsub) = connected {
-            let (mut sink, mut stream) = pubsub.split();
-            let mut channels: Vec<String> = wanted.iter().map(|user| relay.user_channel(*user)).collect();
-            channels.push(relay.resync_channel());
-            let mut subscribed = true;
-            for chunk in channels.chunks(1000) {
-                if sink.subscribe(chunk).await.is_err() {
-                    subscribed = false;
-                    break;
-                }
-            }
-            if subscribed {
-                backoff = Duration::from_millis(100);
-                relay.counters.reconnects.fetch_add(1, Ordering::Relaxed);
-                relay.healthy.store(true, Ordering::Relaxed);
-                tracing::info!(channels = channels.len(), "redis relay subscribed");
-                // Everyone catches up on what was published while we were away.
-                relay.chat.do_send(RelayState { up: true });
-                loop {
-                    tokio::select! {
-                        message = stream.next() => match message {
-                            Some(message) => {
-                                relay.counters.received.fetch_add(1, Ordering::Relaxed);
-                                if message.get_channel_name() == relay.resync_channel() {
-                                    relay.chat.do_send(CatchUp { users: None });
-                                } else if let Some(user_frame) = relay.parse(&message) {
-                                    relay.chat.do_send(Deliver { frames: vec![user_frame] });
-                                }
-                            }
-                            None => break,
-                        },
-                        command = commands.recv() => match command {
-                            Some(SubscriberCommand::Subscribe { user_id, subscribed }) => {
-                                wanted.insert(user_id);
-                                let ok = sink.subscribe(relay.user_channel(user_id)).await.is_ok();
-                                let _ = subscribed.send(ok);
-                            }
-                            Some(SubscriberCommand::Unsubscribe { user_id }) => {
-                                wanted.remove(&user_id);
-                                let _ = sink.unsubscribe(relay.user_channel(user_id)).await;
-                            }
-                            None => return,
-                        },
-                    }
-                }
-                tracing::warn!("redis relay connection lost; sessions poll the database until it is back");
+            match relay.serve(pubsub, &mut wanted, &mut commands).await {
+                Served::Closed => return,
+                Served::Subscribed => backoff = Duration::from_millis(100),
+                Served::Failed => {}
             }
             relay.healthy.store(false, Ordering::Relaxed);
             relay.resync_pending.store(true, Ordering::Relaxed);
             relay.chat.do_send(RelayState { up: false });
         }
-        // Wait before the next attempt, answering subscriptions meanwhile so no socket waits.
-        let sleep = tokio::time::sleep(backoff);
-        tokio::pin!(sleep);
+        if !wait_answering(backoff, &mut wanted, &mut commands).await {
+            return;
+        }
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+/// How a subscription connection ended.
+enum Served {
+    /// It subscribed, relayed, then lost the connection.
+    Subscribed,
+    /// It could not subscribe.
+    Failed,
+    /// The instance is stopping.
+    Closed,
+}
+
+impl RedisRelay {
+    /// Subscribes `wanted` and the resync channel, then relays messages to `ChatServer` and
+    /// follows rooms as they come and go, until the connection is lost.
+    async fn serve(
+        &self,
+        pubsub: redis::aio::PubSub,
+        wanted: &mut HashSet<UserId>,
+        commands: &mut mpsc::UnboundedReceiver<SubscriberCommand>,
+    ) -> Served {
+        let (mut sink, mut stream) = pubsub.split();
+        let mut channels: Vec<String> = wanted.iter().map(|user| self.user_channel(*user)).collect();
+        channels.push(self.resync_channel());
+        for chunk in channels.chunks(1000) {
+            if sink.subscribe(chunk).await.is_err() {
+                return Served::Failed;
+            }
+        }
+        self.counters.reconnects.inc();
+        self.healthy.store(true, Ordering::Relaxed);
+        tracing::info!(channels = channels.len(), "redis relay subscribed");
+        // Everyone catches up on what was published while we were away.
+        self.chat.do_send(RelayState { up: true });
         loop {
             tokio::select! {
-                () = &mut sleep => break,
+                message = stream.next() => match message {
+                    Some(message) => {
+                        self.counters.received.inc();
+                        if message.get_channel_name() == self.resync_channel() {
+                            self.chat.do_send(CatchUp { users: None });
+                        } else if let Some(user_frame) = self.parse(&message) {
+                            self.chat.do_send(Deliver { frames: vec![user_frame] });
+                        }
+                    }
+                    None => break,
+                },
                 command = commands.recv() => match command {
                     Some(SubscriberCommand::Subscribe { user_id, subscribed }) => {
                         wanted.insert(user_id);
-                        let _ = subscribed.send(false);
+                        let ok = sink.subscribe(self.user_channel(user_id)).await.is_ok();
+                        let _ = subscribed.send(ok);
                     }
                     Some(SubscriberCommand::Unsubscribe { user_id }) => {
                         wanted.remove(&user_id);
+                        let _ = sink.unsubscribe(self.user_channel(user_id)).await;
                     }
-                    None => return,
+                    None => return Served::Closed,
                 },
             }
         }
-        backoff = (backoff * 2).min(MAX_BACKOFF);
+        tracing::warn!("redis relay connection lost; sessions poll the database until it is back");
+        Served::Subscribed
+    }
+}
+
+/// Waits before the next attempt, answering subscriptions meanwhile so no socket waits.
+/// False when the instance is stopping.
+async fn wait_answering(
+    backoff: Duration,
+    wanted: &mut HashSet<UserId>,
+    commands: &mut mpsc::UnboundedReceiver<SubscriberCommand>,
+) -> bool {
+    let sleep = tokio::time::sleep(backoff);
+    tokio::pin!(sleep);
+    loop {
+        tokio::select! {
+            () = &mut sleep => return true,
+            command = commands.recv() => match command {
+                Some(SubscriberCommand::Subscribe { user_id, subscribed }) => {
+                    wanted.insert(user_id);
+                    let _ = subscribed.send(false);
+                }
+                Some(SubscriberCommand::Unsubscribe { user_id }) => {
+                    wanted.remove(&user_id);
+                }
+                None => return false,
+            },
+        }
     }
 }

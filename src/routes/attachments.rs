@@ -13,7 +13,7 @@ use crate::auth::AuthUser;
 use crate::domain::attachments::{self, StoredFile};
 use crate::domain::messages::{self, NewMessage, Target};
 use crate::error::ErrorBody;
-use crate::error::{AppError, AppResult};
+use crate::error::{AppError, AppResult, ErrorCode};
 use crate::extract::{Id, Query};
 use crate::startup::AppState;
 use crate::wire::views::MessageView;
@@ -85,12 +85,16 @@ async fn read_form(state: &AppState, mut multipart: Multipart, form: &mut Form) 
         let mut field = field.map_err(bad_multipart)?;
         parts += 1;
         if parts > MAX_PARTS {
-            return Err(AppError::bad_request("bad_multipart", "too many parts", None));
+            return Err(AppError::bad_request(ErrorCode::BadMultipart, "too many parts", None));
         }
         let name = field.name().unwrap_or_default().to_owned();
         // RFC 7578: every part has a name; it travels in a header, so printable ASCII.
         if name.is_empty() || !name.bytes().all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\') {
-            return Err(AppError::bad_request("bad_multipart", "every part needs a printable name", None));
+            return Err(AppError::bad_request(
+                ErrorCode::BadMultipart,
+                "every part needs a printable name",
+                None,
+            ));
         }
         if name == "file" {
             if form.file.is_some() {
@@ -131,7 +135,7 @@ async fn read_form(state: &AppState, mut multipart: Multipart, form: &mut Form) 
 
 fn bad_multipart(err: actix_multipart::MultipartError) -> AppError {
     let malformed =
-        || AppError::bad_request("bad_multipart", format!("malformed multipart body: {err}"), None);
+        || AppError::bad_request(ErrorCode::BadMultipart, format!("malformed multipart body: {err}"), None);
     match &err {
         actix_multipart::MultipartError::Payload(payload) => {
             crate::body_deadline::body_error(payload, malformed)

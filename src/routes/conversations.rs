@@ -9,7 +9,7 @@ use crate::domain::conversations::{self, Window};
 use crate::domain::messages::ReadState;
 use crate::domain::{events, messages};
 use crate::error::ErrorBody;
-use crate::error::{AppError, AppResult};
+use crate::error::{AppError, AppResult, ErrorCode};
 use crate::extract::{Id, OptionalJsonBody, Query};
 use crate::startup::AppState;
 use crate::wire::views::{ConversationView, MessageView};
@@ -181,7 +181,11 @@ pub async fn sync(
     let Query(query) = query;
     let since = query.since.unwrap_or(0);
     if since < 0 {
-        return Err(AppError::bad_request("bad_query", "since must be 0 or an event id", Some("since")));
+        return Err(AppError::bad_request(
+            ErrorCode::BadQuery,
+            "since must be 0 or an event id",
+            Some("since"),
+        ));
     }
     let limit = limit_in(query.limit, 100, 1000, "limit")?;
     let page = events::frames_for_user(&state.db, caller.id, since, None, limit).await?;

@@ -1,4 +1,3 @@
-use std::fmt::Write;
 use std::sync::atomic::Ordering;
 
 use actix_web::http::header;
@@ -7,7 +6,7 @@ use secrecy::ExposeSecret;
 use serde_json::json;
 use subtle::ConstantTimeEq;
 
-use crate::error::{AppError, AppResult};
+use crate::error::{AppError, AppResult, ErrorCode};
 use crate::realtime::server::GetStats;
 use crate::startup::AppState;
 
@@ -59,59 +58,16 @@ pub async fn metrics(req: HttpRequest, state: web::Data<AppState>) -> AppResult<
         let token = given.and_then(crate::auth::bearer).unwrap_or_default();
         // Compared in constant time, so response timing does not reveal the token.
         if !bool::from(token.as_bytes().ct_eq(required.as_bytes())) {
-            return Err(AppError::unauthorized("invalid_token", "/metrics needs the metrics token"));
+            return Err(AppError::unauthorized(ErrorCode::InvalidToken, "/metrics needs the metrics token"));
         }
     }
     let stats = state.live.chat.send(GetStats).await.map_err(AppError::internal)?;
-    let mut body = crate::metrics::render();
-    let mut gauge = |name: &str, kind: &str, help: &str, value: u64| {
-        let _ = writeln!(body, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
-    };
-    gauge(
-        "switchboard_rooms",
-        "gauge",
-        "User rooms (users with at least one socket) on this instance.",
-        stats.rooms as u64,
-    );
-    gauge(
-        "switchboard_sessions",
-        "gauge",
-        "Open WebSocket sessions on this instance.",
-        stats.sessions as u64,
-    );
+    let instance = &state.metrics;
+    instance.rooms.set(i64::try_from(stats.rooms).unwrap_or(i64::MAX));
+    instance.sessions.set(i64::try_from(stats.sessions).unwrap_or(i64::MAX));
     if let Some(redis) = state.live.relay.redis() {
-        let counters = &redis.counters;
-        let read = |counter: &std::sync::atomic::AtomicU64| counter.load(Ordering::Relaxed);
-        gauge(
-            "switchboard_relay_published_total",
-            "counter",
-            "Frames published to Redis.",
-            read(&counters.published),
-        );
-        gauge(
-            "switchboard_relay_publish_errors_total",
-            "counter",
-            "Redis publishes that failed or timed out.",
-            read(&counters.publish_errors),
-        );
-        gauge(
-            "switchboard_relay_received_total",
-            "counter",
-            "Messages received from Redis.",
-            read(&counters.received),
-        );
-        gauge(
-            "switchboard_relay_subscriptions_total",
-            "counter",
-            "Times the Redis subscriber (re)connected.",
-            read(&counters.reconnects),
-        );
-        gauge(
-            "switchboard_relay_up",
-            "gauge",
-            "1 while live relay through Redis works.",
-            u64::from(redis.is_healthy()),
-        );
+        redis.counters.up.set(i64::from(redis.is_healthy()));
     }
+    let body = instance.render();
     Ok(HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(body))
 }

@@ -7,7 +7,7 @@ use crate::auth::AuthUser;
 use crate::domain::messages::{self, NewMessage, ReadState, Sent, Target};
 use crate::domain::search;
 use crate::error::ErrorBody;
-use crate::error::{AppError, AppResult};
+use crate::error::{AppError, AppResult, ErrorCode};
 use crate::extract::{Id, JsonBody, Query};
 use crate::startup::AppState;
 use crate::wire::views::MessageView;
@@ -165,14 +165,14 @@ pub async fn search(
     let Query(query) = query;
     let Ok(q) = search::QUERY.check(query.q.as_deref().unwrap_or_default()) else {
         return Err(AppError::bad_request(
-            "bad_query",
+            ErrorCode::BadQuery,
             "q must be 2-200 characters after trimming",
             Some("q"),
         ));
     };
     let page = query.page.unwrap_or(1);
     if !(1..=10_000).contains(&page) {
-        return Err(AppError::bad_request("bad_query", "page must be 1-10000", Some("page")));
+        return Err(AppError::bad_request(ErrorCode::BadQuery, "page must be 1-10000", Some("page")));
     }
     let page_size = limit_in(query.page_size, 20, 100, "page_size")?;
     let conversation_id = query.conversation_id.map(|Id(id)| id);

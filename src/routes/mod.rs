@@ -15,7 +15,7 @@ mod ws;
 use actix_web::http::{Method, header};
 use actix_web::{Resource, ResponseError, Route, guard, web};
 
-use crate::error::{AppError, AppResult};
+use crate::error::{AppError, AppResult, ErrorCode};
 
 /// A page size from the query string: `default` when absent, else 1..=`max`.
 fn limit_in(limit: Option<u64>, default: u64, max: u64, name: &'static str) -> AppResult<u64> {
@@ -23,7 +23,7 @@ fn limit_in(limit: Option<u64>, default: u64, max: u64, name: &'static str) -> A
     if (1..=max).contains(&limit) {
         Ok(limit)
     } else {
-        Err(AppError::bad_request("bad_query", format!("{name} must be 1-{max}"), Some(name)))
+        Err(AppError::bad_request(ErrorCode::BadQuery, format!("{name} must be 1-{max}"), Some(name)))
     }
 }
 

@@ -5,7 +5,7 @@ use utoipa::{IntoParams, ToSchema};
 use crate::auth::AuthUser;
 use crate::domain::{conversations, users};
 use crate::error::ErrorBody;
-use crate::error::{AppError, AppResult};
+use crate::error::{AppError, AppResult, ErrorCode};
 use crate::extract::{Id, Query};
 use crate::realtime::UserId;
 use crate::startup::AppState;
@@ -22,7 +22,7 @@ pub async fn me(state: web::Data<AppState>, caller: AuthUser) -> AppResult<HttpR
     // A valid token for a user that no longer exists is a bad credential, not a missing page.
     let user = users::get(&state.db, caller.id)
         .await
-        .map_err(|_| AppError::unauthorized("invalid_token", "the token's user does not exist"))?;
+        .map_err(|_| AppError::unauthorized(ErrorCode::InvalidToken, "the token's user does not exist"))?;
     Ok(HttpResponse::Ok().json(user))
 }
 
@@ -73,14 +73,14 @@ pub async fn search(
     let Query(query) = query;
     let Ok(q) = users::QUERY.check(query.q.as_deref().unwrap_or_default()) else {
         return Err(AppError::bad_request(
-            "bad_query",
+            ErrorCode::BadQuery,
             "q must be at least 2 characters after trimming",
             Some("q"),
         ));
     };
     let limit = query.limit.unwrap_or(20);
     if !(1..=50).contains(&limit) {
-        return Err(AppError::bad_request("bad_query", "limit must be 1-50", Some("limit")));
+        return Err(AppError::bad_request(ErrorCode::BadQuery, "limit must be 1-50", Some("limit")));
     }
     Ok(HttpResponse::Ok().json(UserList { users: users::search(&state.db, q, limit).await? }))
 }

@@ -5,7 +5,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::{AuthUser, TICKET_TTL_SECONDS, authenticate};
 use crate::error::ErrorBody;
-use crate::error::{AppError, AppResult};
+use crate::error::{AppError, AppResult, ErrorCode};
 use crate::extract::Query;
 use crate::realtime::UserId;
 use crate::realtime::server::OpenSessions;
@@ -41,7 +41,11 @@ pub async fn connect(
         None => authenticate(&req, query.token.as_deref()).await?,
     };
     if query.since.is_some_and(|since| since < 0) {
-        return Err(AppError::bad_request("bad_query", "since must be 0 or an event id", Some("since")));
+        return Err(AppError::bad_request(
+            ErrorCode::BadQuery,
+            "since must be 0 or an event id",
+            Some("since"),
+        ));
     }
     let open = state.live.chat.send(OpenSessions { user_id: UserId(caller.id) }).await.unwrap_or(0);
     state.limits.sockets(open)?;
@@ -51,7 +55,11 @@ pub async fn connect(
         .frame_size(state.settings.websocket.max_frame_bytes)
         .start()
         .map_err(|err| {
-            AppError::bad_request("not_websocket", format!("expected a WebSocket upgrade: {err}"), None)
+            AppError::bad_request(
+                ErrorCode::NotWebsocket,
+                format!("expected a WebSocket upgrade: {err}"),
+                None,
+            )
         })
 }
 

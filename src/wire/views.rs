@@ -1,5 +1,6 @@
 //! The contract's JSON shapes, built from rows.
 
+pub use entity::conversation::ConversationKind;
 use entity::{message, user};
 use serde::Serialize;
 
@@ -77,26 +78,6 @@ impl From<message::Model> for MessageView {
             deleted,
             attachments: Vec::new(),
         }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum ConversationKind {
-    Direct,
-    Group,
-}
-
-impl ConversationKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Direct => "direct",
-            Self::Group => "group",
-        }
-    }
-
-    pub fn parse(kind: &str) -> Self {
-        if kind == "group" { Self::Group } else { Self::Direct }
     }
 }
 

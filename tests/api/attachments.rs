@@ -230,13 +230,6 @@ fn all_files(root: &Path) -> Vec<PathBuf> {
     found
 }
 
-/// The caller's conversations; asserts 200.
-async fn conversations(app: &TestApp, user: &TestUser) -> Vec<Value> {
-    let reply = app.get(Some(&user.token), "/api/conversations").await;
-    assert_eq!(reply.status, 200, "{}", reply.body);
-    reply.body["conversations"].as_array().expect("conversations").clone()
-}
-
 // ---------------------------------------------------------------------------------------------
 // Download links.
 
@@ -414,8 +407,8 @@ async fn other_types_are_refused_with_415_even_when_declared_as_png(backend: Bac
         assert_nothing_stored(&dir, what);
     }
     // No message was stored, so no conversation exists.
-    assert_eq!(conversations(&app, &alice).await, Vec::<Value>::new());
-    assert_eq!(conversations(&app, &bob).await, Vec::<Value>::new());
+    assert_eq!(app.conversations(&alice).await, Vec::<Value>::new());
+    assert_eq!(app.conversations(&bob).await, Vec::<Value>::new());
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -488,7 +481,7 @@ async fn a_huge_upload_is_refused_with_413_and_leaves_nothing(backend: Backend) 
     assert_eq!(status, 413, "{body}");
     assert_eq!(body["error"]["code"], "payload_too_large", "{body}");
     assert_nothing_stored(&dir, "3 MB image over a 64 KiB limit");
-    assert_eq!(conversations(&app, &alice).await, Vec::<Value>::new(), "no message stored");
+    assert_eq!(app.conversations(&alice).await, Vec::<Value>::new(), "no message stored");
 }
 
 /// Reads one HTTP/1.1 response (head and Content-Length body) from `stream`, within `wait`.
@@ -567,7 +560,7 @@ async fn the_limit_is_enforced_while_the_body_streams_in(backend: Backend) {
     let body: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
     assert_eq!(body["error"]["code"], "payload_too_large", "{body}");
     assert_nothing_stored(&dir, "upload cut off by the limit");
-    assert_eq!(conversations(&app, &alice).await, Vec::<Value>::new(), "no message stored");
+    assert_eq!(app.conversations(&alice).await, Vec::<Value>::new(), "no message stored");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -661,7 +654,7 @@ async fn malformed_uploads_are_refused_and_leave_nothing(backend: Backend) {
     assert_eq!(reply.status, 401, "no token: {}", reply.body);
 
     assert_nothing_stored(&dir, "refused uploads");
-    assert_eq!(conversations(&app, &alice).await, Vec::<Value>::new(), "no message stored");
+    assert_eq!(app.conversations(&alice).await, Vec::<Value>::new(), "no message stored");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -856,7 +849,7 @@ async fn a_client_that_hangs_up_mid_upload_leaves_nothing(backend: Backend) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_nothing_stored(&dir, "abandoned upload");
-    assert_eq!(conversations(&app, &alice).await, Vec::<Value>::new(), "no message stored");
+    assert_eq!(app.conversations(&alice).await, Vec::<Value>::new(), "no message stored");
     // The client_id is free: sending it again creates the message.
     let reply = upload(
         &app,
@@ -910,7 +903,7 @@ async fn recipients_history_and_the_list_carry_the_attachment(backend: Backend) 
     for user in [&alice, &bob] {
         let page = app.history(user, conversation_id, "").await;
         assert_eq!(page["messages"], json!([message]), "{}", user.username);
-        let list = conversations(&app, user).await;
+        let list = app.conversations(user).await;
         assert_eq!(list.len(), 1);
         assert_eq!(list[0]["last_message"], message, "{}'s list", user.username);
         let one = app.get(Some(&user.token), &format!("/api/conversations/{conversation_id}")).await;
@@ -930,9 +923,7 @@ async fn recipients_history_and_the_list_carry_the_attachment(backend: Backend) 
     assert_eq!(replayed["message"]["attachments"], json!([attachment]));
 
     // In a group, sent by conversation_id: every other member's frame has it.
-    let group = app
-        .post(Some(&alice.token), "/api/groups", &json!({"name": "files", "member_ids": [bob.id, carol.id]}))
-        .await;
+    let group = app.create_group_reply(&alice, "files", &[bob.id, carol.id]).await;
     assert_eq!(group.status, 201, "{}", group.body);
     let group_id = id_of(&group.body).to_string();
     let mut carol_socket = app.ws(&carol).await;
@@ -949,7 +940,7 @@ async fn recipients_history_and_the_list_carry_the_attachment(backend: Backend) 
         let frame = socket.next_of("new_message").await;
         assert_eq!(frame["message"], reply.body);
     }
-    let list = conversations(&app, &carol).await;
+    let list = app.conversations(&carol).await;
     assert_eq!(list[0]["last_message"], reply.body);
     // A member downloads it.
     let url = download_url(&app, &carol, id_of(&attachment_of(&reply.body))).await;
@@ -1003,13 +994,7 @@ async fn download_links_are_for_members_of_a_live_message_only(backend: Backend)
 
     // A link handed out before the message is deleted stops working with it.
     let url = download_url(&app, &bob, id).await;
-    let reply = app
-        .send_empty(
-            reqwest::Method::DELETE,
-            Some(&alice.token),
-            &format!("/api/messages/{}", id_of(&message)),
-        )
-        .await;
+    let reply = app.delete_message(&alice, id_of(&message)).await;
     assert_eq!(reply.status, 204, "delete: {}", reply.body);
     for user in [&alice, &bob] {
         let reply = link(&app, user, id).await;
@@ -1023,8 +1008,7 @@ async fn download_links_are_for_members_of_a_live_message_only(backend: Backend)
     assert_eq!(page["messages"][0]["deleted"], true);
 
     // In a group: a member gets a link until removed; a member who never was gets 404.
-    let group =
-        app.post(Some(&alice.token), "/api/groups", &json!({"name": "files", "member_ids": [bob.id]})).await;
+    let group = app.create_group_reply(&alice, "files", &[bob.id]).await;
     assert_eq!(group.status, 201, "{}", group.body);
     let group_id = id_of(&group.body);
     let reply = upload(
@@ -1041,13 +1025,7 @@ async fn download_links_are_for_members_of_a_live_message_only(backend: Backend)
     assert_eq!(fetch(&app, &bobs_url).await.0, 200, "bob's link while he is a member");
     let reply = link(&app, &carol, id).await;
     assert_eq!(reply.status, 404, "never a member: {}", reply.body);
-    let reply = app
-        .send_empty(
-            reqwest::Method::DELETE,
-            Some(&alice.token),
-            &format!("/api/groups/{group_id}/members/{}", bob.id),
-        )
-        .await;
+    let reply = app.remove_member_reply(&alice, group_id, bob.id).await;
     assert_eq!(reply.status, 204, "remove bob: {}", reply.body);
     let reply = link(&app, &bob, id).await;
     assert_eq!(reply.status, 404, "removed member: {}", reply.body);
@@ -1332,7 +1310,7 @@ async fn a_crash_mid_upload_leaves_no_partial_file_no_orphan_and_no_message() {
     // No message was stored for the cut upload.
     let page = app.history(&bob, conversation_id, "").await;
     assert_eq!(page["messages"], json!([kept]), "only the completed upload's message");
-    let list = conversations(&app, &bob).await;
+    let list = app.conversations(&bob).await;
     assert_eq!(list[0]["last_message"], kept);
     // Its client_id was never used: the retry is a new message, not a replay.
     let retry = upload(

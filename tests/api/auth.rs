@@ -457,38 +457,25 @@ async fn tokens_not_yet_valid_issued_in_the_future_or_living_too_long_are_401(ba
 async fn presence_is_visible_only_to_people_who_share_a_conversation(backend: Backend) {
     let app = spawn_app(backend).await;
     let (alice, bob, carol) = (app.user("alice").await, app.user("bob").await, app.user("carol").await);
-    let presence = |viewer: &TestUser, user: &TestUser| {
-        let path = format!("/api/users/{}/presence", user.id);
-        let token = viewer.token.clone();
-        let app = &app;
-        async move { app.get(Some(&token), &path).await }
-    };
-    assert_eq!(presence(&carol, &carol).await.status, 200, "one's own presence");
-    let stranger = presence(&carol, &bob).await;
+    assert_eq!(app.presence_reply(&carol, &carol).await.status, 200, "one's own presence");
+    let stranger = app.presence_reply(&carol, &bob).await;
     assert_error(&stranger, 404, "not_found", "a stranger's presence");
     let unknown = app.get(Some(&carol.token), "/api/users/987654/presence").await;
     assert_eq!(unknown.body, stranger.body, "a stranger looks exactly like nobody");
 
     app.dm(&alice, &bob, "hi").await;
-    let seen = presence(&alice, &bob).await;
+    let seen = app.presence_reply(&alice, &bob).await;
     assert_eq!(seen.status, 200, "{}", seen.body);
     assert_eq!(seen.body["user_id"], bob.id);
-    assert_eq!(presence(&bob, &alice).await.status, 200, "both ways");
+    assert_eq!(app.presence_reply(&bob, &alice).await.status, 200, "both ways");
 
     // A group makes members visible to each other, and leaving it ends that.
-    let group =
-        app.post(Some(&carol.token), "/api/groups", &json!({"name": "g", "member_ids": [bob.id]})).await;
+    let group = app.create_group_reply(&carol, "g", &[bob.id]).await;
     assert_eq!(group.status, 201, "{}", group.body);
-    assert_eq!(presence(&carol, &bob).await.status, 200, "fellow group member");
-    let left = app
-        .send_empty(
-            reqwest::Method::DELETE,
-            Some(&bob.token),
-            &format!("/api/groups/{}/members/{}", group.body["id"], bob.id),
-        )
-        .await;
+    assert_eq!(app.presence_reply(&carol, &bob).await.status, 200, "fellow group member");
+    let left = app.remove_member_reply(&bob, id_of(&group.body), bob.id).await;
     assert_eq!(left.status, 204, "{}", left.body);
-    assert_error(&presence(&carol, &bob).await, 404, "not_found", "after bob left");
+    assert_error(&app.presence_reply(&carol, &bob).await, 404, "not_found", "after bob left");
 }
 
 async fn users_me_returns_the_caller(backend: Backend) {

@@ -269,12 +269,6 @@ async fn cluster(names: &[&str]) -> Cluster {
     Cluster { redis, database_url, instances }
 }
 
-async fn presence_of(app: &TestApp, viewer: &TestUser, user: &TestUser) -> Value {
-    let reply = app.get(Some(&viewer.token), &format!("/api/users/{}/presence", user.id)).await;
-    assert_eq!(reply.status, 200, "{}", reply.body);
-    reply.body
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_message_reaches_every_device_on_every_instance() {
     let cluster = cluster(&["a", "b"]).await;
@@ -396,12 +390,12 @@ async fn presence_is_pushed_and_a_killed_instance_s_users_go_offline_in_time() {
     let online = alice_socket.next_of("presence").await;
     assert_eq!(online["user_id"], bob.id);
     assert_eq!(online["status"], "online");
-    assert_eq!(presence_of(&a, &alice, &bob).await["status"], "online");
+    assert_eq!(a.presence(&alice, &bob).await["status"], "online");
 
     drop(bob_socket);
     let offline = alice_socket.next_of("presence").await;
     assert_eq!((offline["user_id"].clone(), offline["status"].clone()), (json!(bob.id), json!("offline")));
-    let view = presence_of(&a, &alice, &bob).await;
+    let view = a.presence(&alice, &bob).await;
     assert_eq!(view["status"], "offline");
     assert!(view["last_seen"].as_str().is_some_and(|at| at.ends_with('Z')), "{view}");
 
@@ -411,7 +405,7 @@ async fn presence_is_pushed_and_a_killed_instance_s_users_go_offline_in_time() {
     cluster.instances[1].kill();
     let killed = Instant::now();
     eventually(Duration::from_secs(2 * PRESENCE_TTL), "bob reads offline", async || {
-        presence_of(&a, &alice, &bob).await["status"] == "offline"
+        a.presence(&alice, &bob).await["status"] == "offline"
     })
     .await;
     let offline_after = killed.elapsed();

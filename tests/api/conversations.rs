@@ -5,31 +5,8 @@ use serde_json::{Value, json};
 use crate::helpers::*;
 use crate::on_both_databases;
 
-/// The caller's conversation list; asserts 200.
-async fn list(app: &TestApp, user: &TestUser) -> Vec<Value> {
-    let reply = app.get(Some(&user.token), "/api/conversations").await;
-    assert_eq!(reply.status, 200, "{}", reply.body);
-    reply.body["conversations"].as_array().expect("conversations").clone()
-}
-
-/// `GET /api/conversations/{id}` as `user`; asserts 200.
-async fn conversation(app: &TestApp, user: &TestUser, id: i64) -> Value {
-    let reply = app.get(Some(&user.token), &format!("/api/conversations/{id}")).await;
-    assert_eq!(reply.status, 200, "{}", reply.body);
-    reply.body
-}
-
 fn ids(messages: &Value) -> Vec<i64> {
     messages.as_array().expect("messages").iter().map(id_of).collect()
-}
-
-/// `POST /api/conversations/{id}/read`, with no body when `message_id` is `None`.
-async fn read(app: &TestApp, user: &TestUser, conversation_id: i64, message_id: Option<i64>) -> Reply {
-    let path = format!("/api/conversations/{conversation_id}/read");
-    match message_id {
-        Some(id) => app.post(Some(&user.token), &path, &json!({"message_id": id})).await,
-        None => app.send_empty(Method::POST, Some(&user.token), &path).await,
-    }
 }
 
 /// Asserts a read reply's pointer and count.
@@ -56,17 +33,17 @@ async fn the_list_shows_the_most_recent_activity_first(backend: Backend) {
     let with_dave = conversation_of(&app.dm(&alice, &dave, "to dave").await);
 
     let order = |conversations: Vec<Value>| conversations.iter().map(id_of).collect::<Vec<_>>();
-    assert_eq!(order(list(&app, &alice).await), [with_dave, with_carol, with_bob]);
+    assert_eq!(order(app.conversations(&alice).await), [with_dave, with_carol, with_bob]);
 
     // A new message moves its conversation to the top, whoever sent it.
     app.dm(&bob, &alice, "bob again").await;
-    assert_eq!(order(list(&app, &alice).await), [with_bob, with_dave, with_carol]);
+    assert_eq!(order(app.conversations(&alice).await), [with_bob, with_dave, with_carol]);
     app.dm(&alice, &carol, "to carol").await;
-    assert_eq!(order(list(&app, &alice).await), [with_carol, with_bob, with_dave]);
+    assert_eq!(order(app.conversations(&alice).await), [with_carol, with_bob, with_dave]);
 
     // Each member sees only their own conversations.
-    assert_eq!(order(list(&app, &bob).await), [with_bob]);
-    assert_eq!(order(list(&app, &dave).await), [with_dave]);
+    assert_eq!(order(app.conversations(&bob).await), [with_bob]);
+    assert_eq!(order(app.conversations(&dave).await), [with_dave]);
 }
 
 async fn each_listed_conversation_has_its_last_message_and_the_caller_s_unread_count(backend: Backend) {
@@ -81,7 +58,7 @@ async fn each_listed_conversation_has_its_last_message_and_the_caller_s_unread_c
     let bob_user = app.get(Some(&bob.token), "/api/users/me").await.body;
     let alice_user = app.get(Some(&alice.token), "/api/users/me").await.body;
 
-    let alice_list = list(&app, &alice).await;
+    let alice_list = app.conversations(&alice).await;
     assert_eq!(alice_list.len(), 1);
     let seen_by_alice = &alice_list[0];
     assert_eq!(seen_by_alice["id"], last["conversation_id"]);
@@ -95,7 +72,7 @@ async fn each_listed_conversation_has_its_last_message_and_the_caller_s_unread_c
     assert!(seen_by_alice.get("last_read_message_id").is_some());
     assert_eq!(seen_by_alice["last_read_message_id"], Value::Null);
 
-    let bob_list = list(&app, &bob).await;
+    let bob_list = app.conversations(&bob).await;
     assert_eq!(bob_list.len(), 1);
     let seen_by_bob = &bob_list[0];
     assert_eq!(seen_by_bob["id"], seen_by_alice["id"]);
@@ -139,8 +116,8 @@ async fn a_conversation_is_fetched_by_id(backend: Backend) {
     let id = conversation_of(&message);
 
     for user in [&alice, &bob] {
-        let listed = list(&app, user).await;
-        assert_eq!(conversation(&app, user, id).await, listed[0]);
+        let listed = app.conversations(user).await;
+        assert_eq!(app.conversation(user, id).await, listed[0]);
     }
 
     let reply = app.get(Some(&alice.token), &format!("/api/conversations/{}", id + 1000)).await;
@@ -176,7 +153,7 @@ async fn the_direct_conversation_is_404_until_a_message_then_the_same_both_ways(
     assert_eq!(from_bob.body["other_user"]["id"], alice.id);
     assert_eq!(from_alice.body["unread_count"], 1);
     assert_eq!(from_bob.body["unread_count"], 0);
-    assert_eq!(from_alice.body, conversation(&app, &alice, conversation_of(&message)).await);
+    assert_eq!(from_alice.body, app.conversation(&alice, conversation_of(&message)).await);
 
     // Nobody has a direct conversation with themselves or with a stranger.
     for path in [path_to(&alice), "/api/conversations/direct/987654321".to_owned()] {
@@ -340,24 +317,23 @@ async fn reading_with_no_body_reads_up_to_the_latest_message(backend: Backend) {
         last = app.dm(&alice, &bob, text).await;
     }
     let conversation_id = conversation_of(&last);
-    assert_eq!(list(&app, &bob).await[0]["unread_count"], 3);
+    assert_eq!(app.conversations(&bob).await[0]["unread_count"], 3);
 
-    let reply = read(&app, &bob, conversation_id, None).await;
+    let reply = app.mark_read_without_body(&bob, conversation_id).await;
     assert_read_state(&reply, conversation_id, id_of(&last), 0);
 
-    let seen = &list(&app, &bob).await[0];
+    let seen = &app.conversations(&bob).await[0];
     assert_eq!(seen["unread_count"], 0);
     assert_eq!(seen["last_read_message_id"], id_of(&last));
     // Alice's own pointer did not move.
-    let hers = conversation(&app, &alice, conversation_id).await;
+    let hers = app.conversation(&alice, conversation_id).await;
     assert_eq!(hers["last_read_message_id"], Value::Null);
     assert_eq!(hers["unread_count"], 0);
 
     // An empty JSON object is the same as no body.
     let newer = app.dm(&alice, &bob, "four").await;
-    assert_eq!(conversation(&app, &bob, conversation_id).await["unread_count"], 1);
-    let reply =
-        app.post(Some(&bob.token), &format!("/api/conversations/{conversation_id}/read"), &json!({})).await;
+    assert_eq!(app.conversation(&bob, conversation_id).await["unread_count"], 1);
+    let reply = app.mark_read_reply(&bob, conversation_id, None).await;
     assert_read_state(&reply, conversation_id, id_of(&newer), 0);
 }
 
@@ -371,17 +347,17 @@ async fn reading_up_to_a_message_never_moves_the_pointer_backwards(backend: Back
     let m3 = id_of(&last);
     let conversation_id = conversation_of(&last);
 
-    assert_read_state(&read(&app, &bob, conversation_id, Some(m2)).await, conversation_id, m2, 1);
-    let seen = conversation(&app, &bob, conversation_id).await;
+    assert_read_state(&app.mark_read_reply(&bob, conversation_id, Some(m2)).await, conversation_id, m2, 1);
+    let seen = app.conversation(&bob, conversation_id).await;
     assert_eq!(seen["last_read_message_id"], m2);
     assert_eq!(seen["unread_count"], 1);
 
     // An older message keeps the newer pointer.
-    assert_read_state(&read(&app, &bob, conversation_id, Some(m1)).await, conversation_id, m2, 1);
-    assert_read_state(&read(&app, &bob, conversation_id, Some(m2)).await, conversation_id, m2, 1);
-    assert_read_state(&read(&app, &bob, conversation_id, None).await, conversation_id, m3, 0);
-    assert_read_state(&read(&app, &bob, conversation_id, Some(m1)).await, conversation_id, m3, 0);
-    let seen = conversation(&app, &bob, conversation_id).await;
+    assert_read_state(&app.mark_read_reply(&bob, conversation_id, Some(m1)).await, conversation_id, m2, 1);
+    assert_read_state(&app.mark_read_reply(&bob, conversation_id, Some(m2)).await, conversation_id, m2, 1);
+    assert_read_state(&app.mark_read_without_body(&bob, conversation_id).await, conversation_id, m3, 0);
+    assert_read_state(&app.mark_read_reply(&bob, conversation_id, Some(m1)).await, conversation_id, m3, 0);
+    let seen = app.conversation(&bob, conversation_id).await;
     assert_eq!(seen["last_read_message_id"], m3);
     assert_eq!(seen["unread_count"], 0);
 }
@@ -397,11 +373,11 @@ async fn reading_up_to_a_message_of_another_conversation_is_404(backend: Backend
 
     // Bob is in both conversations, but the message must belong to the one named.
     for message_id in [id_of(&with_carol), id_of(&with_carol) + 1000] {
-        let reply = read(&app, &bob, conversation_id, Some(message_id)).await;
+        let reply = app.mark_read_reply(&bob, conversation_id, Some(message_id)).await;
         assert_eq!(reply.status, 404, "{message_id}: {}", reply.body);
         assert_eq!(reply.error_code(), "not_found");
     }
-    let seen = conversation(&app, &bob, conversation_id).await;
+    let seen = app.conversation(&bob, conversation_id).await;
     assert_eq!(seen["last_read_message_id"], Value::Null);
     assert_eq!(seen["unread_count"], 1);
 
@@ -430,7 +406,7 @@ async fn patching_a_message_as_read_moves_the_pointer_up_to_it(backend: Backend)
 
     assert_read_state(&patch(m2.to_string()).await, conversation_id, m2, 1);
     assert_read_state(&patch(m1.to_string()).await, conversation_id, m2, 1);
-    assert_eq!(conversation(&app, &bob, conversation_id).await["last_read_message_id"], m2);
+    assert_eq!(app.conversation(&bob, conversation_id).await["last_read_message_id"], m2);
     assert_read_state(&patch(id_of(&last).to_string()).await, conversation_id, id_of(&last), 0);
 
     let reply = patch((id_of(&last) + 1000).to_string()).await;
@@ -461,19 +437,19 @@ async fn the_listed_unread_count_drops_after_reading_and_rises_with_new_messages
     };
     let with_alice = conversation_of(&from_alice[0]);
     let with_carol = conversation_of(&from_carol);
-    assert_eq!(unread(&list(&app, &bob).await), [(with_carol, 1), (with_alice, 4)]);
+    assert_eq!(unread(&app.conversations(&bob).await), [(with_carol, 1), (with_alice, 4)]);
 
-    read(&app, &bob, with_alice, Some(id_of(&from_alice[1]))).await;
-    assert_eq!(unread(&list(&app, &bob).await), [(with_carol, 1), (with_alice, 2)]);
-    read(&app, &bob, with_carol, None).await;
-    assert_eq!(unread(&list(&app, &bob).await), [(with_carol, 0), (with_alice, 2)]);
+    app.mark_read_reply(&bob, with_alice, Some(id_of(&from_alice[1]))).await;
+    assert_eq!(unread(&app.conversations(&bob).await), [(with_carol, 1), (with_alice, 2)]);
+    app.mark_read_without_body(&bob, with_carol).await;
+    assert_eq!(unread(&app.conversations(&bob).await), [(with_carol, 0), (with_alice, 2)]);
 
     // Bob's own message neither counts nor reads for him; Alice's next one counts.
     app.dm(&bob, &alice, "b0").await;
-    assert_eq!(unread(&list(&app, &bob).await), [(with_alice, 2), (with_carol, 0)]);
+    assert_eq!(unread(&app.conversations(&bob).await), [(with_alice, 2), (with_carol, 0)]);
     app.dm(&alice, &bob, "a4").await;
-    assert_eq!(unread(&list(&app, &bob).await), [(with_alice, 3), (with_carol, 0)]);
-    assert_eq!(unread(&list(&app, &alice).await), [(with_alice, 1)]);
+    assert_eq!(unread(&app.conversations(&bob).await), [(with_alice, 3), (with_carol, 0)]);
+    assert_eq!(unread(&app.conversations(&alice).await), [(with_alice, 1)]);
 }
 
 async fn the_health_endpoints_answer_200(backend: Backend) {

@@ -53,18 +53,6 @@ async fn me(app: &TestApp, user: &TestUser) -> Value {
     reply.body
 }
 
-async fn create_group_reply(app: &TestApp, owner: &TestUser, name: &str, members: &[i64]) -> Reply {
-    app.post(Some(&owner.token), "/api/groups", &json!({"name": name, "member_ids": members})).await
-}
-
-/// Creates a group and asserts 201; returns the owner's view of it.
-async fn create_group(app: &TestApp, owner: &TestUser, name: &str, members: &[&TestUser]) -> Value {
-    let ids: Vec<i64> = members.iter().map(|user| user.id).collect();
-    let reply = create_group_reply(app, owner, name, &ids).await;
-    assert_eq!(reply.status, 201, "create group: {}", reply.body);
-    reply.body
-}
-
 async fn members_reply(app: &TestApp, user: &TestUser, group: i64) -> Reply {
     app.get(Some(&user.token), &format!("/api/groups/{group}/members")).await
 }
@@ -101,15 +89,6 @@ async fn entry_of(app: &TestApp, viewer: &TestUser, group: i64, user: &TestUser)
         .unwrap_or_else(|| panic!("{} is not listed", user.username))
 }
 
-async fn add(app: &TestApp, actor: &TestUser, group: i64, user_id: i64) -> Reply {
-    app.post(Some(&actor.token), &format!("/api/groups/{group}/members"), &json!({"user_id": user_id})).await
-}
-
-async fn remove(app: &TestApp, actor: &TestUser, group: i64, user_id: i64) -> Reply {
-    app.send_empty(Method::DELETE, Some(&actor.token), &format!("/api/groups/{group}/members/{user_id}"))
-        .await
-}
-
 async fn set_role(app: &TestApp, actor: &TestUser, group: i64, user_id: i64, role: &str) -> Reply {
     app.send_json(
         Method::PATCH,
@@ -124,40 +103,9 @@ fn assert_status(reply: &Reply, status: u16, what: &str) {
     assert_eq!(reply.status, status, "{what}: {}", reply.body);
 }
 
-async fn group_send_reply(app: &TestApp, from: &TestUser, group: i64, body: &Value) -> Reply {
-    app.post(Some(&from.token), &format!("/api/groups/{group}/messages"), body).await
-}
-
-/// `POST /api/groups/{id}/messages`; asserts 201 and returns the message.
-async fn group_send(app: &TestApp, from: &TestUser, group: i64, text: &str) -> Value {
-    let reply = group_send_reply(app, from, group, &json!({"message": text})).await;
-    assert_eq!(reply.status, 201, "group send: {}", reply.body);
-    reply.body
-}
-
-async fn read(app: &TestApp, user: &TestUser, conversation: i64, message_id: Option<i64>) -> Reply {
-    let path = format!("/api/conversations/{conversation}/read");
-    let reply = match message_id {
-        Some(id) => app.post(Some(&user.token), &path, &json!({"message_id": id})).await,
-        None => app.post(Some(&user.token), &path, &json!({})).await,
-    };
-    assert_eq!(reply.status, 200, "read: {}", reply.body);
-    reply
-}
-
-/// Every event of `GET /api/sync?since=` (asserts 200 and a single page), and `last_event_id`.
-async fn sync(app: &TestApp, user: &TestUser, since: i64) -> (Vec<Value>, i64) {
-    let reply = app.get(Some(&user.token), &format!("/api/sync?since={since}&limit=1000")).await;
-    assert_eq!(reply.status, 200, "sync: {}", reply.body);
-    assert_eq!(reply.body["has_more"], false);
-    let events = reply.body["events"].as_array().expect("events").clone();
-    (events, reply.body["last_event_id"].as_i64().expect("last_event_id"))
-}
-
+/// The ids in the caller's conversation list, in its order.
 async fn list_ids(app: &TestApp, user: &TestUser) -> Vec<i64> {
-    let reply = app.get(Some(&user.token), "/api/conversations").await;
-    assert_eq!(reply.status, 200, "{}", reply.body);
-    reply.body["conversations"].as_array().expect("conversations").iter().map(id_of).collect()
+    app.conversations(user).await.iter().map(id_of).collect()
 }
 
 /// The next frame that carries an `event_id` (ephemeral frames such as presence are skipped).
@@ -197,7 +145,7 @@ async fn creating_a_group_returns_the_owner_s_view_and_announces_it_to_every_mem
     let mut carol_socket = app.ws(&carol).await;
 
     // Duplicates and the owner's own id are ignored; the name is trimmed.
-    let reply = create_group_reply(&app, &alice, "  Team  ", &[bob.id, carol.id, bob.id, alice.id]).await;
+    let reply = app.create_group_reply(&alice, "  Team  ", &[bob.id, carol.id, bob.id, alice.id]).await;
     assert_eq!(reply.status, 201, "{}", reply.body);
     let group = &reply.body;
     assert!(group["id"].as_i64().is_some_and(|id| id > 0), "{group}");
@@ -231,7 +179,7 @@ async fn creating_a_group_returns_the_owner_s_view_and_announces_it_to_every_mem
         let reply = app.get(Some(&user.token), &format!("/api/conversations/{id}")).await;
         assert_eq!(reply.status, 200, "{}", reply.body);
         assert_eq!(reply.body, *group, "{}'s view", user.username);
-        let (events, _) = sync(&app, user, 0).await;
+        let (events, _) = app.sync(user, 0).await;
         assert!(
             events.iter().any(|e| e["type"] == "conversation_created" && e["event_id"] == event_ids[0]),
             "{}'s sync: {events:?}",
@@ -252,7 +200,7 @@ async fn creating_a_group_returns_the_owner_s_view_and_announces_it_to_every_mem
     }
 
     // A group of one is allowed.
-    let alone = create_group_reply(&app, &bob, "just me", &[]).await;
+    let alone = app.create_group_reply(&bob, "just me", &[]).await;
     assert_eq!(alone.status, 201, "{}", alone.body);
     assert_eq!(alone.body["members_count"], 1);
     assert_eq!(roles(&app, &bob, id_of(&alone.body)).await, sorted(vec![(bob.id, "owner")]));
@@ -267,26 +215,25 @@ async fn group_names_and_member_ids_are_validated_and_the_size_is_limited(backen
 
     let too_long = "x".repeat(101);
     for name in ["", "   ", "\n\t", too_long.as_str()] {
-        let reply = create_group_reply(&app, &alice, name, &[bob.id]).await;
+        let reply = app.create_group_reply(&alice, name, &[bob.id]).await;
         assert_invalid(&reply, "name", &format!("name {name:?}"));
     }
     // 100 characters is fine, counted as characters, not bytes.
     let longest = "é".repeat(100);
-    let reply = create_group_reply(&app, &alice, &format!(" {longest} "), &[bob.id]).await;
+    let reply = app.create_group_reply(&alice, &format!(" {longest} "), &[bob.id]).await;
     assert_eq!(reply.status, 201, "{}", reply.body);
     assert_eq!(reply.body["name"], longest.as_str());
     let first = id_of(&reply.body);
 
     // An unknown member fails the whole request.
-    let reply = create_group_reply(&app, &alice, "ghosts", &[bob.id, 987_654_321]).await;
+    let reply = app.create_group_reply(&alice, "ghosts", &[bob.id, 987_654_321]).await;
     assert_error(&reply, 404, "not_found", "unknown member");
 
     // Three members at most, the owner included.
-    let reply = create_group_reply(&app, &alice, "crowd", &[bob.id, carol.id, dave.id]).await;
+    let reply = app.create_group_reply(&alice, "crowd", &[bob.id, carol.id, dave.id]).await;
     assert_invalid(&reply, "member_ids", "four members");
     // Duplicates and the owner's own id do not count twice.
-    let reply =
-        create_group_reply(&app, &alice, "trio", &[bob.id, carol.id, carol.id, alice.id, bob.id]).await;
+    let reply = app.create_group_reply(&alice, "trio", &[bob.id, carol.id, carol.id, alice.id, bob.id]).await;
     assert_eq!(reply.status, 201, "{}", reply.body);
     assert_eq!(reply.body["members_count"], 3);
     let second = id_of(&reply.body);
@@ -306,7 +253,7 @@ async fn the_members_list_is_for_current_members_of_groups_only(backend: Backend
     let alice = app.user("alice").await;
     let bob = app.user("bob").await;
     let stranger = app.user("stranger").await;
-    let group = id_of(&create_group(&app, &alice, "club", &[&bob]).await);
+    let group = app.create_group(&alice, "club", &[&bob]).await;
     let direct = app.dm(&alice, &bob, "hi").await["conversation_id"].as_i64().expect("conversation");
 
     assert_eq!(members(&app, &bob, group).await.len(), 2);
@@ -332,18 +279,18 @@ async fn adding_members_obeys_roles_and_the_size_limit_and_announces_them(backen
     let carol = app.user("carol").await;
     let dave = app.user("dave").await;
     let erin = app.user("erin").await;
-    let group = id_of(&create_group(&app, &alice, "club", &[&bob]).await);
+    let group = app.create_group(&alice, "club", &[&bob]).await;
     let mut alice_socket = app.ws(&alice).await;
     let mut bob_socket = app.ws(&bob).await;
     let mut carol_socket = app.ws(&carol).await;
 
     // A plain member may not add anyone; nor may an outsider.
-    assert_error(&add(&app, &bob, group, carol.id).await, 403, "not_allowed", "member adds");
-    assert_error(&add(&app, &erin, group, erin.id).await, 404, "not_found", "outsider adds");
-    assert_error(&add(&app, &alice, group, 987_654_321).await, 404, "not_found", "unknown user");
+    assert_error(&app.add_member(&bob, group, carol.id).await, 403, "not_allowed", "member adds");
+    assert_error(&app.add_member(&erin, group, erin.id).await, 404, "not_found", "outsider adds");
+    assert_error(&app.add_member(&alice, group, 987_654_321).await, 404, "not_found", "unknown user");
 
     // The owner adds Carol: 200 with her member entry.
-    let reply = add(&app, &alice, group, carol.id).await;
+    let reply = app.add_member(&alice, group, carol.id).await;
     assert_eq!(reply.status, 200, "{}", reply.body);
     assert_eq!(reply.body["user"], me(&app, &carol).await);
     assert_eq!(reply.body["role"], "member");
@@ -375,7 +322,7 @@ async fn adding_members_obeys_roles_and_the_size_limit_and_announces_them(backen
     }
 
     // Adding a current member again: 200, nothing emitted.
-    let again = add(&app, &alice, group, carol.id).await;
+    let again = app.add_member(&alice, group, carol.id).await;
     assert_eq!(again.status, 200, "{}", again.body);
     assert_eq!(again.body["user"]["id"], carol.id);
     assert_eq!(again.body["role"], "member");
@@ -384,15 +331,20 @@ async fn adding_members_obeys_roles_and_the_size_limit_and_announces_them(backen
 
     // An admin may add.
     assert_status(&set_role(&app, &alice, group, bob.id, "admin").await, 200, "make bob admin");
-    let reply = add(&app, &bob, group, dave.id).await;
+    let reply = app.add_member(&bob, group, dave.id).await;
     assert_eq!(reply.status, 200, "admin adds: {}", reply.body);
     assert_eq!(reply.body["role"], "member");
     assert_eq!(alice_socket.next_of("member_added").await["user"]["id"], dave.id);
 
     // Four members: the group is full, whoever asks.
-    assert_invalid(&add(&app, &bob, group, erin.id).await, "user_id", "full group, admin");
-    assert_invalid(&add(&app, &alice, group, erin.id).await, "user_id", "full group, owner");
-    assert_error(&add(&app, &carol, group, erin.id).await, 403, "not_allowed", "member adds to full group");
+    assert_invalid(&app.add_member(&bob, group, erin.id).await, "user_id", "full group, admin");
+    assert_invalid(&app.add_member(&alice, group, erin.id).await, "user_id", "full group, owner");
+    assert_error(
+        &app.add_member(&carol, group, erin.id).await,
+        403,
+        "not_allowed",
+        "member adds to full group",
+    );
     alice_socket.expect_none_of("member_added", QUIET).await;
 
     assert_eq!(
@@ -407,11 +359,11 @@ async fn a_new_member_reads_earlier_history_but_has_nothing_unread(backend: Back
     let alice = app.user("alice").await;
     let bob = app.user("bob").await;
     let carol = app.user("carol").await;
-    let group = id_of(&create_group(&app, &alice, "club", &[&bob]).await);
-    let first = group_send(&app, &alice, group, "before carol 1").await;
-    let second = group_send(&app, &bob, group, "before carol 2").await;
+    let group = app.create_group(&alice, "club", &[&bob]).await;
+    let first = app.group_send(&alice, group, "before carol 1").await;
+    let second = app.group_send(&bob, group, "before carol 2").await;
 
-    assert_status(&add(&app, &alice, group, carol.id).await, 200, "add carol");
+    assert_status(&app.add_member(&alice, group, carol.id).await, 200, "add carol");
     let view = app.get(Some(&carol.token), &format!("/api/conversations/{group}")).await;
     assert_eq!(view.status, 200, "{}", view.body);
     assert_eq!(view.body["unread_count"], 0, "{}", view.body);
@@ -421,7 +373,7 @@ async fn a_new_member_reads_earlier_history_but_has_nothing_unread(backend: Back
     assert_eq!(history["messages"], json!([first, second]));
 
     let mut carol_socket = app.ws(&carol).await;
-    let third = group_send(&app, &alice, group, "welcome carol").await;
+    let third = app.group_send(&alice, group, "welcome carol").await;
     let frame = carol_socket.next_of("new_message").await;
     assert_eq!(frame["message"], third);
     assert_eq!(frame["conversation"]["unread_count"], 1, "only what came after she joined");
@@ -435,7 +387,7 @@ async fn only_the_owner_changes_roles(backend: Backend) {
     let bob = app.user("bob").await;
     let carol = app.user("carol").await;
     let dave = app.user("dave").await;
-    let group = id_of(&create_group(&app, &alice, "club", &[&bob, &carol]).await);
+    let group = app.create_group(&alice, "club", &[&bob, &carol]).await;
 
     assert_error(&set_role(&app, &bob, group, carol.id, "admin").await, 403, "not_allowed", "member");
     let reply = set_role(&app, &alice, group, bob.id, "admin").await;
@@ -471,37 +423,62 @@ async fn removing_members_follows_the_role_rules(backend: Backend) {
     let erin = app.user("erin").await;
     let frank = app.user("frank").await;
     let gina = app.user("gina").await;
-    let group = id_of(&create_group(&app, &alice, "club", &[&bob, &carol, &dave, &erin, &frank]).await);
+    let group = app.create_group(&alice, "club", &[&bob, &carol, &dave, &erin, &frank]).await;
     assert_status(&set_role(&app, &alice, group, bob.id, "admin").await, 200, "bob admin");
     assert_status(&set_role(&app, &alice, group, carol.id, "admin").await, 200, "carol admin");
 
     // A plain member removes nobody else.
     for target in [&erin, &bob, &alice] {
-        let reply = remove(&app, &dave, group, target.id).await;
+        let reply = app.remove_member_reply(&dave, group, target.id).await;
         assert_error(&reply, 403, "not_allowed", &format!("member removes {}", target.username));
     }
     // An admin removes plain members only.
-    assert_error(&remove(&app, &bob, group, carol.id).await, 403, "not_allowed", "admin removes admin");
-    assert_error(&remove(&app, &bob, group, alice.id).await, 403, "not_allowed", "admin removes owner");
-    assert_status(&remove(&app, &bob, group, dave.id).await, 204, "admin removes member");
+    assert_error(
+        &app.remove_member_reply(&bob, group, carol.id).await,
+        403,
+        "not_allowed",
+        "admin removes admin",
+    );
+    assert_error(
+        &app.remove_member_reply(&bob, group, alice.id).await,
+        403,
+        "not_allowed",
+        "admin removes owner",
+    );
+    assert_status(&app.remove_member_reply(&bob, group, dave.id).await, 204, "admin removes member");
     // The owner removes anyone.
-    assert_status(&remove(&app, &alice, group, carol.id).await, 204, "owner removes admin");
+    assert_status(&app.remove_member_reply(&alice, group, carol.id).await, 204, "owner removes admin");
     // Anyone leaves.
-    assert_status(&remove(&app, &erin, group, erin.id).await, 204, "member leaves");
+    assert_status(&app.remove_member_reply(&erin, group, erin.id).await, 204, "member leaves");
 
     // Not a current member: 404, for the target and for the caller.
-    assert_error(&remove(&app, &alice, group, dave.id).await, 404, "not_found", "already removed");
-    assert_error(&remove(&app, &alice, group, gina.id).await, 404, "not_found", "never a member");
-    assert_error(&remove(&app, &alice, group, 987_654_321).await, 404, "not_found", "unknown user");
-    assert_error(&remove(&app, &dave, group, frank.id).await, 404, "not_found", "removed member removes");
-    assert_error(&remove(&app, &dave, group, dave.id).await, 404, "not_found", "removed member leaves");
+    assert_error(&app.remove_member_reply(&alice, group, dave.id).await, 404, "not_found", "already removed");
+    assert_error(&app.remove_member_reply(&alice, group, gina.id).await, 404, "not_found", "never a member");
+    assert_error(
+        &app.remove_member_reply(&alice, group, 987_654_321).await,
+        404,
+        "not_found",
+        "unknown user",
+    );
+    assert_error(
+        &app.remove_member_reply(&dave, group, frank.id).await,
+        404,
+        "not_found",
+        "removed member removes",
+    );
+    assert_error(
+        &app.remove_member_reply(&dave, group, dave.id).await,
+        404,
+        "not_found",
+        "removed member leaves",
+    );
 
     assert_eq!(
         roles(&app, &frank, group).await,
         sorted(vec![(alice.id, "owner"), (bob.id, "admin"), (frank.id, "member")])
     );
     // An admin may leave too.
-    assert_status(&remove(&app, &bob, group, bob.id).await, 204, "admin leaves");
+    assert_status(&app.remove_member_reply(&bob, group, bob.id).await, 204, "admin leaves");
     assert_eq!(roles(&app, &frank, group).await, sorted(vec![(alice.id, "owner"), (frank.id, "member")]));
     let view = app.get(Some(&alice.token), &format!("/api/conversations/{group}")).await;
     assert_eq!(view.body["members_count"], 2, "{}", view.body);
@@ -514,15 +491,15 @@ async fn when_the_owner_leaves_the_longest_standing_admin_becomes_owner(backend:
     let carol = app.user("carol").await;
     let dave = app.user("dave").await;
     // Joined in the order dave, carol, bob (the reverse of their ids); dave stays a member.
-    let group = id_of(&create_group(&app, &alice, "club", &[&dave]).await);
-    assert_status(&add(&app, &alice, group, carol.id).await, 200, "add carol");
-    assert_status(&add(&app, &alice, group, bob.id).await, 200, "add bob");
+    let group = app.create_group(&alice, "club", &[&dave]).await;
+    assert_status(&app.add_member(&alice, group, carol.id).await, 200, "add carol");
+    assert_status(&app.add_member(&alice, group, bob.id).await, 200, "add bob");
     assert_status(&set_role(&app, &alice, group, bob.id, "admin").await, 200, "bob admin");
     assert_status(&set_role(&app, &alice, group, carol.id, "admin").await, 200, "carol admin");
     let mut dave_socket = app.ws(&dave).await;
     let mut alice_socket = app.ws(&alice).await;
 
-    assert_status(&remove(&app, &alice, group, alice.id).await, 204, "owner leaves");
+    assert_status(&app.remove_member_reply(&alice, group, alice.id).await, 204, "owner leaves");
     for socket in [&mut dave_socket, &mut alice_socket] {
         let frame = socket.next_of("member_removed").await;
         assert_eq!(frame["user"], me(&app, &alice).await);
@@ -537,7 +514,7 @@ async fn when_the_owner_leaves_the_longest_standing_admin_becomes_owner(backend:
 
     // The new owner has the owner's powers.
     assert_status(&set_role(&app, &carol, group, bob.id, "member").await, 200, "new owner demotes");
-    assert_status(&add(&app, &carol, group, alice.id).await, 200, "new owner adds the old one back");
+    assert_status(&app.add_member(&carol, group, alice.id).await, 200, "new owner adds the old one back");
     assert_eq!(
         roles(&app, &dave, group).await,
         sorted(vec![(alice.id, "member"), (bob.id, "member"), (carol.id, "owner"), (dave.id, "member")])
@@ -550,11 +527,11 @@ async fn without_admins_ownership_passes_to_the_longest_standing_member(backend:
     let bob = app.user("bob").await;
     let carol = app.user("carol").await;
     let dave = app.user("dave").await;
-    let group = id_of(&create_group(&app, &alice, "club", &[&dave]).await);
-    assert_status(&add(&app, &alice, group, carol.id).await, 200, "add carol");
-    assert_status(&add(&app, &alice, group, bob.id).await, 200, "add bob");
+    let group = app.create_group(&alice, "club", &[&dave]).await;
+    assert_status(&app.add_member(&alice, group, carol.id).await, 200, "add carol");
+    assert_status(&app.add_member(&alice, group, bob.id).await, 200, "add bob");
 
-    assert_status(&remove(&app, &alice, group, alice.id).await, 204, "owner leaves");
+    assert_status(&app.remove_member_reply(&alice, group, alice.id).await, 204, "owner leaves");
     assert_eq!(
         roles(&app, &bob, group).await,
         sorted(vec![(dave.id, "owner"), (carol.id, "member"), (bob.id, "member")]),
@@ -563,7 +540,7 @@ async fn without_admins_ownership_passes_to_the_longest_standing_member(backend:
     assert_status(&set_role(&app, &dave, group, bob.id, "admin").await, 200, "new owner promotes");
 
     // Dave leaves too: bob is now the admin, so he inherits, although carol joined earlier.
-    assert_status(&remove(&app, &dave, group, dave.id).await, 204, "second owner leaves");
+    assert_status(&app.remove_member_reply(&dave, group, dave.id).await, 204, "second owner leaves");
     assert_eq!(roles(&app, &carol, group).await, sorted(vec![(carol.id, "member"), (bob.id, "owner")]));
 }
 
@@ -575,15 +552,14 @@ async fn a_group_message_reaches_every_device_of_every_member_with_their_own_unr
     let alice = app.user("alice").await;
     let bob = app.user("bob").await;
     let carol = app.user("carol").await;
-    let group = id_of(&create_group(&app, &alice, "club", &[&bob, &carol]).await);
+    let group = app.create_group(&alice, "club", &[&bob, &carol]).await;
     let mut alice_phone = app.ws(&alice).await;
     let mut alice_laptop = app.ws(&alice).await;
     let mut bob_phone = app.ws(&bob).await;
     let mut bob_laptop = app.ws(&bob).await;
     let mut carol_socket = app.ws(&carol).await;
 
-    let reply =
-        group_send_reply(&app, &alice, group, &json!({"message": " first ", "client_id": "g-1"})).await;
+    let reply = app.group_send_reply(&alice, group, &json!({"message": " first ", "client_id": "g-1"})).await;
     assert_eq!(reply.status, 201, "{}", reply.body);
     let first = reply.body;
     assert_eq!(first["conversation_id"], group);
@@ -622,8 +598,8 @@ async fn a_group_message_reaches_every_device_of_every_member_with_their_own_unr
     assert!(event_ids.windows(2).all(|pair| pair[0] == pair[1]), "{event_ids:?}");
 
     // Bob reads; then each member's frame carries their own count and pointer.
-    read(&app, &bob, group, None).await;
-    let second = group_send(&app, &alice, group, "second").await;
+    app.mark_read(&bob, group, None).await;
+    let second = app.group_send(&alice, group, "second").await;
     for (who, socket) in [("bob's phone", &mut bob_phone), ("bob's laptop", &mut bob_laptop)] {
         let frame = socket.next_of("new_message").await;
         assert_eq!(frame["message"], second, "{who}");
@@ -643,7 +619,7 @@ async fn a_group_message_reaches_every_device_of_every_member_with_their_own_unr
     assert_eq!(view.body["unread_count"], 1);
 
     // The same client_id again: 200, the original, and nothing broadcast.
-    let again = group_send_reply(&app, &alice, group, &json!({"message": "first", "client_id": "g-1"})).await;
+    let again = app.group_send_reply(&alice, group, &json!({"message": "first", "client_id": "g-1"})).await;
     assert_eq!(again.status, 200, "{}", again.body);
     assert_eq!(again.body, first);
 
@@ -662,7 +638,7 @@ async fn post_api_messages_accepts_a_group_conversation_id(backend: Backend) {
     let bob = app.user("bob").await;
     let carol = app.user("carol").await;
     let outsider = app.user("outsider").await;
-    let group = id_of(&create_group(&app, &alice, "club", &[&bob, &carol]).await);
+    let group = app.create_group(&alice, "club", &[&bob, &carol]).await;
     let mut bob_socket = app.ws(&bob).await;
     let mut carol_socket = app.ws(&carol).await;
 
@@ -677,15 +653,15 @@ async fn post_api_messages_accepts_a_group_conversation_id(backend: Backend) {
     assert_eq!(app.history(&alice, group, "").await["messages"], json!([sent]));
 
     // Validation as for any message; outsiders cannot see the group.
-    let reply = group_send_reply(&app, &alice, group, &json!({"message": "   "})).await;
+    let reply = app.group_send_reply(&alice, group, &json!({"message": "   "})).await;
     assert_invalid(&reply, "message", "blank group message");
     let reply = app.send_message(&alice, &json!({"conversation_id": group, "message": ""})).await;
     assert_invalid(&reply, "message", "blank message by conversation_id");
-    let reply = group_send_reply(&app, &outsider, group, &json!({"message": "let me in"})).await;
+    let reply = app.group_send_reply(&outsider, group, &json!({"message": "let me in"})).await;
     assert_error(&reply, 404, "not_found", "outsider, group route");
     let reply = app.send_message(&outsider, &json!({"conversation_id": group, "message": "let me in"})).await;
     assert_error(&reply, 404, "not_found", "outsider, conversation_id");
-    let reply = group_send_reply(&app, &alice, 987_654_321, &json!({"message": "nowhere"})).await;
+    let reply = app.group_send_reply(&alice, 987_654_321, &json!({"message": "nowhere"})).await;
     assert_error(&reply, 404, "not_found", "unknown group");
     carol_socket.expect_none_of("new_message", QUIET).await;
     assert_eq!(app.history(&alice, group, "").await["messages"], json!([sent]));
@@ -701,11 +677,11 @@ async fn group_routes_answer_404_for_a_direct_conversation(backend: Backend) {
     let mut bob_socket = app.ws(&bob).await;
 
     assert_error(&members_reply(&app, &alice, direct).await, 404, "not_found", "members");
-    assert_error(&add(&app, &alice, direct, carol.id).await, 404, "not_found", "add");
-    assert_error(&remove(&app, &alice, direct, bob.id).await, 404, "not_found", "remove");
-    assert_error(&remove(&app, &bob, direct, bob.id).await, 404, "not_found", "leave");
+    assert_error(&app.add_member(&alice, direct, carol.id).await, 404, "not_found", "add");
+    assert_error(&app.remove_member_reply(&alice, direct, bob.id).await, 404, "not_found", "remove");
+    assert_error(&app.remove_member_reply(&bob, direct, bob.id).await, 404, "not_found", "leave");
     assert_error(&set_role(&app, &alice, direct, bob.id, "admin").await, 404, "not_found", "role");
-    let reply = group_send_reply(&app, &alice, direct, &json!({"message": "wrong route"})).await;
+    let reply = app.group_send_reply(&alice, direct, &json!({"message": "wrong route"})).await;
     assert_error(&reply, 404, "not_found", "group send");
 
     // Nothing changed: still two members, one message, and Bob heard nothing.
@@ -728,15 +704,15 @@ async fn a_removed_member_is_told_then_gets_nothing_more_and_loses_access(backen
     let carol = app.user("carol").await;
     let dave = app.user("dave").await;
     let erin = app.user("erin").await;
-    let group = id_of(&create_group(&app, &alice, "club", &[&bob, &carol, &dave]).await);
-    let before = group_send(&app, &alice, group, "dave is still here").await;
+    let group = app.create_group(&alice, "club", &[&bob, &carol, &dave]).await;
+    let before = app.group_send(&alice, group, "dave is still here").await;
     let mut alice_socket = app.ws(&alice).await;
     let mut bob_socket = app.ws(&bob).await;
     let mut carol_socket = app.ws(&carol).await;
     let mut dave_phone = app.ws(&dave).await;
     let mut dave_laptop = app.ws(&dave).await;
 
-    assert_status(&remove(&app, &alice, group, dave.id).await, 204, "remove dave");
+    assert_status(&app.remove_member_reply(&alice, group, dave.id).await, 204, "remove dave");
     let expected_user = me(&app, &dave).await;
     let mut event_ids = Vec::new();
     for (who, socket) in [
@@ -760,12 +736,12 @@ async fn a_removed_member_is_told_then_gets_nothing_more_and_loses_access(backen
     assert!(event_ids.windows(2).all(|pair| pair[0] == pair[1]), "{event_ids:?}");
 
     // The group goes on without him: a message, a read receipt, a new member, typing.
-    let after = group_send(&app, &bob, group, "dave is gone").await;
+    let after = app.group_send(&bob, group, "dave is gone").await;
     assert_eq!(carol_socket.next_of("new_message").await["message"], after);
     assert_eq!(alice_socket.next_of("new_message").await["message"], after);
-    read(&app, &carol, group, None).await;
+    app.mark_read(&carol, group, None).await;
     assert_eq!(alice_socket.next_of("message_read").await["reader_id"], carol.id);
-    assert_status(&add(&app, &alice, group, erin.id).await, 200, "add erin");
+    assert_status(&app.add_member(&alice, group, erin.id).await, 200, "add erin");
     assert_eq!(bob_socket.next_of("member_added").await["user"]["id"], erin.id);
     alice_socket.send(json!({"type": "typing", "conversation_id": group})).await;
     assert_eq!(bob_socket.next_of("typing").await["user_id"], alice.id);
@@ -777,11 +753,11 @@ async fn a_removed_member_is_told_then_gets_nothing_more_and_loses_access(backen
     assert_error(&reply, 404, "not_found", "conversation");
     let reply = app.get(Some(&dave.token), &format!("/api/conversations/{group}/messages")).await;
     assert_error(&reply, 404, "not_found", "history");
-    let reply = group_send_reply(&app, &dave, group, &json!({"message": "let me back"})).await;
+    let reply = app.group_send_reply(&dave, group, &json!({"message": "let me back"})).await;
     assert_error(&reply, 404, "not_found", "group send");
     let reply = app.send_message(&dave, &json!({"conversation_id": group, "message": "let me back"})).await;
     assert_error(&reply, 404, "not_found", "send by conversation_id");
-    let reply = app.post(Some(&dave.token), &format!("/api/conversations/{group}/read"), &json!({})).await;
+    let reply = app.mark_read_reply(&dave, group, None).await;
     assert_error(&reply, 404, "not_found", "read");
     assert_error(&members_reply(&app, &dave, group).await, 404, "not_found", "members");
     assert!(list_ids(&app, &dave).await.is_empty(), "it left his conversation list");
@@ -795,30 +771,23 @@ async fn a_removed_member_s_sync_ends_at_their_member_removed_event(backend: Bac
     let alice = app.user("alice").await;
     let bob = app.user("bob").await;
     let dave = app.user("dave").await;
-    let group = id_of(&create_group(&app, &alice, "club", &[&bob, &dave]).await);
-    let before = group_send(&app, &alice, group, "before").await;
+    let group = app.create_group(&alice, "club", &[&bob, &dave]).await;
+    let before = app.group_send(&alice, group, "before").await;
     let mut alice_socket = app.ws(&alice).await;
 
     // Dave leaves on his own.
-    assert_status(&remove(&app, &dave, group, dave.id).await, 204, "dave leaves");
+    assert_status(&app.remove_member_reply(&dave, group, dave.id).await, 204, "dave leaves");
     let removed = alice_socket.next_of("member_removed").await;
     assert_eq!(removed["user"]["id"], dave.id);
     let removed_id = event_id_of(&removed);
 
-    let after = group_send(&app, &bob, group, "secret after dave left").await;
-    read(&app, &alice, group, None).await;
-    assert_status(&add(&app, &alice, group, app.user("erin").await.id).await, 200, "add erin");
-    let edited = app
-        .send_json(
-            Method::PATCH,
-            Some(&alice.token),
-            &format!("/api/messages/{}", id_of(&before)),
-            &json!({"message": "edited later"}),
-        )
-        .await;
+    let after = app.group_send(&bob, group, "secret after dave left").await;
+    app.mark_read(&alice, group, None).await;
+    assert_status(&app.add_member(&alice, group, app.user("erin").await.id).await, 200, "add erin");
+    let edited = app.edit_message(&alice, id_of(&before), "edited later").await;
     assert_status(&edited, 200, "edit after he left");
 
-    let (events, last_event_id) = sync(&app, &dave, 0).await;
+    let (events, last_event_id) = app.sync(&dave, 0).await;
     let kinds: Vec<&str> = events.iter().map(|e| e["type"].as_str().expect("type")).collect();
     assert_eq!(kinds, ["conversation_created", "new_message", "member_removed"], "{events:?}");
     assert_eq!(events[1]["message"]["id"], before["id"]);
@@ -827,7 +796,7 @@ async fn a_removed_member_s_sync_ends_at_their_member_removed_event(backend: Bac
     assert!(events.iter().all(|e| event_id_of(e) <= removed_id), "{events:?}");
     assert!(!events.iter().any(|e| e["message"]["id"] == after["id"]));
 
-    let (later, last) = sync(&app, &dave, removed_id).await;
+    let (later, last) = app.sync(&dave, removed_id).await;
     assert!(later.is_empty(), "nothing after member_removed: {later:?}");
     assert_eq!(last, removed_id);
 
@@ -852,18 +821,18 @@ async fn a_removed_member_can_be_added_again(backend: Backend) {
     let alice = app.user("alice").await;
     let bob = app.user("bob").await;
     let dave = app.user("dave").await;
-    let group = id_of(&create_group(&app, &alice, "club", &[&bob, &dave]).await);
+    let group = app.create_group(&alice, "club", &[&bob, &dave]).await;
     assert_status(&set_role(&app, &alice, group, dave.id, "admin").await, 200, "dave admin");
-    let first = group_send(&app, &alice, group, "first").await;
+    let first = app.group_send(&alice, group, "first").await;
     let mut dave_socket = app.ws(&dave).await;
     let mut bob_socket = app.ws(&bob).await;
 
-    assert_status(&remove(&app, &alice, group, dave.id).await, 204, "remove dave");
+    assert_status(&app.remove_member_reply(&alice, group, dave.id).await, 204, "remove dave");
     let removed_id = event_id_of(&dave_socket.next_of("member_removed").await);
-    let gap = group_send(&app, &bob, group, "while dave was out").await;
+    let gap = app.group_send(&bob, group, "while dave was out").await;
     assert_eq!(bob_socket.next_of("message_sent").await["message"], gap);
 
-    let reply = add(&app, &alice, group, dave.id).await;
+    let reply = app.add_member(&alice, group, dave.id).await;
     assert_eq!(reply.status, 200, "{}", reply.body);
     assert_eq!(reply.body["user"]["id"], dave.id);
     assert_eq!(reply.body["role"], "member", "back as a plain member");
@@ -890,13 +859,13 @@ async fn a_removed_member_can_be_added_again(backend: Backend) {
     );
 
     // Live again, with his own count.
-    let third = group_send(&app, &bob, group, "welcome back").await;
+    let third = app.group_send(&bob, group, "welcome back").await;
     let frame = dave_socket.next_of("new_message").await;
     assert_eq!(frame["message"], third);
     assert_eq!(frame["conversation"]["unread_count"], 1);
 
     // His log has the rejoin and what followed, never the message sent while he was out.
-    let (events, _) = sync(&app, &dave, removed_id).await;
+    let (events, _) = app.sync(&dave, removed_id).await;
     let kinds: Vec<&str> = events.iter().map(|e| e["type"].as_str().expect("type")).collect();
     assert_eq!(kinds, ["conversation_created", "member_added", "new_message"], "{events:?}");
     assert_eq!(events[2]["message"]["id"], third["id"]);
@@ -908,7 +877,7 @@ async fn the_conversation_list_orders_groups_and_direct_conversations_by_latest_
     let alice = app.user("alice").await;
     let bob = app.user("bob").await;
     let carol = app.user("carol").await;
-    let club = id_of(&create_group(&app, &alice, "club", &[&bob, &carol]).await);
+    let club = app.create_group(&alice, "club", &[&bob, &carol]).await;
     assert_eq!(list_ids(&app, &alice).await, [club]);
 
     let direct = app.dm(&bob, &alice, "psst").await["conversation_id"].as_i64().expect("conversation");
@@ -916,11 +885,11 @@ async fn the_conversation_list_orders_groups_and_direct_conversations_by_latest_
     assert_eq!(list_ids(&app, &bob).await, [direct, club]);
     assert_eq!(list_ids(&app, &carol).await, [club]);
 
-    let latest = group_send(&app, &carol, club, "club news").await;
+    let latest = app.group_send(&carol, club, "club news").await;
     assert_eq!(list_ids(&app, &alice).await, [club, direct]);
     assert_eq!(list_ids(&app, &bob).await, [club, direct]);
 
-    let team = id_of(&create_group(&app, &bob, "team", &[&alice]).await);
+    let team = app.create_group(&bob, "team", &[&alice]).await;
     assert_eq!(list_ids(&app, &alice).await, [team, club, direct]);
     assert_eq!(list_ids(&app, &carol).await, [club], "not a member of team");
 
@@ -942,7 +911,7 @@ async fn the_conversation_list_orders_groups_and_direct_conversations_by_latest_
     assert_eq!(team_view["unread_count"], 0);
 
     // A removed member's list loses the group.
-    assert_status(&remove(&app, &alice, club, carol.id).await, 204, "remove carol");
+    assert_status(&app.remove_member_reply(&alice, club, carol.id).await, 204, "remove carol");
     assert!(list_ids(&app, &carol).await.is_empty());
 }
 
@@ -954,10 +923,10 @@ async fn a_removed_sender_hears_no_delivered_receipt(backend: Backend) {
     let alice = app.user("alice").await;
     let bob = app.user("bob").await;
     let carol = app.user("carol").await;
-    let group = id_of(&create_group(&app, &alice, "club", &[&bob, &carol]).await);
+    let group = app.create_group(&alice, "club", &[&bob, &carol]).await;
     let mut carol_socket = app.ws(&carol).await;
-    group_send(&app, &carol, group, "from carol").await;
-    assert_eq!(remove(&app, &alice, group, carol.id).await.status, 204);
+    app.group_send(&carol, group, "from carol").await;
+    assert_eq!(app.remove_member_reply(&alice, group, carol.id).await.status, 204);
     carol_socket.next_of("member_removed").await;
     // Bob comes online afterwards, is replayed Carol's message and his removal notice, and acks.
     let mut bob_socket = app.ws_since(&bob, 0).await;
@@ -981,10 +950,10 @@ async fn the_owner_s_role_cannot_be_changed(backend: Backend) {
     let app = spawn_app(backend).await;
     let alice = app.user("alice").await;
     let bob = app.user("bob").await;
-    let group = id_of(&create_group(&app, &alice, "club", &[&bob]).await);
+    let group = app.create_group(&alice, "club", &[&bob]).await;
     assert_eq!(set_role(&app, &alice, group, bob.id, "admin").await.status, 200);
     // Alice leaves: Bob, the admin, becomes owner; Alice's earlier rights are gone.
-    assert_eq!(remove(&app, &alice, group, alice.id).await.status, 204);
+    assert_eq!(app.remove_member_reply(&alice, group, alice.id).await.status, 204);
     assert_error(&set_role(&app, &alice, group, bob.id, "member").await, 404, "not_found", "former owner");
     assert_eq!(roles(&app, &bob, group).await, [(bob.id, "owner".to_owned())]);
 }
@@ -995,15 +964,15 @@ async fn acking_a_group_message_tells_only_its_senders_it_was_delivered(backend:
     let bob = app.user("bob").await;
     let carol = app.user("carol").await;
     let dave = app.user("dave").await;
-    let group = id_of(&create_group(&app, &alice, "club", &[&bob, &carol, &dave]).await);
+    let group = app.create_group(&alice, "club", &[&bob, &carol, &dave]).await;
     let mut alice_phone = app.ws(&alice).await;
     let mut alice_laptop = app.ws(&alice).await;
     let mut bob_socket = app.ws(&bob).await;
     let mut carol_socket = app.ws(&carol).await;
     let mut dave_socket = app.ws(&dave).await;
 
-    let from_alice = group_send(&app, &alice, group, "from alice").await;
-    let from_carol = group_send(&app, &carol, group, "from carol").await;
+    let from_alice = app.group_send(&alice, group, "from alice").await;
+    let from_carol = app.group_send(&carol, group, "from carol").await;
     assert_eq!(bob_socket.next_of("new_message").await["message"], from_alice);
     let newest = bob_socket.next_of("new_message").await;
     assert_eq!(newest["message"], from_carol);
@@ -1056,15 +1025,15 @@ async fn group_read_receipts_reach_every_member_and_show_in_the_members_list(bac
     let alice = app.user("alice").await;
     let bob = app.user("bob").await;
     let carol = app.user("carol").await;
-    let group = id_of(&create_group(&app, &alice, "club", &[&bob, &carol]).await);
-    let first = group_send(&app, &alice, group, "one").await;
-    let second = group_send(&app, &alice, group, "two").await;
+    let group = app.create_group(&alice, "club", &[&bob, &carol]).await;
+    let first = app.group_send(&alice, group, "one").await;
+    let second = app.group_send(&alice, group, "two").await;
     let mut alice_socket = app.ws(&alice).await;
     let mut bob_phone = app.ws(&bob).await;
     let mut bob_laptop = app.ws(&bob).await;
     let mut carol_socket = app.ws(&carol).await;
 
-    let reply = read(&app, &bob, group, Some(id_of(&first))).await;
+    let reply = app.mark_read(&bob, group, Some(id_of(&first))).await;
     assert_eq!(
         reply.body,
         json!({"conversation_id": group, "last_read_message_id": first["id"], "unread_count": 1})
@@ -1082,7 +1051,7 @@ async fn group_read_receipts_reach_every_member_and_show_in_the_members_list(bac
     }
     assert!(event_id_of(&frames[0]) > 0);
 
-    let reply = read(&app, &carol, group, None).await;
+    let reply = app.mark_read(&carol, group, None).await;
     assert_eq!(reply.body["last_read_message_id"], second["id"]);
     assert_eq!(reply.body["unread_count"], 0);
     for socket in [&mut alice_socket, &mut bob_phone, &mut carol_socket] {
@@ -1100,7 +1069,7 @@ async fn group_read_receipts_reach_every_member_and_show_in_the_members_list(bac
     assert_eq!(pointer(&carol), second["id"]);
 
     // Never backwards, and no receipt when nothing moves.
-    let reply = read(&app, &carol, group, Some(id_of(&first))).await;
+    let reply = app.mark_read(&carol, group, Some(id_of(&first))).await;
     assert_eq!(reply.body["last_read_message_id"], second["id"]);
     alice_socket.expect_none_of("message_read", QUIET).await;
     assert_eq!(entry_of(&app, &bob, group, &carol).await["last_read_message_id"], second["id"]);
@@ -1112,8 +1081,8 @@ async fn typing_in_a_group_reaches_the_other_members_but_not_a_removed_one(backe
     let bob = app.user("bob").await;
     let carol = app.user("carol").await;
     let dave = app.user("dave").await;
-    let group = id_of(&create_group(&app, &alice, "club", &[&bob, &carol, &dave]).await);
-    assert_status(&remove(&app, &alice, group, dave.id).await, 204, "remove dave");
+    let group = app.create_group(&alice, "club", &[&bob, &carol, &dave]).await;
+    assert_status(&app.remove_member_reply(&alice, group, dave.id).await, 204, "remove dave");
     let mut alice_socket = app.ws(&alice).await;
     let mut bob_phone = app.ws(&bob).await;
     let mut bob_laptop = app.ws(&bob).await;
@@ -1167,12 +1136,12 @@ async fn a_group_message_reaches_members_on_both_instances_once() {
     assert_eq!(bob_on_b.hello["instance_id"], "group-b");
 
     // Created on a: the member on b only hears of it through the relay.
-    let group = id_of(&create_group(&a, &alice, "split", &[&bob, &carol]).await);
+    let group = a.create_group(&alice, "split", &[&bob, &carol]).await;
     for socket in [&mut alice_on_a, &mut bob_on_a, &mut bob_on_b, &mut carol_on_b] {
         assert_eq!(socket.next_of("conversation_created").await["conversation"]["id"], group);
     }
 
-    let from_a = group_send(&a, &alice, group, "from instance a").await;
+    let from_a = a.group_send(&alice, group, "from instance a").await;
     let mut event_ids = Vec::new();
     for (who, socket) in
         [("bob on a", &mut bob_on_a), ("bob on b", &mut bob_on_b), ("carol on b", &mut carol_on_b)]
@@ -1185,7 +1154,7 @@ async fn a_group_message_reaches_members_on_both_instances_once() {
     assert_eq!(alice_on_a.next_of("message_sent").await["message"], from_a);
     assert!(event_ids.windows(2).all(|pair| pair[0] == pair[1]), "{event_ids:?}");
 
-    let from_b = group_send(&b, &carol, group, "from instance b").await;
+    let from_b = b.group_send(&carol, group, "from instance b").await;
     for (who, socket) in
         [("alice on a", &mut alice_on_a), ("bob on a", &mut bob_on_a), ("bob on b", &mut bob_on_b)]
     {
@@ -1210,7 +1179,7 @@ async fn concurrent_sends_from_several_members_leave_each_their_own_unread_count
     let bob = app.user("bob").await;
     let carol = app.user("carol").await;
     let dave = app.user("dave").await;
-    let group = id_of(&create_group(&app, &alice, "club", &[&bob, &carol, &dave]).await);
+    let group = app.create_group(&alice, "club", &[&bob, &carol, &dave]).await;
     let mut dave_socket = app.ws(&dave).await;
 
     let mut sends: Vec<(&TestUser, Value)> = Vec::new();
@@ -1220,7 +1189,7 @@ async fn concurrent_sends_from_several_members_leave_each_their_own_unread_count
         }
     }
     let replies = futures_util::future::join_all(
-        sends.iter().map(|(from, body)| group_send_reply(&app, from, group, body)),
+        sends.iter().map(|(from, body)| app.group_send_reply(from, group, body)),
     )
     .await;
     for reply in &replies {

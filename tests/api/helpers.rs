@@ -351,6 +351,214 @@ impl TestApp {
     }
 }
 
+/// One method per endpoint the tests share. A `_reply` method returns the reply whatever its
+/// status; its plain twin asserts success and returns what the tests use.
+impl TestApp {
+    // ---- messages ----
+
+    /// `PATCH /api/messages/{id}` with new text.
+    pub async fn edit_message(&self, user: &TestUser, message_id: i64, text: &str) -> Reply {
+        self.send_json(
+            reqwest::Method::PATCH,
+            Some(&user.token),
+            &format!("/api/messages/{message_id}"),
+            &json!({"message": text}),
+        )
+        .await
+    }
+
+    /// `DELETE /api/messages/{id}`.
+    pub async fn delete_message(&self, user: &TestUser, message_id: i64) -> Reply {
+        self.send_empty(reqwest::Method::DELETE, Some(&user.token), &format!("/api/messages/{message_id}"))
+            .await
+    }
+
+    /// `GET /api/messages/search` with `params` as its query string.
+    pub async fn search_messages(&self, user: &TestUser, params: &[(&str, &str)]) -> Reply {
+        let query = serde_urlencoded::to_string(params).expect("query string");
+        self.get(Some(&user.token), &format!("/api/messages/search?{query}")).await
+    }
+
+    // ---- conversations ----
+
+    /// `GET /api/conversations/{id}` as `user`; asserts 200.
+    pub async fn conversation(&self, user: &TestUser, id: i64) -> Value {
+        let reply = self.get(Some(&user.token), &format!("/api/conversations/{id}")).await;
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        reply.body
+    }
+
+    /// The caller's conversation list; asserts 200.
+    pub async fn conversations(&self, user: &TestUser) -> Vec<Value> {
+        let reply = self.get(Some(&user.token), "/api/conversations").await;
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        reply.body["conversations"].as_array().expect("conversations").clone()
+    }
+
+    /// The entry for conversation `id` in `user`'s conversation list.
+    pub async fn conversation_entry(&self, user: &TestUser, id: i64) -> Value {
+        let reply = self.get(Some(&user.token), "/api/conversations").await;
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        reply.body["conversations"]
+            .as_array()
+            .expect("conversations")
+            .iter()
+            .find(|entry| entry["id"] == id)
+            .unwrap_or_else(|| panic!("conversation {id} missing from the list: {}", reply.body))
+            .clone()
+    }
+
+    /// Every message of a conversation, oldest first (one page of up to 100).
+    pub async fn all_messages(&self, user: &TestUser, conversation_id: i64) -> Vec<Value> {
+        let page = self.history(user, conversation_id, "limit=100").await;
+        assert_eq!(page["has_more"], false);
+        page["messages"].as_array().expect("messages").clone()
+    }
+
+    /// One message as `user`'s history shows it.
+    pub async fn history_message(&self, user: &TestUser, conversation_id: i64, message_id: i64) -> Value {
+        self.all_messages(user, conversation_id)
+            .await
+            .into_iter()
+            .find(|message| id_of(message) == message_id)
+            .unwrap_or_else(|| panic!("message {message_id} missing from history"))
+    }
+
+    /// `POST /api/conversations/{id}/read` with `{"message_id": id}`, or `{}` (up to the latest)
+    /// for `None`.
+    pub async fn mark_read_reply(
+        &self,
+        user: &TestUser,
+        conversation_id: i64,
+        message_id: Option<i64>,
+    ) -> Reply {
+        let path = format!("/api/conversations/{conversation_id}/read");
+        match message_id {
+            Some(id) => self.post(Some(&user.token), &path, &json!({"message_id": id})).await,
+            None => self.post(Some(&user.token), &path, &json!({})).await,
+        }
+    }
+
+    /// As `mark_read_reply`; asserts 200.
+    pub async fn mark_read(&self, user: &TestUser, conversation_id: i64, message_id: Option<i64>) -> Reply {
+        let reply = self.mark_read_reply(user, conversation_id, message_id).await;
+        assert_eq!(reply.status, 200, "read: {}", reply.body);
+        reply
+    }
+
+    /// `POST /api/conversations/{id}/read` with no body at all (up to the latest).
+    pub async fn mark_read_without_body(&self, user: &TestUser, conversation_id: i64) -> Reply {
+        self.send_empty(
+            reqwest::Method::POST,
+            Some(&user.token),
+            &format!("/api/conversations/{conversation_id}/read"),
+        )
+        .await
+    }
+
+    /// Every event of `GET /api/sync?since=` (asserts 200 and a single page), and `last_event_id`.
+    pub async fn sync(&self, user: &TestUser, since: i64) -> (Vec<Value>, i64) {
+        let reply = self.get(Some(&user.token), &format!("/api/sync?since={since}&limit=1000")).await;
+        assert_eq!(reply.status, 200, "sync: {}", reply.body);
+        assert_eq!(reply.body["has_more"], false);
+        let events = reply.body["events"].as_array().expect("events").clone();
+        (events, reply.body["last_event_id"].as_i64().expect("last_event_id"))
+    }
+
+    // ---- groups ----
+
+    /// `POST /api/groups`.
+    pub async fn create_group_reply(&self, owner: &TestUser, name: &str, member_ids: &[i64]) -> Reply {
+        self.post(Some(&owner.token), "/api/groups", &json!({"name": name, "member_ids": member_ids})).await
+    }
+
+    /// Creates a group owned by `owner` with `members` and asserts 201; returns its id.
+    pub async fn create_group(&self, owner: &TestUser, name: &str, members: &[&TestUser]) -> i64 {
+        let ids: Vec<i64> = members.iter().map(|user| user.id).collect();
+        let reply = self.create_group_reply(owner, name, &ids).await;
+        assert_eq!(reply.status, 201, "create group: {}", reply.body);
+        id_of(&reply.body)
+    }
+
+    /// `POST /api/groups/{id}/messages` with `body`.
+    pub async fn group_send_reply(&self, from: &TestUser, group_id: i64, body: &Value) -> Reply {
+        self.post(Some(&from.token), &format!("/api/groups/{group_id}/messages"), body).await
+    }
+
+    /// Sends `text` to a group and asserts 201; returns the message.
+    pub async fn group_send(&self, from: &TestUser, group_id: i64, text: &str) -> Value {
+        let reply = self.group_send_reply(from, group_id, &json!({"message": text})).await;
+        assert_eq!(reply.status, 201, "group send: {}", reply.body);
+        reply.body
+    }
+
+    /// `POST /api/groups/{id}/members`: `actor` adds `user_id`.
+    pub async fn add_member(&self, actor: &TestUser, group_id: i64, user_id: i64) -> Reply {
+        self.post(
+            Some(&actor.token),
+            &format!("/api/groups/{group_id}/members"),
+            &json!({"user_id": user_id}),
+        )
+        .await
+    }
+
+    /// `DELETE /api/groups/{id}/members/{user_id}`: `actor` removes `user_id`, or leaves when
+    /// it is their own id.
+    pub async fn remove_member_reply(&self, actor: &TestUser, group_id: i64, user_id: i64) -> Reply {
+        self.send_empty(
+            reqwest::Method::DELETE,
+            Some(&actor.token),
+            &format!("/api/groups/{group_id}/members/{user_id}"),
+        )
+        .await
+    }
+
+    /// As `remove_member_reply`; asserts 204.
+    pub async fn remove_member(&self, actor: &TestUser, group_id: i64, user_id: i64) {
+        let reply = self.remove_member_reply(actor, group_id, user_id).await;
+        assert_eq!(reply.status, 204, "remove member: {}", reply.body);
+    }
+
+    // ---- users, blocks and contacts ----
+
+    /// `GET /api/users/{id}/presence`: `user`'s presence as `viewer` sees it.
+    pub async fn presence_reply(&self, viewer: &TestUser, user: &TestUser) -> Reply {
+        self.get(Some(&viewer.token), &format!("/api/users/{}/presence", user.id)).await
+    }
+
+    /// As `presence_reply`; asserts 200 and returns the body.
+    pub async fn presence(&self, viewer: &TestUser, user: &TestUser) -> Value {
+        let reply = self.presence_reply(viewer, user).await;
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        reply.body
+    }
+
+    /// `POST /api/blocks`: `by` blocks `user_id`.
+    pub async fn block(&self, by: &TestUser, user_id: i64) -> Reply {
+        self.post(Some(&by.token), "/api/blocks", &json!({"user_id": user_id})).await
+    }
+
+    /// `DELETE /api/blocks/{user_id}`.
+    pub async fn unblock(&self, by: &TestUser, user_id: i64) -> Reply {
+        self.send_empty(reqwest::Method::DELETE, Some(&by.token), &format!("/api/blocks/{user_id}")).await
+    }
+
+    /// `POST /api/contacts/requests`: `from` asks `to`.
+    pub async fn request_contact(&self, from: &TestUser, to: &TestUser) -> Reply {
+        self.post(Some(&from.token), "/api/contacts/requests", &json!({"user_id": to.id})).await
+    }
+
+    /// `POST /api/contacts/requests/{id}/accept` as `user`.
+    pub async fn accept_contact(&self, user: &TestUser, request_id: i64) -> Reply {
+        self.send_empty(
+            reqwest::Method::POST,
+            Some(&user.token),
+            &format!("/api/contacts/requests/{request_id}/accept"),
+        )
+        .await
+    }
+}
+
 /// Asserts the contract's time format: RFC 3339 UTC with milliseconds, `2026-11-22T10:30:00.123Z`.
 pub fn assert_contract_time(value: &Value) {
     let text = value.as_str().unwrap_or_else(|| panic!("a time is a string: {value}"));

@@ -115,12 +115,9 @@ async fn sends_are_limited_per_user() {
     }
     let over = app.send_message(&alice, &json!({"recipient_id": bob.id, "message": "one too many"})).await;
     assert_rate_limited(&over);
-    let group =
-        app.post(Some(&alice.token), "/api/groups", &json!({"name": "g", "member_ids": [bob.id]})).await;
+    let group = app.create_group_reply(&alice, "g", &[bob.id]).await;
     let group_id = group.body["id"].as_i64().expect("group id");
-    let to_group = app
-        .post(Some(&alice.token), &format!("/api/groups/{group_id}/messages"), &json!({"message": "hi"}))
-        .await;
+    let to_group = app.group_send_reply(&alice, group_id, &json!({"message": "hi"})).await;
     assert_rate_limited(&to_group);
     // Bob has his own allowance; the refused message was never stored.
     app.dm(&bob, &alice, "my turn").await;

@@ -27,14 +27,7 @@ fn assert_invalid(reply: &Reply, field: &str, what: &str) {
 
 /// The ids of every message in a conversation, oldest first.
 async fn all_message_ids(app: &TestApp, user: &TestUser, conversation_id: i64) -> Vec<i64> {
-    let page = app.history(user, conversation_id, "limit=100").await;
-    assert_eq!(page["has_more"], false);
-    page["messages"]
-        .as_array()
-        .expect("messages")
-        .iter()
-        .map(|message| message["id"].as_i64().expect("id"))
-        .collect()
+    app.all_messages(user, conversation_id).await.iter().map(id_of).collect()
 }
 
 async fn sending_a_direct_message_returns_201_with_the_whole_message(backend: Backend) {
@@ -110,14 +103,7 @@ async fn an_empty_or_whitespace_only_message_is_422(backend: Backend) {
     assert_eq!(reply.status, 404, "{}", reply.body);
     // An edit to invisible text is refused alike, and the message keeps its text.
     let sent = app.dm(&alice, &bob, "visible").await;
-    let edit = app
-        .send_json(
-            reqwest::Method::PATCH,
-            Some(&alice.token),
-            &format!("/api/messages/{}", sent["id"]),
-            &json!({"message": "\u{200b}\u{feff}"}),
-        )
-        .await;
+    let edit = app.edit_message(&alice, id_of(&sent), "\u{200b}\u{feff}").await;
     assert_invalid(&edit, "message", "an invisible edit");
     // Invisible characters beside visible ones are text like any other, stored as sent.
     let joined = app.dm(&alice, &bob, "a\u{200d}b \u{202e}olleh").await;
@@ -443,7 +429,7 @@ async fn a_burst_of_mixed_sends_gets_each_its_own_answer(backend: Backend) {
         app.user("dave").await,
         app.user("erin").await,
     );
-    let blocked = app.post(Some(&dave.token), "/api/blocks", &json!({"user_id": carol.id})).await;
+    let blocked = app.block(&dave, carol.id).await;
     assert_eq!(blocked.status, 201, "{}", blocked.body);
     let private = app.dm(&carol, &erin, "just us").await;
     let mut bob_ws = app.ws(&bob).await;
@@ -578,18 +564,10 @@ async fn a_third_user_can_neither_see_nor_write_into_a_pair_s_conversation(backe
         assert_eq!(reply.error_code(), "not_found");
         assert!(!reply.body.to_string().contains("between us"));
     }
-    let reply = app
-        .send_empty(reqwest::Method::POST, token, &format!("/api/conversations/{conversation_id}/read"))
-        .await;
+    let reply = app.mark_read_without_body(&carol, conversation_id).await;
     assert_eq!(reply.status, 404, "read: {}", reply.body);
     reply.error_code();
-    let reply = app
-        .post(
-            token,
-            &format!("/api/conversations/{conversation_id}/read"),
-            &json!({"message_id": message_id}),
-        )
-        .await;
+    let reply = app.mark_read_reply(&carol, conversation_id, Some(message_id)).await;
     assert_eq!(reply.status, 404, "read up to: {}", reply.body);
     let reply =
         app.send_empty(reqwest::Method::PATCH, token, &format!("/api/messages/{message_id}/read")).await;

@@ -123,8 +123,7 @@ async fn a_read_receipt_reaches_the_other_side(backend: Backend) {
     let conversation_id = sent["conversation_id"].as_i64().expect("conversation id");
     let mut alice_socket = app.ws(&alice).await;
 
-    let reply =
-        app.post(Some(&bob.token), &format!("/api/conversations/{conversation_id}/read"), &json!({})).await;
+    let reply = app.mark_read_reply(&bob, conversation_id, None).await;
     assert_eq!(reply.status, 200, "{}", reply.body);
     let receipt = alice_socket.next_of("message_read").await;
     assert_eq!(receipt["conversation_id"], conversation_id);
@@ -133,7 +132,7 @@ async fn a_read_receipt_reaches_the_other_side(backend: Backend) {
     assert!(receipt["read_at"].as_str().is_some_and(|at| at.ends_with('Z')));
 
     // Reading again changes nothing and sends nothing.
-    app.post(Some(&bob.token), &format!("/api/conversations/{conversation_id}/read"), &json!({})).await;
+    app.mark_read_reply(&bob, conversation_id, None).await;
     alice_socket.expect_silence(Duration::from_millis(300)).await;
 }
 
@@ -222,8 +221,7 @@ async fn sync_returns_the_same_frames_as_the_socket(backend: Backend) {
     let bob = app.user("bob").await;
     let mut bob_socket = app.ws(&bob).await;
     let sent = app.dm(&alice, &bob, "one").await;
-    app.post(Some(&bob.token), &format!("/api/conversations/{}/read", sent["conversation_id"]), &json!({}))
-        .await;
+    app.mark_read_reply(&bob, conversation_of(&sent), None).await;
     app.dm(&alice, &bob, "two").await;
 
     let mut live = Vec::new();
