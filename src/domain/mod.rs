@@ -1,18 +1,10 @@
-//! The domain: validation, one transaction per change, then hand-off of the persisted
-//! events to the live side. Routes call these; actors never do.
+//! The domain, by capability: validation, one transaction per change, then hand-off of the
+//! persisted events to the live side. Routes call these; actors never do (they reach the
+//! domain only through `realtime::port`, implemented in `events::live`).
 
-pub mod attachments;
 pub mod conversations;
 pub mod events;
 pub mod files;
-pub mod groups;
-pub mod live;
-pub mod messages;
-pub mod pii;
-pub mod receipts;
+pub mod messaging;
 pub mod safety;
-pub mod search;
-pub mod sending;
-pub mod text;
 pub mod users;
-pub mod writer;

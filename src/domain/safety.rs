@@ -10,9 +10,9 @@ use sea_orm::sea_query::ExprTrait;
 use sea_orm::{Condition, ConnectionTrait, FromQueryResult, IntoActiveModel, QueryOrder, Set};
 use serde::Serialize;
 
-use super::pii;
 use crate::config::{DirectPolicy, MessagingSettings};
 use crate::db::{self, Db};
+use crate::domain::messaging::pii;
 use crate::error::{AppError, AppResult, ErrorCode};
 use crate::time::{self, Timestamp};
 use crate::wire::views::UserView;

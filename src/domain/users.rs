@@ -5,9 +5,9 @@ use sea_orm::prelude::*;
 use sea_orm::sea_query::{ExprTrait, Func, LikeExpr};
 use sea_orm::{QueryOrder, QuerySelect, Set, SqlErr};
 
-use super::text::{self, Fault, Trimmed};
 use crate::auth;
 use crate::db::Db;
+use crate::domain::messaging::text::{self, Fault, Trimmed};
 use crate::error::{AppError, AppResult, ErrorCode};
 use crate::time;
 use crate::wire::views::UserView;

@@ -10,8 +10,8 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::messages::sent;
 use crate::auth::AuthUser;
-use crate::domain::attachments::{self, StoredFile};
-use crate::domain::messages::{self, NewMessage, Target};
+use crate::domain::files::attachments::{self, StoredFile};
+use crate::domain::messaging::messages::{self, NewMessage, Target};
 use crate::error::ErrorBody;
 use crate::error::{AppError, AppResult, ErrorCode};
 use crate::extract::{Id, Query};

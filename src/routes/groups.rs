@@ -3,7 +3,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::auth::AuthUser;
-use crate::domain::groups::{self, MemberView, Role};
+use crate::domain::conversations::groups::{self, MemberView, Role};
 use crate::error::AppResult;
 use crate::error::ErrorBody;
 use crate::extract::{Id, JsonBody};

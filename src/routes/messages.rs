@@ -4,8 +4,8 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::limit_in;
 use crate::auth::AuthUser;
-use crate::domain::messages::{self, NewMessage, ReadState, Sent, Target};
-use crate::domain::search;
+use crate::domain::messaging::messages::{self, NewMessage, ReadState, Sent, Target};
+use crate::domain::messaging::search;
 use crate::error::ErrorBody;
 use crate::error::{AppError, AppResult, ErrorCode};
 use crate::extract::{Id, JsonBody, Query};

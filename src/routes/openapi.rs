@@ -164,7 +164,7 @@ fn trimmed(pattern: String, nullable: bool, description: &str) -> Object {
 
 pub fn message_text() -> Object {
     trimmed(
-        domain::messages::BODY.pattern(),
+        domain::messaging::messages::BODY.pattern(),
         false,
         "1–2000 characters after trimming, some of them visible; no NUL.",
     )
@@ -172,11 +172,11 @@ pub fn message_text() -> Object {
 
 pub fn message_text_or_blank() -> Object {
     let description = "With a file, may be blank; otherwise as `POST /api/messages`.";
-    trimmed(domain::messages::BODY.pattern_or_blank(), false, description)
+    trimmed(domain::messaging::messages::BODY.pattern_or_blank(), false, description)
 }
 
 pub fn group_name() -> Object {
-    trimmed(domain::groups::NAME.pattern(), false, "1–100 characters after trimming; no NUL.")
+    trimmed(domain::conversations::groups::NAME.pattern(), false, "1–100 characters after trimming; no NUL.")
 }
 
 pub fn display_name() -> Object {
@@ -206,7 +206,11 @@ impl Modify for QueryText {
 }
 
 fn message_query() -> Object {
-    trimmed(domain::search::QUERY.pattern(), false, "Words to find: 2–200 characters after trimming.")
+    trimmed(
+        domain::messaging::search::QUERY.pattern(),
+        false,
+        "Words to find: 2–200 characters after trimming.",
+    )
 }
 
 fn user_query() -> Object {

@@ -22,10 +22,10 @@ use entity::conversation;
 use sea_orm::{DatabaseTransaction, DbErr};
 
 pub use self::load::UserCache;
-use super::attachments::StoredFile;
-use super::messages::{Sent, Target};
-use super::safety;
 use crate::config::MessagingSettings;
+use crate::domain::files::attachments::StoredFile;
+use crate::domain::messaging::messages::{Sent, Target};
+use crate::domain::safety;
 use crate::error::AppResult;
 use crate::realtime::UserFrame;
 

@@ -3,6 +3,8 @@
 //! Pure helpers; the upload route buffers the first `SNIFF_BYTES`, asks `sniff`, and
 //! enforces the size limit of the returned `FileClass` while it streams the rest.
 
+pub mod attachments;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FileClass {
     Image,

@@ -8,9 +8,9 @@ use entity::{event, member, message};
 use sea_orm::prelude::*;
 use sea_orm::{IntoActiveModel, QuerySelect, Set};
 
-use super::conversations::active_conversation_ids;
-use super::writer::Writer;
 use crate::db::Db;
+use crate::domain::conversations::active_conversation_ids;
+use crate::domain::events::writer::Writer;
 use crate::error::AppResult;
 use crate::realtime::{UserFrame, UserId};
 use crate::wire::frames::ServerFrame;

@@ -9,9 +9,9 @@ use sea_orm::{Condition, ConnectionTrait, DatabaseBackend, DatabaseTransaction, 
 
 use super::{PendingMessage, ReadState, Results};
 use crate::db;
-use crate::domain::attachments;
 use crate::domain::conversations::direct_key;
-use crate::domain::messages::{Sent, Target};
+use crate::domain::files::attachments;
+use crate::domain::messaging::messages::{Sent, Target};
 use crate::wire::views::UserView;
 
 /// Users the writer keeps; beyond this the cache starts over.

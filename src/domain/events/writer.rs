@@ -3,7 +3,7 @@
 //!
 //! Message sends, the hot path, are typed jobs (`Writer::send`): the batch stores all of them
 //! together, with one query per check and one multi-row statement per table
-//! (`sending::store`). Every other change is a piece of work (`Writer::write`) that runs
+//! (`send::store`). Every other change is a piece of work (`Writer::write`) that runs
 //! inside the transaction and returns its result and the frames to deliver; each runs in its
 //! own savepoint, so a failing one rolls back alone. The writer task takes every job that is
 //! waiting, commits them together, publishes their frames in order and only then answers the
@@ -27,10 +27,10 @@ use sea_orm::{
 };
 use tokio::sync::{mpsc, oneshot};
 
-use super::messages::Sent;
-use super::sending::{self, PendingMessage, UserCache};
 use crate::config::MessagingSettings;
 use crate::db::Db;
+use crate::domain::messaging::messages::Sent;
+use crate::domain::messaging::send::{self, PendingMessage, UserCache};
 use crate::error::{AppError, AppResult};
 use crate::realtime::UserFrame;
 use crate::realtime::relay::Relay;
@@ -299,8 +299,8 @@ impl Batcher {
     ) -> bool {
         let savepoint = if shared { txn.begin().await.ok() } else { None };
         let stored = match &savepoint {
-            Some(savepoint) => sending::store(savepoint, &self.rules, &mut self.users, sends).await,
-            None => sending::store(txn, &self.rules, &mut self.users, sends).await,
+            Some(savepoint) => send::store(savepoint, &self.rules, &mut self.users, sends).await,
+            None => send::store(txn, &self.rules, &mut self.users, sends).await,
         };
         let stored = match (stored, savepoint) {
             (Ok(stored), Some(savepoint)) => savepoint.commit().await.map(|()| stored),

@@ -1,5 +1,7 @@
 //! Reading conversations as one member sees them: the list, one conversation, history.
 
+pub mod groups;
+
 use std::collections::{HashMap, HashSet};
 
 use entity::{conversation, event, member, message, user};
@@ -7,9 +9,9 @@ use sea_orm::prelude::*;
 use sea_orm::sea_query::ExprTrait;
 use sea_orm::{ConnectionTrait, PaginatorTrait, QueryOrder, QuerySelect};
 
-use super::attachments;
-use super::events::StoredEvent;
 use crate::db::Db;
+use crate::domain::events::StoredEvent;
+use crate::domain::files::attachments;
 use crate::error::{AppError, AppResult};
 use crate::wire::views::{ConversationKind, ConversationView, MessageView, UserView, optional_id};
 

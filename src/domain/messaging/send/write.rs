@@ -10,9 +10,9 @@ use sea_orm::{ConnectionTrait, DatabaseTransaction, IntoActiveModel, Set};
 
 use super::{Accepted, PendingMessage, ReadState};
 use crate::db;
-use crate::domain::attachments;
 use crate::domain::events::{self, StoredEvent};
-use crate::domain::messages::new_member;
+use crate::domain::files::attachments;
+use crate::domain::messaging::messages::new_member;
 use crate::time;
 use crate::wire::views::{ConversationKind, MessageView};
 

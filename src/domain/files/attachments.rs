@@ -19,10 +19,10 @@ use secrecy::ExposeSecret;
 use sha2::Sha256;
 use tokio::io::AsyncWriteExt;
 
-use super::conversations::visible;
-use super::files::{self, FileClass, SNIFF_BYTES};
 use crate::config::Settings;
 use crate::db::Db;
+use crate::domain::conversations::visible;
+use crate::domain::files::{self, FileClass, SNIFF_BYTES};
 use crate::error::{AppError, AppResult, ErrorCode};
 use crate::wire::views::{AttachmentView, MessageView};
 

@@ -10,12 +10,12 @@ use sea_orm::prelude::*;
 use sea_orm::{DatabaseTransaction, IntoActiveModel, QueryOrder, QuerySelect, Set};
 use serde::Serialize;
 
-use super::conversations::{self, visible};
-use super::events::{self, StoredEvent};
-use super::messages::{new_member, open_conversation, to_members};
-use super::text::{self, Trimmed};
-use super::writer::Writer;
 use crate::db::Db;
+use crate::domain::conversations::{self, visible};
+use crate::domain::events::writer::Writer;
+use crate::domain::events::{self, StoredEvent};
+use crate::domain::messaging::messages::{new_member, open_conversation, to_members};
+use crate::domain::messaging::text::{self, Trimmed};
 use crate::error::{AppError, AppResult, ErrorCode};
 use crate::realtime::{UserFrame, UserId};
 use crate::time;

@@ -6,15 +6,15 @@ use sea_orm::prelude::*;
 use sea_orm::sea_query::ExprTrait;
 use sea_orm::{ConnectionTrait, DatabaseTransaction, IntoActiveModel, Set};
 
-use super::attachments::{self, StoredFile};
-use super::conversations::{self, count_unread, visible};
-use super::events::{self, StoredEvent};
-use super::safety;
-use super::sending::PendingMessage;
-use super::text::{self, Fault, Trimmed};
-use super::writer::Writer;
 use crate::config::MessagingSettings;
 use crate::db::Db;
+use crate::domain::conversations::{self, count_unread, visible};
+use crate::domain::events::writer::Writer;
+use crate::domain::events::{self, StoredEvent};
+use crate::domain::files::attachments::{self, StoredFile};
+use crate::domain::messaging::send::PendingMessage;
+use crate::domain::messaging::text::{self, Fault, Trimmed};
+use crate::domain::safety;
 use crate::error::{AppError, AppResult, ErrorCode};
 use crate::realtime::{Frame, UserFrame, UserId};
 use crate::time;
@@ -114,7 +114,7 @@ fn validate_client_id(client_id: &str) -> AppResult<()> {
 /// Persists a message and its event in one transaction, then delivers it: `new_message` to
 /// every other member's devices, `message_sent` to the sender's. A repeated `client_id`
 /// returns the stored message and changes nothing. Every check that needs the database
-/// runs in the writer's batch (`sending::store`), so a send costs no query of its own.
+/// runs in the writer's batch (`send::store`), so a send costs no query of its own.
 pub async fn send(writer: &Writer, sender_id: i64, input: NewMessage) -> AppResult<Sent> {
     let NewMessage { target, body, client_id, attachment } = input;
     if let Target::User(recipient_id) = target

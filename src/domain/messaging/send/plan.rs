@@ -11,7 +11,7 @@ use super::load::{Loaded, UserCache};
 use super::{Accepted, PendingMessage, ReadState, Results};
 use crate::config::MessagingSettings;
 use crate::domain::conversations::{self, direct_key};
-use crate::domain::messages::{Sent, Target};
+use crate::domain::messaging::messages::{Sent, Target};
 use crate::domain::safety::{self, Pair};
 use crate::error::{AppError, AppResult, ErrorCode};
 use crate::wire::views::{ConversationKind, MessageView};

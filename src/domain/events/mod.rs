@@ -12,6 +12,9 @@
 //! Frames are rendered per reader from the stored payload, so sync, replay and live
 //! delivery produce the same shapes.
 
+pub mod live;
+pub mod writer;
+
 use std::collections::{HashMap, HashSet};
 
 use entity::{event, member};
@@ -22,8 +25,8 @@ use sea_orm::{
 };
 use serde::{Deserialize, Serialize};
 
-use super::conversations;
 use crate::db::Db;
+use crate::domain::conversations;
 use crate::realtime::Frame;
 use crate::realtime::port::Page;
 use crate::time::{self, Timestamp};

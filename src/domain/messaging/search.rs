@@ -7,10 +7,10 @@ use entity::message;
 use sea_orm::prelude::*;
 use sea_orm::{DatabaseBackend, FromQueryResult};
 
-use super::attachments;
-use super::conversations::visible;
-use super::text::Trimmed;
 use crate::db::{self, Db};
+use crate::domain::conversations::visible;
+use crate::domain::files::attachments;
+use crate::domain::messaging::text::Trimmed;
 use crate::error::AppResult;
 use crate::wire::views::MessageView;
 

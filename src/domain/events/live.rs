@@ -5,9 +5,9 @@ use std::sync::Arc;
 
 use futures_util::FutureExt;
 
-use super::writer::Writer;
-use super::{conversations, events, receipts};
 use crate::db::Db;
+use crate::domain::events::writer::Writer;
+use crate::domain::{conversations, events, messaging::receipts};
 use crate::limits::Limits;
 use crate::realtime::UserId;
 use crate::realtime::port::{Answer, Domain, Page, Unavailable};
