@@ -48,7 +48,13 @@ struct Form {
     post,
     path = "/api/messages/with-attachment",
     request_body(content = Form, content_type = "multipart/form-data"),
-    responses((status = 201, body = MessageView), (status = 200, description = "client_id already used", body = MessageView), (status = 403, description = "known but not allowed", body = ErrorBody), (status = 404, description = "absent or not visible to the caller", body = ErrorBody), (status = 429, description = "rate limited (see Retry-After)", body = ErrorBody)),
+    responses(
+        (status = 201, body = MessageView),
+        (status = 200, description = "client_id already used", body = MessageView),
+        (status = 403, description = "known but not allowed", body = ErrorBody),
+        (status = 404, description = "absent or not visible to the caller", body = ErrorBody),
+        (status = 429, description = "rate limited (see Retry-After)", body = ErrorBody),
+    ),
     security(("bearer" = []))
 )]
 pub async fn send(
@@ -187,7 +193,10 @@ struct DownloadLink {
     get,
     path = "/api/attachments/{id}/download",
     params(("id" = i64, Path, description = "a positive id", minimum = 1)),
-    responses((status = 200, body = DownloadLink), (status = 404, description = "absent or not visible to the caller", body = ErrorBody)),
+    responses(
+        (status = 200, body = DownloadLink),
+        (status = 404, description = "absent or not visible to the caller", body = ErrorBody),
+    ),
     security(("bearer" = []))
 )]
 pub async fn download(
@@ -224,7 +233,11 @@ pub struct SignedQuery {
     get,
     path = "/api/attachments/{id}/content",
     params(("id" = i64, Path, description = "a positive id", minimum = 1), SignedQuery),
-    responses((status = 200, description = "the file, as an attachment download"), (status = 403, description = "invalid_signature or link_expired", body = ErrorBody), (status = 404, description = "absent or not visible to the caller", body = ErrorBody))
+    responses(
+        (status = 200, description = "the file, as an attachment download"),
+        (status = 403, description = "invalid_signature or link_expired", body = ErrorBody),
+        (status = 404, description = "absent or not visible to the caller", body = ErrorBody),
+    )
 )]
 pub async fn content(
     state: web::Data<AppState>,

@@ -37,7 +37,11 @@ struct Session {
     post,
     path = "/api/auth/register",
     request_body = RegisterBody,
-    responses((status = 201, description = "registered", body = Session), (status = 409, description = "username taken", body = ErrorBody), (status = 429, description = "rate limited (see Retry-After)", body = ErrorBody))
+    responses(
+        (status = 201, description = "registered", body = Session),
+        (status = 409, description = "username taken", body = ErrorBody),
+        (status = 429, description = "rate limited (see Retry-After)", body = ErrorBody),
+    )
 )]
 pub async fn register(
     state: web::Data<AppState>,
@@ -58,7 +62,11 @@ pub async fn register(
     post,
     path = "/api/auth/login",
     request_body = LoginBody,
-    responses((status = 200, description = "logged in", body = Session), (status = 401, description = "invalid_credentials", body = ErrorBody), (status = 429, description = "rate limited (see Retry-After)", body = ErrorBody))
+    responses(
+        (status = 200, description = "logged in", body = Session),
+        (status = 401, description = "invalid_credentials", body = ErrorBody),
+        (status = 429, description = "rate limited (see Retry-After)", body = ErrorBody),
+    )
 )]
 pub async fn login(
     state: web::Data<AppState>,

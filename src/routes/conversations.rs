@@ -31,7 +31,9 @@ struct ConversationList {
     get,
     path = "/api/conversations",
     params(ListQuery),
-    responses((status = 200, body = ConversationList)),
+    responses(
+        (status = 200, body = ConversationList),
+    ),
     security(("bearer" = []))
 )]
 pub async fn list(
@@ -49,7 +51,10 @@ pub async fn list(
     get,
     path = "/api/conversations/{id}",
     params(("id" = i64, Path, description = "a positive id", minimum = 1)),
-    responses((status = 200, body = ConversationView), (status = 404, description = "absent or not visible to the caller", body = ErrorBody)),
+    responses(
+        (status = 200, body = ConversationView),
+        (status = 404, description = "absent or not visible to the caller", body = ErrorBody),
+    ),
     security(("bearer" = []))
 )]
 pub async fn get(
@@ -65,7 +70,10 @@ pub async fn get(
     get,
     path = "/api/conversations/direct/{other_user_id}",
     params(("other_user_id" = i64, Path, description = "the other user", minimum = 1)),
-    responses((status = 200, body = ConversationView), (status = 404, description = "absent or not visible to the caller", body = ErrorBody)),
+    responses(
+        (status = 200, body = ConversationView),
+        (status = 404, description = "absent or not visible to the caller", body = ErrorBody),
+    ),
     security(("bearer" = []))
 )]
 pub async fn direct(
@@ -98,7 +106,10 @@ struct HistoryPage {
     get,
     path = "/api/conversations/{id}/messages",
     params(("id" = i64, Path, description = "a positive id", minimum = 1), HistoryQuery),
-    responses((status = 200, body = HistoryPage), (status = 404, description = "absent or not visible to the caller", body = ErrorBody)),
+    responses(
+        (status = 200, body = HistoryPage),
+        (status = 404, description = "absent or not visible to the caller", body = ErrorBody),
+    ),
     security(("bearer" = []))
 )]
 pub async fn history(
@@ -132,7 +143,10 @@ pub struct ReadBody {
     path = "/api/conversations/{id}/read",
     params(("id" = i64, Path, description = "a positive id", minimum = 1)),
     request_body = Option<ReadBody>,
-    responses((status = 200, body = ReadState), (status = 404, description = "absent or not visible to the caller", body = ErrorBody)),
+    responses(
+        (status = 200, body = ReadState),
+        (status = 404, description = "absent or not visible to the caller", body = ErrorBody),
+    ),
     security(("bearer" = []))
 )]
 pub async fn read(
@@ -170,7 +184,9 @@ struct SyncPage {
     get,
     path = "/api/sync",
     params(SyncQuery),
-    responses((status = 200, description = "events in exactly their WebSocket frames' shapes", body = SyncPage)),
+    responses(
+        (status = 200, description = "events in exactly their WebSocket frames' shapes", body = SyncPage),
+    ),
     security(("bearer" = []))
 )]
 pub async fn sync(

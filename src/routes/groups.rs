@@ -25,7 +25,10 @@ pub struct CreateBody {
     post,
     path = "/api/groups",
     request_body = CreateBody,
-    responses((status = 201, body = ConversationView), (status = 404, description = "absent or not visible to the caller", body = ErrorBody)),
+    responses(
+        (status = 201, body = ConversationView),
+        (status = 404, description = "absent or not visible to the caller", body = ErrorBody),
+    ),
     security(("bearer" = []))
 )]
 pub async fn create(
@@ -51,7 +54,10 @@ struct MemberList {
     get,
     path = "/api/groups/{id}/members",
     params(("id" = i64, Path, description = "a positive id", minimum = 1)),
-    responses((status = 200, body = MemberList), (status = 404, description = "absent or not visible to the caller", body = ErrorBody)),
+    responses(
+        (status = 200, body = MemberList),
+        (status = 404, description = "absent or not visible to the caller", body = ErrorBody),
+    ),
     security(("bearer" = []))
 )]
 pub async fn members(
@@ -75,7 +81,11 @@ pub struct AddBody {
     path = "/api/groups/{id}/members",
     params(("id" = i64, Path, description = "a positive id", minimum = 1)),
     request_body = AddBody,
-    responses((status = 200, body = MemberView), (status = 403, description = "known but not allowed", body = ErrorBody), (status = 404, description = "absent or not visible to the caller", body = ErrorBody)),
+    responses(
+        (status = 200, body = MemberView),
+        (status = 403, description = "known but not allowed", body = ErrorBody),
+        (status = 404, description = "absent or not visible to the caller", body = ErrorBody),
+    ),
     security(("bearer" = []))
 )]
 pub async fn add_member(
@@ -96,7 +106,11 @@ pub async fn add_member(
     delete,
     path = "/api/groups/{id}/members/{user_id}",
     params(("id" = i64, Path, description = "the group", minimum = 1), ("user_id" = i64, Path, description = "the member", minimum = 1)),
-    responses((status = 204, description = "removed, or left"), (status = 403, description = "known but not allowed", body = ErrorBody), (status = 404, description = "absent or not visible to the caller", body = ErrorBody)),
+    responses(
+        (status = 204, description = "removed, or left"),
+        (status = 403, description = "known but not allowed", body = ErrorBody),
+        (status = 404, description = "absent or not visible to the caller", body = ErrorBody),
+    ),
     security(("bearer" = []))
 )]
 pub async fn remove_member(
@@ -138,7 +152,11 @@ impl From<AssignableRole> for Role {
     path = "/api/groups/{id}/members/{user_id}",
     params(("id" = i64, Path, description = "the group", minimum = 1), ("user_id" = i64, Path, description = "the member", minimum = 1)),
     request_body = RoleBody,
-    responses((status = 200, body = MemberView), (status = 403, description = "known but not allowed", body = ErrorBody), (status = 404, description = "absent or not visible to the caller", body = ErrorBody)),
+    responses(
+        (status = 200, body = MemberView),
+        (status = 403, description = "known but not allowed", body = ErrorBody),
+        (status = 404, description = "absent or not visible to the caller", body = ErrorBody),
+    ),
     security(("bearer" = []))
 )]
 pub async fn set_role(

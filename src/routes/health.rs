@@ -14,7 +14,9 @@ use crate::startup::AppState;
 #[utoipa::path(
     get,
     path = "/health/live",
-    responses((status = 200, description = "the process runs"))
+    responses(
+        (status = 200, description = "the process runs"),
+    )
 )]
 pub async fn live() -> HttpResponse {
     HttpResponse::Ok().json(json!({"status": "live"}))
@@ -25,7 +27,9 @@ pub async fn live() -> HttpResponse {
 #[utoipa::path(
     get,
     path = "/health/ready",
-    responses((status = 200, description = "database (and Redis) answer"))
+    responses(
+        (status = 200, description = "database (and Redis) answer"),
+    )
 )]
 pub async fn ready(state: web::Data<AppState>) -> AppResult<HttpResponse> {
     if state.draining.load(Ordering::Relaxed) {
@@ -49,7 +53,10 @@ pub async fn ready(state: web::Data<AppState>) -> AppResult<HttpResponse> {
 #[utoipa::path(
     get,
     path = "/metrics",
-    responses((status = 200, description = "Prometheus text"), (status = 401, description = "server.metrics_token is set and the request does not carry it", body = crate::error::ErrorBody))
+    responses(
+        (status = 200, description = "Prometheus text"),
+        (status = 401, description = "server.metrics_token is set and the request does not carry it", body = crate::error::ErrorBody),
+    )
 )]
 pub async fn metrics(req: HttpRequest, state: web::Data<AppState>) -> AppResult<HttpResponse> {
     let required = state.settings.server.metrics_token.expose_secret();

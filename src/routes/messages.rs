@@ -28,7 +28,13 @@ pub struct SendBody {
     post,
     path = "/api/messages",
     request_body = SendBody,
-    responses((status = 201, description = "stored and delivered", body = MessageView), (status = 200, description = "this client_id was already used: the original message", body = MessageView), (status = 403, description = "known but not allowed", body = ErrorBody), (status = 404, description = "absent or not visible to the caller", body = ErrorBody), (status = 429, description = "rate limited (see Retry-After)", body = ErrorBody)),
+    responses(
+        (status = 201, description = "stored and delivered", body = MessageView),
+        (status = 200, description = "this client_id was already used: the original message", body = MessageView),
+        (status = 403, description = "known but not allowed", body = ErrorBody),
+        (status = 404, description = "absent or not visible to the caller", body = ErrorBody),
+        (status = 429, description = "rate limited (see Retry-After)", body = ErrorBody),
+    ),
     security(("bearer" = []))
 )]
 pub async fn send(
@@ -66,7 +72,12 @@ pub struct GroupSendBody {
     path = "/api/groups/{id}/messages",
     params(("id" = i64, Path, description = "a positive id", minimum = 1)),
     request_body = GroupSendBody,
-    responses((status = 201, body = MessageView), (status = 200, description = "client_id already used", body = MessageView), (status = 404, description = "absent or not visible to the caller", body = ErrorBody), (status = 429, description = "rate limited (see Retry-After)", body = ErrorBody)),
+    responses(
+        (status = 201, body = MessageView),
+        (status = 200, description = "client_id already used", body = MessageView),
+        (status = 404, description = "absent or not visible to the caller", body = ErrorBody),
+        (status = 429, description = "rate limited (see Retry-After)", body = ErrorBody),
+    ),
     security(("bearer" = []))
 )]
 pub async fn send_to_group(
@@ -95,7 +106,12 @@ pub struct EditBody {
     path = "/api/messages/{id}",
     params(("id" = i64, Path, description = "a positive id", minimum = 1)),
     request_body = EditBody,
-    responses((status = 200, body = MessageView), (status = 403, description = "not_owner or edit_window_passed", body = ErrorBody), (status = 404, description = "absent or not visible to the caller", body = ErrorBody), (status = 409, description = "message_deleted", body = ErrorBody)),
+    responses(
+        (status = 200, body = MessageView),
+        (status = 403, description = "not_owner or edit_window_passed", body = ErrorBody),
+        (status = 404, description = "absent or not visible to the caller", body = ErrorBody),
+        (status = 409, description = "message_deleted", body = ErrorBody),
+    ),
     security(("bearer" = []))
 )]
 pub async fn edit(
@@ -116,7 +132,11 @@ pub async fn edit(
     delete,
     path = "/api/messages/{id}",
     params(("id" = i64, Path, description = "a positive id", minimum = 1)),
-    responses((status = 204, description = "deleted (soft)"), (status = 403, description = "not_owner", body = ErrorBody), (status = 404, description = "absent or not visible to the caller", body = ErrorBody)),
+    responses(
+        (status = 204, description = "deleted (soft)"),
+        (status = 403, description = "not_owner", body = ErrorBody),
+        (status = 404, description = "absent or not visible to the caller", body = ErrorBody),
+    ),
     security(("bearer" = []))
 )]
 pub async fn delete(
@@ -154,7 +174,10 @@ struct SearchPage {
     get,
     path = "/api/messages/search",
     params(SearchQuery),
-    responses((status = 200, body = SearchPage), (status = 404, description = "absent or not visible to the caller", body = ErrorBody)),
+    responses(
+        (status = 200, body = SearchPage),
+        (status = 404, description = "absent or not visible to the caller", body = ErrorBody),
+    ),
     security(("bearer" = []))
 )]
 pub async fn search(
@@ -185,7 +208,10 @@ pub async fn search(
     patch,
     path = "/api/messages/{id}/read",
     params(("id" = i64, Path, description = "a positive id", minimum = 1)),
-    responses((status = 200, body = ReadState), (status = 404, description = "absent or not visible to the caller", body = ErrorBody)),
+    responses(
+        (status = 200, body = ReadState),
+        (status = 404, description = "absent or not visible to the caller", body = ErrorBody),
+    ),
     security(("bearer" = []))
 )]
 pub async fn read_up_to(

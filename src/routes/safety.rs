@@ -21,7 +21,11 @@ pub struct UserBody {
     post,
     path = "/api/blocks",
     request_body = UserBody,
-    responses((status = 201, body = BlockView), (status = 200, description = "already blocked", body = BlockView), (status = 404, description = "absent or not visible to the caller", body = ErrorBody)),
+    responses(
+        (status = 201, body = BlockView),
+        (status = 200, description = "already blocked", body = BlockView),
+        (status = 404, description = "absent or not visible to the caller", body = ErrorBody),
+    ),
     security(("bearer" = []))
 )]
 pub async fn block(
@@ -39,7 +43,9 @@ pub async fn block(
     delete,
     path = "/api/blocks/{user_id}",
     params(("user_id" = i64, Path, description = "the blocked user", minimum = 1)),
-    responses((status = 204, description = "not blocked (any more)")),
+    responses(
+        (status = 204, description = "not blocked (any more)"),
+    ),
     security(("bearer" = []))
 )]
 pub async fn unblock(
@@ -60,7 +66,9 @@ struct BlockList {
 #[utoipa::path(
     get,
     path = "/api/blocks",
-    responses((status = 200, body = BlockList)),
+    responses(
+        (status = 200, body = BlockList),
+    ),
     security(("bearer" = []))
 )]
 pub async fn blocks(state: web::Data<AppState>, caller: AuthUser) -> AppResult<HttpResponse> {
@@ -74,7 +82,12 @@ pub async fn blocks(state: web::Data<AppState>, caller: AuthUser) -> AppResult<H
     post,
     path = "/api/contacts/requests",
     request_body = UserBody,
-    responses((status = 201, body = RequestView), (status = 200, description = "an existing request (accepted when the other user had asked)", body = RequestView), (status = 403, description = "blocked", body = ErrorBody), (status = 404, description = "absent or not visible to the caller", body = ErrorBody)),
+    responses(
+        (status = 201, body = RequestView),
+        (status = 200, description = "an existing request (accepted when the other user had asked)", body = RequestView),
+        (status = 403, description = "blocked", body = ErrorBody),
+        (status = 404, description = "absent or not visible to the caller", body = ErrorBody),
+    ),
     security(("bearer" = []))
 )]
 pub async fn request(
@@ -91,7 +104,11 @@ pub async fn request(
     post,
     path = "/api/contacts/requests/{id}/accept",
     params(("id" = i64, Path, description = "a positive id", minimum = 1)),
-    responses((status = 200, body = RequestView), (status = 403, description = "known but not allowed", body = ErrorBody), (status = 404, description = "absent or not visible to the caller", body = ErrorBody)),
+    responses(
+        (status = 200, body = RequestView),
+        (status = 403, description = "known but not allowed", body = ErrorBody),
+        (status = 404, description = "absent or not visible to the caller", body = ErrorBody),
+    ),
     security(("bearer" = []))
 )]
 pub async fn accept(
@@ -111,7 +128,9 @@ struct ContactList {
 #[utoipa::path(
     get,
     path = "/api/contacts",
-    responses((status = 200, body = ContactList)),
+    responses(
+        (status = 200, body = ContactList),
+    ),
     security(("bearer" = []))
 )]
 pub async fn contacts(state: web::Data<AppState>, caller: AuthUser) -> AppResult<HttpResponse> {
@@ -128,7 +147,9 @@ struct RequestLists {
 #[utoipa::path(
     get,
     path = "/api/contacts/requests",
-    responses((status = 200, body = RequestLists)),
+    responses(
+        (status = 200, body = RequestLists),
+    ),
     security(("bearer" = []))
 )]
 pub async fn requests(state: web::Data<AppState>, caller: AuthUser) -> AppResult<HttpResponse> {

@@ -15,7 +15,9 @@ use crate::wire::views::UserView;
 #[utoipa::path(
     get,
     path = "/api/users/me",
-    responses((status = 200, body = UserView)),
+    responses(
+        (status = 200, body = UserView),
+    ),
     security(("bearer" = []))
 )]
 pub async fn me(state: web::Data<AppState>, caller: AuthUser) -> AppResult<HttpResponse> {
@@ -31,7 +33,10 @@ pub async fn me(state: web::Data<AppState>, caller: AuthUser) -> AppResult<HttpR
     get,
     path = "/api/users/{id}",
     params(("id" = i64, Path, description = "a positive id", minimum = 1)),
-    responses((status = 200, body = UserView), (status = 404, description = "absent or not visible to the caller", body = ErrorBody)),
+    responses(
+        (status = 200, body = UserView),
+        (status = 404, description = "absent or not visible to the caller", body = ErrorBody),
+    ),
     security(("bearer" = []))
 )]
 pub async fn get(
@@ -62,7 +67,9 @@ struct UserList {
     get,
     path = "/api/users/search",
     params(SearchQuery),
-    responses((status = 200, body = UserList)),
+    responses(
+        (status = 200, body = UserList),
+    ),
     security(("bearer" = []))
 )]
 pub async fn search(
@@ -90,7 +97,10 @@ pub async fn search(
     get,
     path = "/api/users/{id}/presence",
     params(("id" = i64, Path, description = "a positive id", minimum = 1)),
-    responses((status = 200, body = crate::realtime::presence::PresenceView), (status = 404, description = "absent or not visible to the caller", body = ErrorBody)),
+    responses(
+        (status = 200, body = crate::realtime::presence::PresenceView),
+        (status = 404, description = "absent or not visible to the caller", body = ErrorBody),
+    ),
     security(("bearer" = []))
 )]
 pub async fn presence(

@@ -27,7 +27,10 @@ pub struct WsQuery {
     get,
     path = "/ws",
     params(WsQuery),
-    responses((status = 101, description = "WebSocket upgrade; frames as in the contract"), (status = 429, description = "rate limited (see Retry-After)", body = ErrorBody))
+    responses(
+        (status = 101, description = "WebSocket upgrade; frames as in the contract"),
+        (status = 429, description = "rate limited (see Retry-After)", body = ErrorBody),
+    )
 )]
 pub async fn connect(
     req: HttpRequest,
@@ -74,7 +77,9 @@ struct TicketView {
 #[utoipa::path(
     post,
     path = "/api/ws-ticket",
-    responses((status = 200, body = TicketView)),
+    responses(
+        (status = 200, body = TicketView),
+    ),
     security(("bearer" = []))
 )]
 pub async fn ticket(state: web::Data<AppState>, caller: AuthUser) -> AppResult<HttpResponse> {
