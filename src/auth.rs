@@ -124,6 +124,12 @@ pub struct AuthUser {
     pub id: i64,
 }
 
+impl AuthUser {
+    pub fn user(&self) -> crate::wire::UserId {
+        crate::wire::UserId(self.id)
+    }
+}
+
 impl FromRequest for AuthUser {
     type Error = AppError;
     type Future = LocalBoxFuture<'static, Result<Self, AppError>>;

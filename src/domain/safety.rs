@@ -15,6 +15,7 @@ use crate::db::{self, Db};
 use crate::domain::messaging::pii;
 use crate::error::{AppError, AppResult, ErrorCode};
 use crate::time::{self, Timestamp};
+use crate::wire::UserId;
 use crate::wire::views::UserView;
 
 /// How two users stand with each other.
@@ -285,7 +286,7 @@ async fn accept_row(db: &Db, row: contact_request::Model) -> AppResult<contact_r
 
 /// Accepts a request made to the caller. Its sender cannot accept it (403); anyone else
 /// gets 404.
-pub async fn accept(db: &Db, user_id: i64, request_id: i64) -> AppResult<RequestView> {
+pub async fn accept(db: &Db, UserId(user_id): UserId, request_id: i64) -> AppResult<RequestView> {
     let row = contact_request::Entity::find_by_id(request_id)
         .one(&db.write)
         .await?

@@ -16,6 +16,7 @@ use crate::error::ErrorBody;
 use crate::error::{AppError, AppResult, ErrorCode};
 use crate::extract::{Id, Query};
 use crate::startup::AppState;
+use crate::wire::UserId;
 use crate::wire::views::MessageView;
 
 /// Largest non-file field (a 2,000-character message is at most 8,000 bytes of UTF-8).
@@ -204,7 +205,7 @@ pub async fn download(
     caller: AuthUser,
     path: web::Path<Id>,
 ) -> AppResult<HttpResponse> {
-    let row = attachments::downloadable(&state.db, caller.id, path.into_inner().0).await?;
+    let row = attachments::downloadable(&state.db, caller.user(), path.into_inner().0).await?;
     let ttl = state.files.url_ttl_seconds();
     let expires = chrono::Utc::now().timestamp().saturating_add(i64::try_from(ttl).unwrap_or(i64::MAX));
     Ok(HttpResponse::Ok().json(DownloadLink {
@@ -248,7 +249,7 @@ pub async fn content(
     let Id(id) = path.into_inner();
     let SignedQuery { user, expires, signature } = query.0;
     state.files.verify(id, user, expires, &signature)?;
-    let row = attachments::downloadable(&state.db, user, id).await?;
+    let row = attachments::downloadable(&state.db, UserId(user), id).await?;
     let path = state.files.path(&row.storage_key);
     let file = web::block(move || NamedFile::open(path))
         .await

@@ -13,6 +13,7 @@ use crate::error::{AppError, AppResult, ErrorCode};
 use crate::extract::{Id, OptionalJsonBody, Query};
 use crate::startup::AppState;
 use crate::wire::views::{ConversationView, MessageView};
+use crate::wire::{ConversationId, UserId};
 
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -62,7 +63,8 @@ pub async fn get(
     caller: AuthUser,
     path: web::Path<Id>,
 ) -> AppResult<HttpResponse> {
-    Ok(HttpResponse::Ok().json(conversations::get(&state.db, caller.id, path.into_inner().0).await?))
+    Ok(HttpResponse::Ok()
+        .json(conversations::get(&state.db, caller.user(), ConversationId(path.into_inner().0)).await?))
 }
 
 /// # GET /api/conversations/direct/{other_user_id}
@@ -81,7 +83,8 @@ pub async fn direct(
     caller: AuthUser,
     path: web::Path<Id>,
 ) -> AppResult<HttpResponse> {
-    Ok(HttpResponse::Ok().json(conversations::get_direct(&state.db, caller.id, path.into_inner().0).await?))
+    Ok(HttpResponse::Ok()
+        .json(conversations::get_direct(&state.db, caller.user(), UserId(path.into_inner().0)).await?))
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -127,7 +130,8 @@ pub async fn history(
         (Some(Id(before)), Some(Id(after))) => Window::Between(after, before),
     };
     let (messages, has_more) =
-        conversations::history(&state.db, caller.id, path.into_inner().0, window, limit).await?;
+        conversations::history(&state.db, caller.user(), ConversationId(path.into_inner().0), window, limit)
+            .await?;
     Ok(HttpResponse::Ok().json(HistoryPage { messages, has_more }))
 }
 
@@ -156,8 +160,14 @@ pub async fn read(
     body: OptionalJsonBody<ReadBody>,
 ) -> AppResult<HttpResponse> {
     let message_id = body.0.and_then(|body| body.message_id).map(|Id(id)| id);
-    let read =
-        messages::mark_read(&state.db, &state.writer, caller.id, path.into_inner().0, message_id).await?;
+    let read = messages::mark_read(
+        &state.db,
+        &state.writer,
+        caller.user(),
+        ConversationId(path.into_inner().0),
+        message_id,
+    )
+    .await?;
     Ok(HttpResponse::Ok().json(read))
 }
 

@@ -9,6 +9,7 @@ use crate::error::ErrorBody;
 use crate::extract::{Id, JsonBody};
 use crate::startup::AppState;
 use crate::wire::views::ConversationView;
+use crate::wire::{ConversationId, UserId};
 
 #[derive(Deserialize, ToSchema)]
 pub struct CreateBody {
@@ -65,7 +66,7 @@ pub async fn members(
     caller: AuthUser,
     path: web::Path<Id>,
 ) -> AppResult<HttpResponse> {
-    let members = groups::members(&state.db, caller.id, path.into_inner().0).await?;
+    let members = groups::members(&state.db, caller.user(), ConversationId(path.into_inner().0)).await?;
     Ok(HttpResponse::Ok().json(MemberList { members }))
 }
 
@@ -95,9 +96,15 @@ pub async fn add_member(
     body: JsonBody<AddBody>,
 ) -> AppResult<HttpResponse> {
     let max = state.settings.messaging.max_group_members;
-    let member =
-        groups::add_member(&state.db, &state.writer, max, caller.id, path.into_inner().0, body.0.user_id.0)
-            .await?;
+    let member = groups::add_member(
+        &state.db,
+        &state.writer,
+        max,
+        caller.user(),
+        ConversationId(path.into_inner().0),
+        UserId(body.0.user_id.0),
+    )
+    .await?;
     Ok(HttpResponse::Ok().json(member))
 }
 
@@ -119,7 +126,8 @@ pub async fn remove_member(
     path: web::Path<(Id, Id)>,
 ) -> AppResult<HttpResponse> {
     let (Id(group), Id(user)) = path.into_inner();
-    groups::remove_member(&state.db, &state.writer, caller.id, group, user).await?;
+    groups::remove_member(&state.db, &state.writer, caller.user(), ConversationId(group), UserId(user))
+        .await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -166,6 +174,15 @@ pub async fn set_role(
     body: JsonBody<RoleBody>,
 ) -> AppResult<HttpResponse> {
     let (Id(group), Id(user)) = path.into_inner();
-    Ok(HttpResponse::Ok()
-        .json(groups::set_role(&state.db, &state.writer, caller.id, group, user, body.0.role.into()).await?))
+    Ok(HttpResponse::Ok().json(
+        groups::set_role(
+            &state.db,
+            &state.writer,
+            caller.user(),
+            ConversationId(group),
+            UserId(user),
+            body.0.role.into(),
+        )
+        .await?,
+    ))
 }

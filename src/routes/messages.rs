@@ -10,6 +10,7 @@ use crate::error::ErrorBody;
 use crate::error::{AppError, AppResult, ErrorCode};
 use crate::extract::{Id, JsonBody, Query};
 use crate::startup::AppState;
+use crate::wire::MessageId;
 use crate::wire::views::MessageView;
 
 #[derive(Deserialize, ToSchema)]
@@ -123,7 +124,8 @@ pub async fn edit(
     let text = messages::validate_body(&body.0.message)?;
     let rules = &state.settings.messaging;
     let message =
-        messages::edit(&state.db, &state.writer, rules, caller.id, path.into_inner().0, text).await?;
+        messages::edit(&state.db, &state.writer, rules, caller.user(), MessageId(path.into_inner().0), text)
+            .await?;
     Ok(HttpResponse::Ok().json(message))
 }
 
@@ -144,7 +146,7 @@ pub async fn delete(
     caller: AuthUser,
     path: web::Path<Id>,
 ) -> AppResult<HttpResponse> {
-    messages::delete(&state.db, &state.writer, caller.id, path.into_inner().0).await?;
+    messages::delete(&state.db, &state.writer, caller.user(), MessageId(path.into_inner().0)).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -219,6 +221,8 @@ pub async fn read_up_to(
     caller: AuthUser,
     path: web::Path<Id>,
 ) -> AppResult<HttpResponse> {
-    let read = messages::mark_read_up_to(&state.db, &state.writer, caller.id, path.into_inner().0).await?;
+    let read =
+        messages::mark_read_up_to(&state.db, &state.writer, caller.user(), MessageId(path.into_inner().0))
+            .await?;
     Ok(HttpResponse::Ok().json(read))
 }

@@ -116,7 +116,7 @@ pub async fn accept(
     caller: AuthUser,
     path: web::Path<Id>,
 ) -> AppResult<HttpResponse> {
-    Ok(HttpResponse::Ok().json(safety::accept(&state.db, caller.id, path.into_inner().0).await?))
+    Ok(HttpResponse::Ok().json(safety::accept(&state.db, caller.user(), path.into_inner().0).await?))
 }
 
 #[derive(Serialize, ToSchema)]

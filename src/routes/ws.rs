@@ -7,7 +7,6 @@ use crate::auth::{AuthUser, TICKET_TTL_SECONDS, authenticate};
 use crate::error::ErrorBody;
 use crate::error::{AppError, AppResult, ErrorCode};
 use crate::extract::Query;
-use crate::realtime::UserId;
 use crate::realtime::server::OpenSessions;
 use crate::realtime::session::WsSession;
 use crate::startup::AppState;
@@ -50,7 +49,7 @@ pub async fn connect(
             Some("since"),
         ));
     }
-    let open = state.live.chat.send(OpenSessions { user_id: UserId(caller.id) }).await.unwrap_or(0);
+    let open = state.live.chat.send(OpenSessions { user_id: caller.user() }).await.unwrap_or(0);
     state.limits.sockets(open)?;
     crate::metrics::record(|m| m.connections.inc());
     let session = WsSession::new(caller.id, query.since, state.live.clone());

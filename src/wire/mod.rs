@@ -9,10 +9,23 @@ use actix::Message;
 use bytestring::ByteString;
 use serde::{Deserialize, Deserializer, Serialize};
 
-/// A user id on the live path.
+/// Ids of different things, typed where they meet (a user and a conversation in one call
+/// cannot be swapped); inside a function they are unwrapped by pattern.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(transparent)]
 pub struct UserId(pub i64);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct ConversationId(pub i64);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct MessageId(pub i64);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct EventId(pub i64);
 
 /// A frame ready for the wire: serialized once, shared by every device that receives it.
 #[derive(Debug, Clone, Message)]

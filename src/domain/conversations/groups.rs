@@ -17,10 +17,11 @@ use crate::domain::events::{self, StoredEvent};
 use crate::domain::messaging::messages::{new_member, open_conversation, to_members};
 use crate::domain::messaging::text::{self, Trimmed};
 use crate::error::{AppError, AppResult, ErrorCode};
-use crate::realtime::{UserFrame, UserId};
+use crate::realtime::UserFrame;
 use crate::time;
 use crate::wire::frames::ServerFrame;
 use crate::wire::views::{ConversationKind, ConversationView, UserView, optional_id};
+use crate::wire::{ConversationId, EventId, MessageId, UserId};
 
 pub const MAX_NAME_CHARS: usize = 100;
 
@@ -88,7 +89,13 @@ pub async fn create(
                     .iter()
                     .map(|id| {
                         let role = if *id == owner_id { Role::Owner } else { Role::Member };
-                        new_member(conversation.id, *id, role, event_id, 0)
+                        new_member(
+                            ConversationId(conversation.id),
+                            UserId(*id),
+                            role,
+                            EventId(event_id),
+                            MessageId(0),
+                        )
                     })
                     .collect();
                 // Several statements keep each under the databases' bound-parameter limits.
@@ -119,19 +126,24 @@ pub async fn create(
 /// The group, if `user_id` is a current member; 404 for direct conversations too.
 async fn group(
     conn: &impl sea_orm::ConnectionTrait,
-    user_id: i64,
-    group_id: i64,
+    UserId(user_id): UserId,
+    ConversationId(group_id): ConversationId,
 ) -> AppResult<(conversation::Model, member::Model)> {
-    let (conversation, membership) =
-        visible(conn, user_id, group_id).await.map_err(|_| AppError::not_found("group not found"))?;
+    let (conversation, membership) = visible(conn, UserId(user_id), ConversationId(group_id))
+        .await
+        .map_err(|_| AppError::not_found("group not found"))?;
     if conversation.kind != ConversationKind::Group {
         return Err(AppError::not_found("group not found"));
     }
     Ok((conversation, membership))
 }
 
-pub async fn members(db: &Db, user_id: i64, group_id: i64) -> AppResult<Vec<MemberView>> {
-    group(&db.read, user_id, group_id).await?;
+pub async fn members(
+    db: &Db,
+    UserId(user_id): UserId,
+    ConversationId(group_id): ConversationId,
+) -> AppResult<Vec<MemberView>> {
+    group(&db.read, UserId(user_id), ConversationId(group_id)).await?;
     let rows = member::Entity::find()
         .filter(member::Column::ConversationId.eq(group_id))
         .filter(member::Column::LeftEventId.is_null())
@@ -165,11 +177,11 @@ pub async fn add_member(
     db: &Db,
     writer: &Writer,
     max_members: usize,
-    actor_id: i64,
-    group_id: i64,
-    user_id: i64,
+    UserId(actor_id): UserId,
+    ConversationId(group_id): ConversationId,
+    UserId(user_id): UserId,
 ) -> AppResult<MemberView> {
-    let (_, membership) = group(&db.read, actor_id, group_id).await?;
+    let (_, membership) = group(&db.read, UserId(actor_id), ConversationId(group_id)).await?;
     if membership.role < Role::Admin {
         return Err(AppError::forbidden(ErrorCode::NotAllowed, "only the owner or an admin may add members"));
     }
@@ -178,18 +190,22 @@ pub async fn add_member(
         .await?
         .map(UserView::from)
         .ok_or_else(|| AppError::not_found("user not found"))?;
-    writer.write(move |txn| Box::pin(add_in(txn, max_members, actor_id, group_id, user))).await
+    writer
+        .write(move |txn| {
+            Box::pin(add_in(txn, max_members, UserId(actor_id), ConversationId(group_id), user))
+        })
+        .await
 }
 
 async fn add_in(
     txn: &DatabaseTransaction,
     max_members: usize,
-    actor_id: i64,
-    group_id: i64,
+    UserId(actor_id): UserId,
+    ConversationId(group_id): ConversationId,
     user: UserView,
 ) -> AppResult<(MemberView, Vec<UserFrame>)> {
     // Checked again inside the writer: the actor may have been removed meanwhile.
-    let (conversation, actor) = group(txn, actor_id, group_id).await?;
+    let (conversation, actor) = group(txn, UserId(actor_id), ConversationId(group_id)).await?;
     if actor.role < Role::Admin {
         return Err(AppError::forbidden(ErrorCode::NotAllowed, "only the owner or an admin may add members"));
     }
@@ -213,8 +229,13 @@ async fn add_in(
     }
     // The new member's own `conversation_created` first, then everyone's `member_added`,
     // from which on the member sees the group's events.
-    let created =
-        events::append_for_user(txn, group_id, user.id, &StoredEvent::ConversationCreated {}).await?;
+    let created = events::append_for_user(
+        txn,
+        ConversationId(group_id),
+        UserId(user.id),
+        &StoredEvent::ConversationCreated {},
+    )
+    .await?;
     let added = StoredEvent::MemberAdded { user: user.clone() };
     let added_id = events::append(txn, group_id, &added).await?;
     // History before joining is readable, but not unread.
@@ -232,7 +253,15 @@ async fn add_in(
             active.update(txn).await?;
         }
         None => {
-            new_member(group_id, user.id, Role::Member, added_id, read_up_to).insert(txn).await?;
+            new_member(
+                ConversationId(group_id),
+                UserId(user.id),
+                Role::Member,
+                EventId(added_id),
+                MessageId(read_up_to),
+            )
+            .insert(txn)
+            .await?;
         }
     }
     conversation::Entity::update_many()
@@ -246,8 +275,14 @@ async fn add_in(
         let frame = ServerFrame::ConversationCreated { event_id: created, conversation: view }.to_frame();
         frames.push(UserFrame { user_id: UserId(user.id), frame });
     }
-    frames
-        .extend(to_members(txn, group_id, events::render(added_id, group_id, &added, actor_id, None)).await?);
+    frames.extend(
+        to_members(
+            txn,
+            group_id,
+            events::render(EventId(added_id), ConversationId(group_id), &added, actor_id, None),
+        )
+        .await?,
+    );
     let member = MemberView {
         user,
         role: Role::Member,
@@ -264,21 +299,25 @@ async fn add_in(
 pub async fn remove_member(
     db: &Db,
     writer: &Writer,
-    actor_id: i64,
-    group_id: i64,
-    user_id: i64,
+    UserId(actor_id): UserId,
+    ConversationId(group_id): ConversationId,
+    UserId(user_id): UserId,
 ) -> AppResult<()> {
-    group(&db.read, actor_id, group_id).await?;
-    writer.write(move |txn| Box::pin(remove_in(txn, actor_id, group_id, user_id))).await
+    group(&db.read, UserId(actor_id), ConversationId(group_id)).await?;
+    writer
+        .write(move |txn| {
+            Box::pin(remove_in(txn, UserId(actor_id), ConversationId(group_id), UserId(user_id)))
+        })
+        .await
 }
 
 async fn remove_in(
     txn: &DatabaseTransaction,
-    actor_id: i64,
-    group_id: i64,
-    user_id: i64,
+    UserId(actor_id): UserId,
+    ConversationId(group_id): ConversationId,
+    UserId(user_id): UserId,
 ) -> AppResult<((), Vec<UserFrame>)> {
-    let (_, actor) = group(txn, actor_id, group_id).await?;
+    let (_, actor) = group(txn, UserId(actor_id), ConversationId(group_id)).await?;
     let target = member::Entity::find_by_id((group_id, user_id))
         .one(txn)
         .await?
@@ -299,8 +338,12 @@ async fn remove_in(
     let removed = StoredEvent::MemberRemoved { user };
     let event_id = events::append(txn, group_id, &removed).await?;
     // Rendered before the row changes, so the removed member is still among the recipients.
-    let frames =
-        to_members(txn, group_id, events::render(event_id, group_id, &removed, actor_id, None)).await?;
+    let frames = to_members(
+        txn,
+        group_id,
+        events::render(EventId(event_id), ConversationId(group_id), &removed, actor_id, None),
+    )
+    .await?;
     let mut active = target.into_active_model();
     active.left_event_id = Set(Some(event_id));
     active.role = Set(Role::Member);
@@ -332,9 +375,9 @@ async fn remove_in(
 pub async fn set_role(
     db: &Db,
     writer: &Writer,
-    actor_id: i64,
-    group_id: i64,
-    user_id: i64,
+    UserId(actor_id): UserId,
+    ConversationId(group_id): ConversationId,
+    UserId(user_id): UserId,
     role: Role,
 ) -> AppResult<MemberView> {
     if role == Role::Owner || user_id == actor_id {
@@ -348,7 +391,7 @@ pub async fn set_role(
     let row = writer
         .write(move |txn| {
             Box::pin(async move {
-                let (_, actor) = group(txn, actor_id, group_id).await?;
+                let (_, actor) = group(txn, UserId(actor_id), ConversationId(group_id)).await?;
                 if actor.role != Role::Owner {
                     return Err(AppError::forbidden(
                         ErrorCode::NotAllowed,

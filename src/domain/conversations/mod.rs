@@ -14,6 +14,7 @@ use crate::domain::events::StoredEvent;
 use crate::domain::files::attachments;
 use crate::error::{AppError, AppResult};
 use crate::wire::views::{ConversationKind, ConversationView, MessageView, UserView, optional_id};
+use crate::wire::{ConversationId, UserId};
 
 /// `"{low}:{high}"`: the key that keeps one direct conversation per pair.
 pub fn direct_key(a: i64, b: i64) -> String {
@@ -23,8 +24,8 @@ pub fn direct_key(a: i64, b: i64) -> String {
 /// The conversation, if `user_id` is a current member; otherwise 404, whether or not it exists.
 pub async fn visible(
     conn: &impl ConnectionTrait,
-    user_id: i64,
-    conversation_id: i64,
+    UserId(user_id): UserId,
+    ConversationId(conversation_id): ConversationId,
 ) -> AppResult<(conversation::Model, member::Model)> {
     let membership = member::Entity::find_by_id((conversation_id, user_id))
         .one(conn)
@@ -217,8 +218,8 @@ async fn as_of(
 /// Messages from others after `last_read` in one conversation, deleted ones not counted.
 pub async fn count_unread(
     conn: &impl ConnectionTrait,
-    user_id: i64,
-    conversation_id: i64,
+    UserId(user_id): UserId,
+    ConversationId(conversation_id): ConversationId,
     last_read: i64,
 ) -> Result<i64, DbErr> {
     let count = message::Entity::find()
@@ -232,7 +233,11 @@ pub async fn count_unread(
 }
 
 /// The other current members of `conversation_id`, or `None` if `user_id` is not one.
-pub async fn other_members(db: &Db, user_id: i64, conversation_id: i64) -> Result<Option<Vec<i64>>, DbErr> {
+pub async fn other_members(
+    db: &Db,
+    UserId(user_id): UserId,
+    ConversationId(conversation_id): ConversationId,
+) -> Result<Option<Vec<i64>>, DbErr> {
     let members = member_ids(&db.read, conversation_id).await?;
     if !members.contains(&user_id) {
         return Ok(None);
@@ -324,8 +329,12 @@ pub async fn list(db: &Db, user_id: i64, limit: u64) -> AppResult<Vec<Conversati
     Ok(build_views(&db.read, user_id, rows).await?)
 }
 
-pub async fn get(db: &Db, user_id: i64, conversation_id: i64) -> AppResult<ConversationView> {
-    let (conversation, _) = visible(&db.read, user_id, conversation_id).await?;
+pub async fn get(
+    db: &Db,
+    UserId(user_id): UserId,
+    ConversationId(conversation_id): ConversationId,
+) -> AppResult<ConversationView> {
+    let (conversation, _) = visible(&db.read, UserId(user_id), ConversationId(conversation_id)).await?;
     build_views(&db.read, user_id, vec![conversation])
         .await?
         .pop()
@@ -333,13 +342,17 @@ pub async fn get(db: &Db, user_id: i64, conversation_id: i64) -> AppResult<Conve
 }
 
 /// The direct conversation between the caller and `other_user_id`; 404 until one exists.
-pub async fn get_direct(db: &Db, user_id: i64, other_user_id: i64) -> AppResult<ConversationView> {
+pub async fn get_direct(
+    db: &Db,
+    UserId(user_id): UserId,
+    UserId(other_user_id): UserId,
+) -> AppResult<ConversationView> {
     let conversation = conversation::Entity::find()
         .filter(conversation::Column::DirectKey.eq(direct_key(user_id, other_user_id)))
         .one(&db.read)
         .await?
         .ok_or_else(|| AppError::not_found("conversation not found"))?;
-    get(db, user_id, conversation.id).await
+    get(db, UserId(user_id), ConversationId(conversation.id)).await
 }
 
 pub enum Window {
@@ -353,12 +366,12 @@ pub enum Window {
 /// One page of history, ascending by id, and whether more lie beyond it.
 pub async fn history(
     db: &Db,
-    user_id: i64,
-    conversation_id: i64,
+    UserId(user_id): UserId,
+    ConversationId(conversation_id): ConversationId,
     window: Window,
     limit: u64,
 ) -> AppResult<(Vec<MessageView>, bool)> {
-    visible(&db.read, user_id, conversation_id).await?;
+    visible(&db.read, UserId(user_id), ConversationId(conversation_id)).await?;
     let query =
         message::Entity::find().filter(message::Column::ConversationId.eq(conversation_id)).limit(limit + 1);
     let query = match window {

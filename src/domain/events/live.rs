@@ -11,6 +11,7 @@ use crate::domain::{conversations, events, messaging::receipts};
 use crate::limits::Limits;
 use crate::realtime::UserId;
 use crate::realtime::port::{Answer, Domain, Page, Unavailable};
+use crate::wire::ConversationId;
 
 pub struct LiveDomain {
     db: Db,
@@ -51,8 +52,9 @@ impl Domain for LiveDomain {
         }
         let db = self.db.clone();
         async move {
-            let members =
-                conversations::other_members(&db, user.0, conversation_id).await.map_err(unavailable)?;
+            let members = conversations::other_members(&db, UserId(user.0), ConversationId(conversation_id))
+                .await
+                .map_err(unavailable)?;
             Ok(members.unwrap_or_default().into_iter().map(UserId).collect())
         }
         .boxed()

@@ -32,6 +32,7 @@ use crate::realtime::port::Page;
 use crate::time::{self, Timestamp};
 use crate::wire::frames::ServerFrame;
 use crate::wire::views::{ConversationView, MessageView, UserView};
+use crate::wire::{ConversationId, EventId, UserId};
 
 /// What an event row stores. The serde tag is also written to the `kind` column.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -89,8 +90,8 @@ pub async fn append(
 /// `conversation_created` of a member added to a group).
 pub async fn append_for_user(
     conn: &impl ConnectionTrait,
-    conversation_id: i64,
-    user_id: i64,
+    ConversationId(conversation_id): ConversationId,
+    UserId(user_id): UserId,
     stored: &StoredEvent,
 ) -> Result<i64, DbErr> {
     insert(conn, conversation_id, Some(user_id), stored).await
@@ -147,8 +148,8 @@ fn row(
 /// Renders one event as `reader` sees it. `conversation` is the reader's view of the
 /// event's conversation (needed by `new_message` and `conversation_created`).
 pub fn render(
-    event_id: i64,
-    conversation_id: i64,
+    EventId(event_id): EventId,
+    ConversationId(conversation_id): ConversationId,
     stored: &StoredEvent,
     reader: i64,
     conversation: Option<&ConversationView>,
@@ -289,7 +290,13 @@ pub async fn frames_for_user(
         .iter()
         .filter_map(|(row, stored)| {
             let conversation_id = row.conversation_id.unwrap_or_default();
-            render(row.id, conversation_id, stored, user_id, views.get(&conversation_id))
+            render(
+                EventId(row.id),
+                ConversationId(conversation_id),
+                stored,
+                user_id,
+                views.get(&conversation_id),
+            )
         })
         .collect();
     Ok(Page { frames, last_event_id, has_more })

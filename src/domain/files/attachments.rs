@@ -25,6 +25,7 @@ use crate::domain::conversations::visible;
 use crate::domain::files::{self, FileClass, SNIFF_BYTES};
 use crate::error::{AppError, AppResult, ErrorCode};
 use crate::wire::views::{AttachmentView, MessageView};
+use crate::wire::{ConversationId, MessageId, UserId};
 
 /// A file on disk, not yet linked to a message.
 #[derive(Debug, Clone)]
@@ -227,8 +228,8 @@ fn too_large(limit: u64) -> AppError {
 /// Links a stored file to its message, inside the message's transaction.
 pub async fn link(
     conn: &impl ConnectionTrait,
-    message_id: i64,
-    uploader_id: i64,
+    MessageId(message_id): MessageId,
+    UserId(uploader_id): UserId,
     file: &StoredFile,
 ) -> Result<AttachmentView, DbErr> {
     let row = attachment::ActiveModel {
@@ -283,9 +284,13 @@ pub async fn views(
 
 /// An attachment the caller may download: its message is not deleted and the caller is a
 /// current member of the message's conversation; 404 otherwise.
-pub async fn downloadable(db: &Db, user_id: i64, attachment_id: i64) -> AppResult<attachment::Model> {
+pub async fn downloadable(
+    db: &Db,
+    UserId(user_id): UserId,
+    attachment_id: i64,
+) -> AppResult<attachment::Model> {
     let (row, message) = live(db, attachment_id).await?;
-    visible(&db.read, user_id, message.conversation_id)
+    visible(&db.read, UserId(user_id), ConversationId(message.conversation_id))
         .await
         .map_err(|_| AppError::not_found("attachment not found"))?;
     Ok(row)

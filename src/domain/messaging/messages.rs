@@ -16,9 +16,10 @@ use crate::domain::messaging::send::PendingMessage;
 use crate::domain::messaging::text::{self, Fault, Trimmed};
 use crate::domain::safety;
 use crate::error::{AppError, AppResult, ErrorCode};
-use crate::realtime::{Frame, UserFrame, UserId};
+use crate::realtime::{Frame, UserFrame};
 use crate::time;
 use crate::wire::views::{ConversationKind, MessageView, optional_id};
+use crate::wire::{ConversationId, EventId, MessageId, UserId};
 
 pub const MAX_MESSAGE_CHARS: usize = 2000;
 const MAX_CLIENT_ID_LEN: usize = 64;
@@ -157,11 +158,11 @@ pub async fn open_conversation(
 
 /// A membership row starting at `joined_event_id`, read up to `last_read_message_id`.
 pub fn new_member(
-    conversation_id: i64,
-    user_id: i64,
+    ConversationId(conversation_id): ConversationId,
+    UserId(user_id): UserId,
     role: Role,
-    joined_event_id: i64,
-    last_read_message_id: i64,
+    EventId(joined_event_id): EventId,
+    MessageId(last_read_message_id): MessageId,
 ) -> member::ActiveModel {
     member::ActiveModel {
         conversation_id: Set(conversation_id),
@@ -189,11 +190,11 @@ pub struct ReadState {
 pub async fn mark_read(
     db: &Db,
     writer: &Writer,
-    user_id: i64,
-    conversation_id: i64,
+    UserId(user_id): UserId,
+    ConversationId(conversation_id): ConversationId,
     message_id: Option<i64>,
 ) -> AppResult<ReadState> {
-    let (conversation, _) = visible(&db.read, user_id, conversation_id).await?;
+    let (conversation, _) = visible(&db.read, UserId(user_id), ConversationId(conversation_id)).await?;
     let target = match message_id {
         Some(id) => {
             message::Entity::find_by_id(id)
@@ -206,16 +207,20 @@ pub async fn mark_read(
         None => conversation.last_message_id.unwrap_or(0),
     };
 
-    writer.write(move |txn| Box::pin(move_read_pointer(txn, user_id, conversation_id, target))).await
+    writer
+        .write(move |txn| {
+            Box::pin(move_read_pointer(txn, UserId(user_id), ConversationId(conversation_id), target))
+        })
+        .await
 }
 
 async fn move_read_pointer(
     txn: &DatabaseTransaction,
-    user_id: i64,
-    conversation_id: i64,
+    UserId(user_id): UserId,
+    ConversationId(conversation_id): ConversationId,
     target: i64,
 ) -> AppResult<(ReadState, Vec<UserFrame>)> {
-    let (_, membership) = visible(txn, user_id, conversation_id).await?;
+    let (_, membership) = visible(txn, UserId(user_id), ConversationId(conversation_id)).await?;
     if target <= membership.last_read_message_id {
         let state = ReadState {
             conversation_id,
@@ -224,7 +229,7 @@ async fn move_read_pointer(
         };
         return Ok((state, Vec::new()));
     }
-    let unread = count_unread(txn, user_id, conversation_id, target).await?;
+    let unread = count_unread(txn, UserId(user_id), ConversationId(conversation_id), target).await?;
     let mut active = membership.into_active_model();
     active.last_read_message_id = Set(target);
     active.unread_count = Set(unread);
@@ -232,9 +237,12 @@ async fn move_read_pointer(
     let stored =
         StoredEvent::MessageRead { reader_id: user_id, last_read_message_id: target, read_at: time::now() };
     let event_id = events::append(txn, conversation_id, &stored).await?;
-    let frames =
-        to_members(txn, conversation_id, events::render(event_id, conversation_id, &stored, user_id, None))
-            .await?;
+    let frames = to_members(
+        txn,
+        conversation_id,
+        events::render(EventId(event_id), ConversationId(conversation_id), &stored, user_id, None),
+    )
+    .await?;
     let state = ReadState { conversation_id, last_read_message_id: Some(target), unread_count: unread };
     Ok((state, frames))
 }
@@ -254,29 +262,37 @@ pub async fn to_members(
 pub async fn mark_read_up_to(
     db: &Db,
     writer: &Writer,
-    user_id: i64,
-    message_id: i64,
+    UserId(user_id): UserId,
+    MessageId(message_id): MessageId,
 ) -> AppResult<ReadState> {
-    let message = readable(db, user_id, message_id).await?;
-    mark_read(db, writer, user_id, message.conversation_id, Some(message_id)).await
+    let message = readable(db, UserId(user_id), MessageId(message_id)).await?;
+    mark_read(db, writer, UserId(user_id), ConversationId(message.conversation_id), Some(message_id)).await
 }
 
 /// The message if the caller is a current member of its conversation; 404 otherwise, the
 /// same as for a message that does not exist.
-async fn readable(db: &Db, user_id: i64, message_id: i64) -> AppResult<message::Model> {
+async fn readable(
+    db: &Db,
+    UserId(user_id): UserId,
+    MessageId(message_id): MessageId,
+) -> AppResult<message::Model> {
     let message = message::Entity::find_by_id(message_id)
         .one(&db.read)
         .await?
         .ok_or_else(|| AppError::not_found("message not found"))?;
-    conversations::visible(&db.read, user_id, message.conversation_id)
+    conversations::visible(&db.read, UserId(user_id), ConversationId(message.conversation_id))
         .await
         .map_err(|_| AppError::not_found("message not found"))?;
     Ok(message)
 }
 
 /// The caller's own message, for editing or deleting it.
-async fn own(db: &Db, user_id: i64, message_id: i64) -> AppResult<message::Model> {
-    let message = readable(db, user_id, message_id).await?;
+async fn own(
+    db: &Db,
+    UserId(user_id): UserId,
+    MessageId(message_id): MessageId,
+) -> AppResult<message::Model> {
+    let message = readable(db, UserId(user_id), MessageId(message_id)).await?;
     if message.sender_id != user_id {
         return Err(AppError::forbidden(ErrorCode::NotOwner, "only the sender may change a message"));
     }
@@ -296,11 +312,11 @@ pub async fn edit(
     db: &Db,
     writer: &Writer,
     rules: &MessagingSettings,
-    user_id: i64,
-    message_id: i64,
+    UserId(user_id): UserId,
+    MessageId(message_id): MessageId,
     body: String,
 ) -> AppResult<MessageView> {
-    let message = own(db, user_id, message_id).await?;
+    let message = own(db, UserId(user_id), MessageId(message_id)).await?;
     if message.deleted_at.is_some() {
         return Err(AppError::Conflict {
             code: ErrorCode::MessageDeleted,
@@ -345,7 +361,13 @@ pub async fn edit(
                     .ok_or_else(|| AppError::not_found("message not found"))?;
                 let stored = StoredEvent::MessageEdited { message: view.clone() };
                 let event_id = events::append(txn, conversation_id, &stored).await?;
-                let frame = events::render(event_id, conversation_id, &stored, user_id, None);
+                let frame = events::render(
+                    EventId(event_id),
+                    ConversationId(conversation_id),
+                    &stored,
+                    user_id,
+                    None,
+                );
                 Ok((view, to_members(txn, conversation_id, frame).await?))
             })
         })
@@ -354,8 +376,13 @@ pub async fn edit(
 
 /// Soft-deletes a message: the row stays for audit, everyone sees it as deleted, and
 /// `message_deleted` goes to every member. Deleting it again changes nothing.
-pub async fn delete(db: &Db, writer: &Writer, user_id: i64, message_id: i64) -> AppResult<()> {
-    own(db, user_id, message_id).await?;
+pub async fn delete(
+    db: &Db,
+    writer: &Writer,
+    UserId(user_id): UserId,
+    MessageId(message_id): MessageId,
+) -> AppResult<()> {
+    own(db, UserId(user_id), MessageId(message_id)).await?;
     writer
         .write(move |txn| {
             Box::pin(async move {
@@ -379,7 +406,13 @@ pub async fn delete(db: &Db, writer: &Writer, user_id: i64, message_id: i64) -> 
                     .await?;
                 let stored = StoredEvent::MessageDeleted { message_id };
                 let event_id = events::append(txn, conversation_id, &stored).await?;
-                let frame = events::render(event_id, conversation_id, &stored, user_id, None);
+                let frame = events::render(
+                    EventId(event_id),
+                    ConversationId(conversation_id),
+                    &stored,
+                    user_id,
+                    None,
+                );
                 Ok(((), to_members(txn, conversation_id, frame).await?))
             })
         })

@@ -13,6 +13,7 @@ use crate::domain::files::attachments;
 use crate::domain::messaging::text::Trimmed;
 use crate::error::AppResult;
 use crate::wire::views::MessageView;
+use crate::wire::{ConversationId, UserId};
 
 /// Words to find: 2–200 characters after trimming.
 pub const QUERY: Trimmed = Trimmed { min: 2, max: 200, banned: &[], visible: false };
@@ -50,7 +51,7 @@ pub async fn messages(
     page_size: u64,
 ) -> AppResult<Hits> {
     if let Some(conversation_id) = conversation_id {
-        visible(&db.read, user_id, conversation_id).await?;
+        visible(&db.read, UserId(user_id), ConversationId(conversation_id)).await?;
     }
     let terms = terms(q);
     if terms.is_empty() {

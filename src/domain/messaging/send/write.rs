@@ -15,6 +15,7 @@ use crate::domain::files::attachments;
 use crate::domain::messaging::messages::new_member;
 use crate::time;
 use crate::wire::views::{ConversationKind, MessageView};
+use crate::wire::{ConversationId, EventId, MessageId, UserId};
 
 /// Opens a direct conversation for each `(key, first sender, recipient)`, with its
 /// `conversation_created` event and both members, in three statements however many there
@@ -62,7 +63,13 @@ pub(super) async fn open_directs(
         model.id = id;
         model.last_activity_id = event_id;
         for user_id in [*sender_id, *recipient_id] {
-            rows.push(new_member(id, user_id, Role::Member, event_id, 0));
+            rows.push(new_member(
+                ConversationId(id),
+                UserId(user_id),
+                Role::Member,
+                EventId(event_id),
+                MessageId(0),
+            ));
         }
         let fresh = ReadState { unread_count: 0, last_read_message_id: 0 };
         members.insert(id, vec![(*sender_id, fresh), (*recipient_id, fresh)]);
@@ -126,7 +133,7 @@ pub(super) async fn messages(
     for ((view, id), sent) in views.iter_mut().zip(ids).zip(accepted) {
         view.id = id;
         if let Some(file) = &jobs[sent.job].attachment {
-            view.attachments.push(attachments::link(txn, id, view.sender_id, file).await?);
+            view.attachments.push(attachments::link(txn, MessageId(id), UserId(view.sender_id), file).await?);
         }
     }
     let stored: Vec<(i64, StoredEvent)> = views
