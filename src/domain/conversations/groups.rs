@@ -14,7 +14,7 @@ use crate::db::Db;
 use crate::domain::conversations::{self, visible};
 use crate::domain::events::writer::Writer;
 use crate::domain::events::{self, StoredEvent};
-use crate::domain::messaging::messages::{new_member, open_conversation, to_members};
+use crate::domain::messaging::messages::{event_to_members, new_member, open_conversation};
 use crate::domain::messaging::text::{self, Trimmed};
 use crate::error::{AppError, AppResult, ErrorCode};
 use crate::realtime::UserFrame;
@@ -240,6 +240,39 @@ async fn add_in(
     let added_id = events::append(txn, group_id, &added).await?;
     // History before joining is readable, but not unread.
     let read_up_to = conversation.last_message_id.unwrap_or(0);
+    join(txn, existing, ConversationId(group_id), UserId(user.id), EventId(added_id), MessageId(read_up_to))
+        .await?;
+    conversation::Entity::update_many()
+        .col_expr(conversation::Column::LastActivityId, Expr::value(added_id))
+        .filter(conversation::Column::Id.eq(group_id))
+        .exec(txn)
+        .await?;
+    let view = conversations::build_views(txn, user.id, vec![conversation]).await?.pop();
+    let mut frames = Vec::new();
+    if let Some(view) = &view {
+        let frame = ServerFrame::ConversationCreated { event_id: created, conversation: view }.to_frame();
+        frames.push(UserFrame { user_id: UserId(user.id), frame });
+    }
+    frames.extend(event_to_members(txn, group_id, added_id, &added, actor_id).await?);
+    let member = MemberView {
+        user,
+        role: Role::Member,
+        last_read_message_id: optional_id(read_up_to),
+        last_delivered_message_id: optional_id(read_up_to),
+    };
+    Ok((member, frames))
+}
+
+/// The membership row of a member who joins at event `added_id`: a former member's row comes back,
+/// anyone else gets a new one.
+async fn join(
+    txn: &DatabaseTransaction,
+    existing: Option<member::Model>,
+    group: ConversationId,
+    user: UserId,
+    EventId(added_id): EventId,
+    MessageId(read_up_to): MessageId,
+) -> Result<(), DbErr> {
     match existing {
         Some(previous) => {
             let mut active = previous.into_active_model();
@@ -253,43 +286,12 @@ async fn add_in(
             active.update(txn).await?;
         }
         None => {
-            new_member(
-                ConversationId(group_id),
-                UserId(user.id),
-                Role::Member,
-                EventId(added_id),
-                MessageId(read_up_to),
-            )
-            .insert(txn)
-            .await?;
+            new_member(group, user, Role::Member, EventId(added_id), MessageId(read_up_to))
+                .insert(txn)
+                .await?;
         }
     }
-    conversation::Entity::update_many()
-        .col_expr(conversation::Column::LastActivityId, Expr::value(added_id))
-        .filter(conversation::Column::Id.eq(group_id))
-        .exec(txn)
-        .await?;
-    let view = conversations::build_views(txn, user.id, vec![conversation]).await?.pop();
-    let mut frames = Vec::new();
-    if let Some(view) = &view {
-        let frame = ServerFrame::ConversationCreated { event_id: created, conversation: view }.to_frame();
-        frames.push(UserFrame { user_id: UserId(user.id), frame });
-    }
-    frames.extend(
-        to_members(
-            txn,
-            group_id,
-            events::render(EventId(added_id), ConversationId(group_id), &added, actor_id, None),
-        )
-        .await?,
-    );
-    let member = MemberView {
-        user,
-        role: Role::Member,
-        last_read_message_id: optional_id(read_up_to),
-        last_delivered_message_id: optional_id(read_up_to),
-    };
-    Ok((member, frames))
+    Ok(())
 }
 
 /// Removes `user_id` from the group: the owner removes anyone, an admin removes members,
@@ -338,12 +340,7 @@ async fn remove_in(
     let removed = StoredEvent::MemberRemoved { user };
     let event_id = events::append(txn, group_id, &removed).await?;
     // Rendered before the row changes, so the removed member is still among the recipients.
-    let frames = to_members(
-        txn,
-        group_id,
-        events::render(EventId(event_id), ConversationId(group_id), &removed, actor_id, None),
-    )
-    .await?;
+    let frames = event_to_members(txn, group_id, event_id, &removed, actor_id).await?;
     let mut active = target.into_active_model();
     active.left_event_id = Set(Some(event_id));
     active.role = Set(Role::Member);

@@ -237,14 +237,21 @@ async fn move_read_pointer(
     let stored =
         StoredEvent::MessageRead { reader_id: user_id, last_read_message_id: target, read_at: time::now() };
     let event_id = events::append(txn, conversation_id, &stored).await?;
-    let frames = to_members(
-        txn,
-        conversation_id,
-        events::render(EventId(event_id), ConversationId(conversation_id), &stored, user_id, None),
-    )
-    .await?;
+    let frames = event_to_members(txn, conversation_id, event_id, &stored, user_id).await?;
     let state = ReadState { conversation_id, last_read_message_id: Some(target), unread_count: unread };
     Ok((state, frames))
+}
+
+/// Event `event_id` (`stored`, by `actor`) rendered once for every current member.
+pub async fn event_to_members(
+    conn: &impl ConnectionTrait,
+    conversation_id: i64,
+    event_id: i64,
+    stored: &StoredEvent,
+    actor: i64,
+) -> Result<Vec<UserFrame>, DbErr> {
+    let frame = events::render(EventId(event_id), ConversationId(conversation_id), stored, actor, None);
+    to_members(conn, conversation_id, frame).await
 }
 
 /// One frame, the same for every current member (serialized once, shared by all).
@@ -361,14 +368,7 @@ pub async fn edit(
                     .ok_or_else(|| AppError::not_found("message not found"))?;
                 let stored = StoredEvent::MessageEdited { message: view.clone() };
                 let event_id = events::append(txn, conversation_id, &stored).await?;
-                let frame = events::render(
-                    EventId(event_id),
-                    ConversationId(conversation_id),
-                    &stored,
-                    user_id,
-                    None,
-                );
-                Ok((view, to_members(txn, conversation_id, frame).await?))
+                Ok((view, event_to_members(txn, conversation_id, event_id, &stored, user_id).await?))
             })
         })
         .await
@@ -406,14 +406,7 @@ pub async fn delete(
                     .await?;
                 let stored = StoredEvent::MessageDeleted { message_id };
                 let event_id = events::append(txn, conversation_id, &stored).await?;
-                let frame = events::render(
-                    EventId(event_id),
-                    ConversationId(conversation_id),
-                    &stored,
-                    user_id,
-                    None,
-                );
-                Ok(((), to_members(txn, conversation_id, frame).await?))
+                Ok(((), event_to_members(txn, conversation_id, event_id, &stored, user_id).await?))
             })
         })
         .await
