@@ -20,8 +20,8 @@ use std::collections::{HashMap, HashSet};
 use entity::{event, member};
 use sea_orm::prelude::*;
 use sea_orm::{
-    AccessMode, Condition, ConnectionTrait, DatabaseTransaction, IsolationLevel, QueryOrder, QuerySelect,
-    Set, TransactionTrait,
+    AccessMode, Condition, ConnectionTrait, DatabaseTransaction, FromQueryResult, IsolationLevel, QueryOrder,
+    QuerySelect, Set, TransactionTrait,
 };
 use serde::{Deserialize, Serialize};
 
@@ -210,19 +210,29 @@ async fn visibility(txn: &DatabaseTransaction, user_id: i64) -> Result<Condition
     Ok(visible)
 }
 
-/// The newest event `user_id` can see, or 0.
+/// The newest event `user_id` can see, or 0. Each conversation's newest event within the
+/// membership is one backward seek on `idx_events_conversation`, however long its history:
+/// a membership always contains the event that started it, so the newest event at or below
+/// `left_event_id` is inside the window. (A `MAX(id)` over the OR of the windows read every
+/// event of every window: ~5,000 rows and 68 ms for a user in 49 conversations, on each
+/// socket's `hello`.)
 pub async fn last_visible_event(db: &Db, user_id: i64) -> Result<i64, DbErr> {
-    let txn = snapshot(db).await?;
-    let visible = visibility(&txn, user_id).await?;
-    let newest: Option<Option<i64>> = event::Entity::find()
-        .select_only()
-        .column_as(event::Column::Id.max(), "newest")
-        .filter(visible)
-        .into_tuple()
-        .one(&txn)
-        .await?;
-    txn.commit().await?;
-    Ok(newest.flatten().unwrap_or(0))
+    #[derive(FromQueryResult)]
+    struct Newest {
+        newest: Option<i64>,
+    }
+    const NEWEST: &str = "SELECT MAX(newest) AS newest FROM ( \
+         SELECT (SELECT e.id FROM events e WHERE e.conversation_id = m.conversation_id \
+                 AND e.user_id IS NULL AND e.id <= COALESCE(m.left_event_id, 9223372036854775807) \
+                 ORDER BY e.id DESC LIMIT 1) AS newest \
+         FROM conversation_members m WHERE m.user_id = $1 \
+         UNION ALL \
+         SELECT (SELECT e.id FROM events e WHERE e.user_id = $1 ORDER BY e.id DESC LIMIT 1) AS newest \
+         ) AS windows";
+    let backend = db.read.get_database_backend();
+    let statement = crate::db::statement(backend, NEWEST, vec![user_id.into()]);
+    let newest = Newest::find_by_statement(statement).one(&db.read).await?;
+    Ok(newest.and_then(|row| row.newest).unwrap_or(0))
 }
 
 /// `user_id`'s events after `after` (and up to `up_to`), oldest first, rendered for them.
