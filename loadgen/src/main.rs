@@ -11,12 +11,15 @@
 //! - `search`: seeds a history, then times full-text searches.
 //! - `upload`: times large attachment uploads.
 //! - `idle`: the server's memory per open, quiet socket, from worker processes.
+//! - `reconnect`: sockets opened and closed in a loop by users with a history: connects/s
+//!   and connect→hello latency.
 //!
 //! `--csv FILE` appends each result as a row; `plot` draws the README's SVG plots from them.
 
 mod bench;
 mod idle;
 mod plot;
+mod reconnect;
 
 use std::collections::HashMap;
 use std::fs::OpenOptions;
@@ -123,6 +126,22 @@ enum Scenario {
         count: usize,
     },
     /// Open loop: one member sends `rate` messages per second to a group of `members`.
+    /// Reconnect churn: sockets opened (until `hello`) and closed in a loop by users who
+    /// share `groups` groups of `history` messages each
+    Reconnect {
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        url: String,
+        #[arg(long, default_value_t = 50)]
+        users: usize,
+        #[arg(long, default_value_t = 49)]
+        groups: usize,
+        #[arg(long, default_value_t = 100)]
+        history: usize,
+        #[arg(long, default_value_t = 32)]
+        clients: usize,
+        #[arg(long, default_value_t = 10)]
+        duration: u64,
+    },
     Fanout {
         #[command(flatten)]
         common: Common,
@@ -204,6 +223,16 @@ async fn main() -> Result<(), String> {
             return idle::run(url, *pid, *sockets, (*step).max(1), (*users).max(1), csv).await;
         }
         Scenario::Plot { csv, out } => return plot::run(csv, out),
+        Scenario::Reconnect { url, users, groups, history, clients, duration } => {
+            let plan = reconnect::Plan {
+                users: *users,
+                groups: *groups,
+                history: *history,
+                clients: (*clients).max(1),
+                duration: *duration,
+            };
+            return reconnect::run(url, plan).await;
+        }
         Scenario::IdleWorker { url, source, count, tokens } => {
             return idle::worker(url, *source, *count, tokens.clone()).await;
         }
@@ -227,6 +256,7 @@ async fn main() -> Result<(), String> {
             ("fanout", common, *members, format!("members={members} rate={rate}"))
         }
         Scenario::Search { .. }
+        | Scenario::Reconnect { .. }
         | Scenario::Upload { .. }
         | Scenario::Idle { .. }
         | Scenario::IdleWorker { .. }
@@ -301,6 +331,7 @@ async fn main() -> Result<(), String> {
             }
         }
         Scenario::Search { .. }
+        | Scenario::Reconnect { .. }
         | Scenario::Upload { .. }
         | Scenario::Idle { .. }
         | Scenario::IdleWorker { .. }
