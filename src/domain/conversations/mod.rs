@@ -267,42 +267,40 @@ pub fn direct_partner(conversation: &conversation::Model, user_id: i64) -> Optio
 /// Whether `a` and `b` are both current members of at least one conversation: who may see
 /// whose presence.
 pub async fn share_a_conversation(db: &Db, a: i64, b: i64) -> Result<bool, DbErr> {
-    let conversations_of_a = sea_orm::sea_query::Query::select()
-        .column(member::Column::ConversationId)
-        .from(member::Entity)
-        .and_where(member::Column::UserId.eq(a))
-        .and_where(member::Column::LeftEventId.is_null())
-        .to_owned();
     let shared = member::Entity::find()
         .filter(member::Column::UserId.eq(b))
         .filter(member::Column::LeftEventId.is_null())
-        .filter(member::Column::ConversationId.in_subquery(conversations_of_a))
+        .filter(member::Column::ConversationId.in_subquery(conversations_of(a)))
         .count(&db.read)
         .await?;
     Ok(shared > 0)
 }
 
-/// The conversations `user_id` is a current member of.
 /// Users who share at least one conversation with `user_id` (current members only).
 pub async fn peers_of(db: &Db, user_id: i64) -> Result<Vec<i64>, DbErr> {
-    let conversations = active_conversation_ids(&db.read, user_id).await?;
-    if conversations.is_empty() {
-        return Ok(Vec::new());
-    }
-    let peers: HashSet<i64> = member::Entity::find()
+    member::Entity::find()
         .select_only()
         .column(member::Column::UserId)
-        .filter(member::Column::ConversationId.is_in(conversations))
+        .distinct()
+        .filter(member::Column::ConversationId.in_subquery(conversations_of(user_id)))
         .filter(member::Column::UserId.ne(user_id))
         .filter(member::Column::LeftEventId.is_null())
-        .into_tuple::<i64>()
+        .into_tuple()
         .all(&db.read)
-        .await?
-        .into_iter()
-        .collect();
-    Ok(peers.into_iter().collect())
+        .await
 }
 
+/// The conversations `user_id` is a current member of, as a subquery.
+fn conversations_of(user_id: i64) -> sea_orm::sea_query::SelectStatement {
+    sea_orm::sea_query::Query::select()
+        .column(member::Column::ConversationId)
+        .from(member::Entity)
+        .and_where(member::Column::UserId.eq(user_id))
+        .and_where(member::Column::LeftEventId.is_null())
+        .to_owned()
+}
+
+/// The conversations `user_id` is a current member of.
 pub async fn active_conversation_ids(conn: &impl ConnectionTrait, user_id: i64) -> Result<Vec<i64>, DbErr> {
     member::Entity::find()
         .select_only()

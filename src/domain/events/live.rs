@@ -52,7 +52,7 @@ impl Domain for LiveDomain {
         }
         let db = self.db.clone();
         async move {
-            let members = conversations::other_members(&db, UserId(user.0), ConversationId(conversation_id))
+            let members = conversations::other_members(&db, user, ConversationId(conversation_id))
                 .await
                 .map_err(unavailable)?;
             Ok(members.unwrap_or_default().into_iter().map(UserId).collect())
