@@ -131,6 +131,12 @@ pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, AppError> {
                 };
                 AppError::validation(field, inner.to_string())
             }
+            // serde_json reports a number where an enum belongs as a syntax error
+            // ("expected value"); well-formed JSON makes it the field's fault.
+            _ if serde_json::from_slice::<serde::de::IgnoredAny>(body).is_ok() => {
+                let field = if path == "." { "body".to_owned() } else { path };
+                AppError::validation(field, inner.to_string())
+            }
             _ => malformed(&inner),
         }
     })?;

@@ -1,7 +1,8 @@
 // Switchboard web client: vanilla ES2020, no framework, no build step.
 //
 // Safety rule for this file: text that comes from users or the server is only ever put
-// into the page with textContent / text nodes (see `el`), never parsed as HTML.
+// into the page with textContent / text nodes (see `el`), never parsed as HTML. Links in
+// message text are built as <a> elements from the split text (see `linkify`).
 //
 // Shape: one `state` object, API calls and WebSocket frames change it, and `render()`
 // (batched with `scheduleRender`) redraws the parts of the page from it.
@@ -23,22 +24,48 @@ function el(tag, attrs = {}, ...children) {
   return node;
 }
 
+// The server's messaging.edit_window_seconds (default 15 min): past it, Edit is hidden.
+const EDIT_WINDOW_MS = 15 * 60 * 1000;
+// Messages from one sender closer than this are drawn as one run (one name, one avatar).
+const RUN_GAP_MS = 5 * 60 * 1000;
+// Messages fetched on each side of a message opened from search or of the first unread.
+const AROUND = 25;
+// Phone layout (one column, larger touch targets); matches the media query in app.css.
+const phone = () => window.matchMedia('(max-width: 700px)').matches;
+
+// Logged in across tabs and reloads: the token lives in localStorage; which chat is open
+// is per tab (sessionStorage).
+const TOKEN_KEY = 'sb.token';
+const OPEN_KEY = 'sb.open';
+const NOTIFY_DISMISSED_KEY = 'sb.notify.dismissed';
+
 const state = {
-  token: sessionStorage.getItem('sb.token'),
+  token: localStorage.getItem(TOKEN_KEY),
   me: null,
+  connected: false, // our socket is open and said hello; presence is only known then
   convs: new Map(), // conversation id -> conversation (API shape)
   listLoaded: false,
-  msgs: new Map(), // conversation id -> { byId: Map<id, message>, hasMore, loaded, loading }
+  msgs: new Map(), // conversation id -> message window, see `convMsgs`
   users: new Map(), // user id -> user, for names
-  presence: new Map(), // user id -> 'online' | 'offline'
+  presence: new Map(), // user id -> { status: 'online' | 'offline', last_seen }
   receipts: new Map(), // direct conversation id -> { delivered, read } of the other member
+  members: new Map(), // group id -> [{ user, role, last_read_message_id, last_delivered_message_id }]
   typing: new Map(), // conversation id -> Map<user id, expiry ms>
-  outbox: [], // sends not confirmed yet; a retry reuses the entry's client_id
+  outbox: [], // sends not confirmed yet; a resend reuses the entry's client_id
   openId: null, // the open conversation
   draftUser: null, // user picked for a first direct message (no conversation yet)
   editing: null, // the own message being edited in the composer
   lastEventId: null, // newest event processed; null until the first hello
+  liveFrom: 0, // events above this arrived live (not replayed): only those notify
   groupPick: new Map(), // user id -> user, members picked for a new group
+  blocked: new Set(), // user ids I blocked
+  contacts: [], // users
+  requests: { incoming: [], outgoing: [] },
+  search: { q: '', results: [], total: 0, done: false },
+  infoOpen: false, // the details panel beside the chat
+  scrollTo: null, // after the next draw: { bottom } | { unread } | { message: id }
+  highlight: null, // message opened from search: flashed and marked
+  selected: null, // message whose actions show on touch screens
 };
 
 // ---------------------------------------------------------------- HTTP
@@ -92,12 +119,18 @@ $('auth-form').addEventListener('submit', async (event) => {
 $('logout').addEventListener('click', () => logout());
 
 function logout() {
-  if (state.me) [eventKey(), receiptsKey()].forEach((key) => sessionStorage.removeItem(key));
-  sessionStorage.removeItem('sb.token');
-  sessionStorage.removeItem('sb.open');
+  // The other tabs hear of it through the storage event and reload too. The last event id
+  // stays: logging in again replays what came meanwhile, which also acks it (delivered).
+  localStorage.removeItem(TOKEN_KEY);
+  sessionStorage.removeItem(OPEN_KEY);
   // A reload is the simplest complete reset: sockets, timers and state all go.
   location.reload();
 }
+
+// Another tab logged out, or in as someone: this tab follows.
+window.addEventListener('storage', (event) => {
+  if ((event.key === TOKEN_KEY || event.key === null) && localStorage.getItem(TOKEN_KEY) !== state.token) location.reload();
+});
 
 const eventKey = () => `sb.lastEvent.${state.me.id}`;
 const receiptsKey = () => `sb.receipts.${state.me.id}`;
@@ -106,17 +139,22 @@ function startSession(token, user) {
   state.token = token;
   state.me = user;
   state.users.set(user.id, user);
-  sessionStorage.setItem('sb.token', token);
-  // The last event seen survives a reload of this tab, so the socket replays what was missed.
-  const stored = sessionStorage.getItem(eventKey());
+  localStorage.setItem(TOKEN_KEY, token);
+  // The last event seen survives reloads and logins, so the socket replays what was missed.
+  const stored = localStorage.getItem(eventKey());
   state.lastEventId = stored === null ? null : Number(stored);
+  ackedEver = state.lastEventId; // as far as we know, the last page acked what it processed
   // Receipts too: the API has no other-member read pointer for direct conversations.
-  state.receipts = new Map(JSON.parse(sessionStorage.getItem(receiptsKey()) || '[]'));
+  state.receipts = new Map(JSON.parse(localStorage.getItem(receiptsKey()) || '[]'));
   $('auth-view').hidden = true;
   $('app-view').hidden = false;
   $('logout').hidden = false;
+  $('me-avatar').replaceChildren(avatar(user.display_name, user.id, 'small'));
   $('me').textContent = user.display_name;
   connect();
+  loadSafety();
+  // Edit buttons expire and "Today" becomes "Yesterday": redraw now and then.
+  setInterval(() => scheduleRender(), 30000);
 }
 
 function boot() {
@@ -136,6 +174,9 @@ let attempt = 0; // reconnect attempts since the last hello, for the backoff
 let reconnectTimer = null;
 let ackTimer = null;
 let ackedOnSocket = 0;
+// Newest event acked on any socket. A socket can only ack what it was sent, so one that
+// dropped before acking makes the next one start from here (the replay is acked, not redrawn).
+let ackedEver = null;
 
 function setStatus(text, phase) {
   Object.assign($('status'), { textContent: text }).dataset.state = phase;
@@ -157,7 +198,8 @@ async function connect() {
     connecting = false;
   }
   const proto = location.protocol === 'https:' ? 'wss:' : 'ws:';
-  const since = state.lastEventId === null ? '' : `&since=${state.lastEventId}`;
+  const from = ackedEver === null ? state.lastEventId : Math.min(ackedEver, state.lastEventId);
+  const since = from === null ? '' : `&since=${from}`;
   const ws = new WebSocket(`${proto}//${location.host}/ws?ticket=${encodeURIComponent(ticket)}${since}`);
   socket = ws;
   ws.addEventListener('message', (event) => {
@@ -168,8 +210,15 @@ async function connect() {
   ws.addEventListener('close', () => {
     if (socket !== ws) return;
     socket = null;
+    socketDown();
     scheduleReconnect();
   });
+}
+
+/** Our socket is gone: what others do is unknown until the next hello. */
+function socketDown() {
+  state.connected = false;
+  scheduleRender();
 }
 
 function scheduleReconnect() {
@@ -177,22 +226,38 @@ function scheduleReconnect() {
   // hit by every client at the same instant.
   const delay = Math.min(10000, 500 * 2 ** attempt * (1 + Math.random() * 0.2));
   attempt += 1;
-  setStatus('Reconnecting…', 'reconnecting');
+  // Still tried while the browser says offline: a server on this machine may be reachable.
+  if (navigator.onLine) setStatus('Reconnecting…', 'reconnecting'); else setStatus('Offline', 'offline');
   clearTimeout(reconnectTimer);
   reconnectTimer = setTimeout(connect, delay);
 }
 
-// Leaving the page may keep it frozen in the back/forward cache with its socket open, and
-// the user would look online. Close it; a restored page reconnects with `since`.
-window.addEventListener('pagehide', () => {
+/** Closes our socket on purpose (no reconnect scheduled by its close event). */
+function dropSocket(reason) {
+  ackNow(); // what was processed counts as delivered, even when we leave at once
   const ws = socket;
   socket = null;
   clearTimeout(reconnectTimer);
-  if (ws) ws.close(1000, 'page hidden');
-});
+  if (ws) ws.close(1000, reason);
+  socketDown();
+}
+
+// Leaving the page may keep it frozen in the back/forward cache with its socket open, and
+// the user would look online. Close it; a restored page reconnects with `since`.
+window.addEventListener('pagehide', () => dropSocket('page hidden'));
 window.addEventListener('pageshow', (event) => event.persisted && state.me && connect());
+// A socket can linger for a minute after the network went: do not trust it.
+window.addEventListener('offline', () => {
+  if (!state.me) return;
+  dropSocket('offline');
+  scheduleReconnect();
+});
 // Back online: no need to wait out the backoff.
-window.addEventListener('online', () => state.me && connect());
+window.addEventListener('online', () => {
+  if (!state.me) return;
+  attempt = Math.max(attempt, 1); // shows "Reconnecting…"
+  connect();
+});
 
 function sendFrame(frame) {
   if (socket && socket.readyState === WebSocket.OPEN) socket.send(JSON.stringify(frame));
@@ -201,26 +266,26 @@ function sendFrame(frame) {
 /** Acks the newest processed event a moment later, so a burst is acked once. */
 function scheduleAck() {
   clearTimeout(ackTimer);
-  ackTimer = setTimeout(() => {
-    if (state.lastEventId > ackedOnSocket && socket && socket.readyState === WebSocket.OPEN) {
-      ackedOnSocket = state.lastEventId;
-      sendFrame({ type: 'ack', event_id: state.lastEventId });
-    }
-  }, 300);
+  ackTimer = setTimeout(ackNow, 300);
+}
+
+function ackNow() {
+  clearTimeout(ackTimer);
+  if (state.lastEventId > ackedOnSocket && socket && socket.readyState === WebSocket.OPEN) {
+    ackedOnSocket = state.lastEventId;
+    ackedEver = state.lastEventId;
+    sendFrame({ type: 'ack', event_id: state.lastEventId });
+  }
 }
 
 function handleFrame(frame) {
   const eventId = frame.event_id;
   // Events arrive in id order; anything at or below the last one was already processed
-  // (replay seam after a reconnect, or a duplicate).
-  if (eventId != null && state.lastEventId !== null && eventId <= state.lastEventId) return;
+  // (replay seam after a reconnect, or a duplicate): only acked again.
+  if (eventId != null && state.lastEventId !== null && eventId <= state.lastEventId) return scheduleAck();
   switch (frame.type) {
     case 'hello': onHello(frame); break;
-    case 'new_message':
-      upsertConv(frame.conversation, frame.message.id);
-      addMessage(frame.message);
-      stopTyping(frame.message.conversation_id, frame.message.sender_id);
-      break;
+    case 'new_message': onNewMessage(frame); break;
     case 'message_sent':
       addMessage(frame.message);
       if (!state.convs.has(frame.message.conversation_id)) refreshConv(frame.message.conversation_id);
@@ -237,22 +302,19 @@ function handleFrame(frame) {
     case 'message_read': onRead(frame); break;
     case 'message_delivered':
       if (frame.user_id !== state.me.id) {
-        const r = receipts(frame.conversation_id);
-        r.delivered = Math.max(r.delivered, frame.last_delivered_message_id);
+        noteReceipt(frame.conversation_id, frame.user_id, { delivered: frame.last_delivered_message_id });
       }
       break;
     case 'member_added': case 'member_removed': onMembership(frame); break;
     case 'typing': onTyping(frame); break;
-    case 'presence': state.presence.set(frame.user_id, frame.status); break;
+    case 'presence': state.presence.set(frame.user_id, { status: frame.status, last_seen: frame.last_seen }); break;
     case 'error': console.warn('server error frame', frame.code, frame.message); break;
     default: break; // pong, and frame types added by newer servers
   }
-  if (frame.type === 'message_read' || frame.type === 'message_delivered') {
-    sessionStorage.setItem(receiptsKey(), JSON.stringify([...state.receipts]));
-  }
   if (eventId != null) {
     state.lastEventId = eventId;
-    sessionStorage.setItem(eventKey(), String(eventId));
+    localStorage.setItem(eventKey(), String(eventId));
+    // Every event is acked, whatever its conversation: that is what "delivered" means.
     scheduleAck();
   }
   scheduleRender();
@@ -261,15 +323,32 @@ function handleFrame(frame) {
 function onHello(frame) {
   attempt = 0;
   ackedOnSocket = 0;
+  state.connected = true;
+  state.liveFrom = frame.last_event_id;
   setStatus('Connected', 'connected');
-  // First connection in this tab (or a server whose log is behind us): start from now.
+  // First connection for this user in this browser (or a server whose log is behind us):
+  // start from now.
   if (state.lastEventId === null || state.lastEventId > frame.last_event_id) {
     state.lastEventId = frame.last_event_id;
-    sessionStorage.setItem(eventKey(), String(frame.last_event_id));
+    ackedEver = frame.last_event_id;
+    localStorage.setItem(eventKey(), String(frame.last_event_id));
   }
   // The server pings every 30 s and the browser answers by itself: no client ping needed.
   // Loaded after the socket is up, so whatever happens from here on arrives live.
   if (!state.listLoaded) loadConversations();
+  else refreshPresence();
+  flushOutbox();
+}
+
+function onNewMessage(frame) {
+  const m = frame.message;
+  upsertConv(frame.conversation, m.id);
+  addMessage(m);
+  stopTyping(m.conversation_id, m.sender_id);
+  // In the open chat of a hidden tab it stays unread: mark where the new ones start.
+  const s = state.msgs.get(m.conversation_id);
+  if (m.conversation_id === state.openId && document.hidden && s && s.readMark === null) s.readMark = m.id - 1;
+  if (frame.event_id > state.liveFrom) notify(m, frame.conversation); // not for replayed ones
 }
 
 function onRead(frame) {
@@ -281,10 +360,24 @@ function onRead(frame) {
     if (conv.last_message && conv.last_message.id <= conv.last_read_message_id) conv.unread_count = 0;
     else refreshConv(conv.id);
   } else {
-    const r = receipts(frame.conversation_id);
-    r.read = Math.max(r.read, frame.last_read_message_id);
-    r.delivered = Math.max(r.delivered, r.read); // read implies delivered
+    noteReceipt(frame.conversation_id, frame.reader_id, { read: frame.last_read_message_id });
   }
+}
+
+/** Another member's read or delivered pointer moved (read implies delivered). */
+function noteReceipt(conversationId, userId, { read = 0, delivered = 0 }) {
+  const members = state.members.get(conversationId);
+  const member = members && members.find((x) => x.user.id === userId);
+  if (member) {
+    member.last_read_message_id = Math.max(member.last_read_message_id || 0, read);
+    member.last_delivered_message_id = Math.max(member.last_delivered_message_id || 0, delivered, read);
+  }
+  const conv = state.convs.get(conversationId);
+  if (conv && conv.kind === 'group') return;
+  const r = receipts(conversationId);
+  r.read = Math.max(r.read, read);
+  r.delivered = Math.max(r.delivered, delivered, r.read);
+  localStorage.setItem(receiptsKey(), JSON.stringify([...state.receipts]));
 }
 
 function onMembership(frame) {
@@ -292,10 +385,12 @@ function onMembership(frame) {
   if (frame.type === 'member_removed' && frame.user.id === state.me.id) {
     state.convs.delete(frame.conversation_id);
     state.msgs.delete(frame.conversation_id);
+    state.members.delete(frame.conversation_id);
     if (state.openId === frame.conversation_id) closeChat();
-  } else {
-    refreshConv(frame.conversation_id); // members_count changed
+    return;
   }
+  refreshConv(frame.conversation_id); // members_count changed
+  if (state.members.has(frame.conversation_id)) loadMembers(frame.conversation_id);
 }
 
 function onTyping(frame) {
@@ -308,6 +403,33 @@ function onTyping(frame) {
 
 const stopTyping = (conversationId, userId) => state.typing.get(conversationId)?.delete(userId);
 
+// ---------------------------------------------------------------- notifications
+
+const canNotify = () => 'Notification' in window;
+
+/** A desktop notification for a message from someone else while this tab is hidden. */
+function notify(m, conv) {
+  if (!canNotify() || Notification.permission !== 'granted' || !document.hidden || m.sender_id === state.me.id) return;
+  const from = userName(m.sender_id);
+  const title = conv.kind === 'group' ? `${from === '…' ? 'New message' : from} in ${conv.name}` : convName(conv);
+  // One notification per conversation: a newer one replaces it (the tag).
+  const n = new Notification(title, { body: messageSummary(m), tag: `sb-conv-${m.conversation_id}` });
+  n.addEventListener('click', () => {
+    window.focus();
+    openConversation(m.conversation_id);
+    n.close();
+  });
+}
+
+$('enable-notifications').addEventListener('click', () => {
+  // Asked only from this click: browsers (rightly) distrust prompts on page load.
+  Notification.requestPermission().finally(() => scheduleRender());
+});
+$('notify-dismiss').addEventListener('click', () => {
+  localStorage.setItem(NOTIFY_DISMISSED_KEY, '1');
+  scheduleRender();
+});
+
 // ---------------------------------------------------------------- state helpers
 
 function receipts(conversationId) {
@@ -316,9 +438,18 @@ function receipts(conversationId) {
   return r;
 }
 
+/**
+ * A conversation's loaded messages: one contiguous window of its history. `hasMore`: older
+ * ones exist; `hasNewer`: the window ends before the latest (opened at a search hit or an
+ * old unread), so live messages wait until the user scrolls down. `readMark`: the last
+ * message read when the chat was opened; the "New messages" line goes after it.
+ */
 function convMsgs(conversationId) {
   let s = state.msgs.get(conversationId);
-  if (!s) state.msgs.set(conversationId, (s = { byId: new Map(), hasMore: true, loaded: false, loading: false }));
+  if (!s) {
+    s = { byId: new Map(), hasMore: true, hasNewer: false, loaded: false, loading: false, readMark: null };
+    state.msgs.set(conversationId, s);
+  }
   return s;
 }
 
@@ -337,10 +468,10 @@ function upsertConv(conv, asOf = null) {
 }
 
 function addMessage(m) {
-  // Only chats whose history is (being) loaded keep messages; the others load their latest
-  // page when opened, so scroll-back paging stays simple.
+  // Only chats whose history is (being) loaded keep messages, and only at the live end of
+  // their window; the others load when opened or scrolled to, so paging stays simple.
   const s = state.msgs.get(m.conversation_id);
-  if (s && (s.loaded || s.loading)) s.byId.set(m.id, m);
+  if (s && (s.loaded || s.loading) && (!s.hasNewer || s.byId.has(m.id))) s.byId.set(m.id, m);
   if (m.client_id && m.sender_id === state.me.id) state.outbox = state.outbox.filter((e) => e.clientId !== m.client_id);
   const conv = state.convs.get(m.conversation_id);
   if (conv && (!conv.last_message || m.id >= conv.last_message.id)) conv.last_message = m;
@@ -383,7 +514,9 @@ async function loadConversations() {
       if (!known || !known.last_message || asOf >= known.last_message.id) upsertConv(conv);
     }
     state.listLoaded = true;
-    const reopen = Number(sessionStorage.getItem('sb.open'));
+    // The list holds every message up to the hello: this device has them (delivered).
+    scheduleAck();
+    const reopen = Number(sessionStorage.getItem(OPEN_KEY));
     if (reopen && state.convs.has(reopen) && !state.openId) openConversation(reopen);
   } catch (err) {
     if (err.status !== 401) setTimeout(loadConversations, 3000);
@@ -392,11 +525,17 @@ async function loadConversations() {
 }
 
 function loadPresence(userId) {
-  state.presence.set(userId, state.presence.get(userId) || 'offline'); // asked once
+  if (!state.presence.has(userId)) state.presence.set(userId, { status: 'offline', last_seen: null }); // asked once
   api('GET', `/api/users/${userId}/presence`).then((p) => {
-    state.presence.set(userId, p.status);
+    state.presence.set(userId, { status: p.status, last_seen: p.last_seen });
     scheduleRender();
-  }, () => {}); // the dot stays offline until a presence frame
+  }, () => {}); // the dot stays as it is until a presence frame
+}
+
+/** Presence frames were missed while our socket was down: ask again for the recent chats. */
+function refreshPresence() {
+  const direct = [...state.convs.values()].filter((conv) => conv.other_user);
+  direct.sort((a, b) => (activity(b) > activity(a) ? 1 : -1)).slice(0, 30).forEach((conv) => loadPresence(conv.other_user.id));
 }
 
 const fetchingUsers = new Set();
@@ -412,23 +551,76 @@ function userName(id) {
 
 const convName = (conv) => (conv.kind === 'group' ? conv.name : conv.other_user ? conv.other_user.display_name : 'Conversation');
 const activity = (conv) => (conv.last_message ? conv.last_message.created_at : conv.created_at);
+const unreadTotal = () => [...state.convs.values()].reduce((sum, conv) => sum + (conv.unread_count || 0), 0);
+
+/** Blocks, contacts and contact requests: no frames announce them, so they are fetched. */
+async function loadSafety() {
+  try {
+    const [blocks, contacts, requests] = await Promise.all([
+      api('GET', '/api/blocks'), api('GET', '/api/contacts'), api('GET', '/api/contacts/requests')]);
+    state.blocked = new Set(blocks.blocks.map((b) => b.user.id));
+    state.contacts = contacts.contacts;
+    state.requests = requests;
+    contacts.contacts.forEach(rememberUser);
+  } catch (err) {
+    $('contacts-error').textContent = err.status ? err.message : '';
+  }
+  scheduleRender();
+}
+// Coming back to the tab refreshes them, at most every 30 s.
+let safetyLoadedAt = 0;
+window.addEventListener('focus', () => {
+  if (!state.me || Date.now() - safetyLoadedAt < 30000) return;
+  safetyLoadedAt = Date.now();
+  loadSafety();
+});
 
 // ---------------------------------------------------------------- opening a chat
 
 /** Shows a conversation, a draft to `draftUser` (no conversation yet), or neither. */
 function showChat(id, draftUser = null) {
-  Object.assign(state, { openId: id, draftUser });
+  if (id !== state.openId) state.infoOpen = false;
+  Object.assign(state, { openId: id, draftUser, selected: null, highlight: null });
   cancelEdit();
-  if (id) sessionStorage.setItem('sb.open', String(id)); else sessionStorage.removeItem('sb.open');
+  if (id) sessionStorage.setItem(OPEN_KEY, String(id)); else sessionStorage.removeItem(OPEN_KEY);
   document.body.classList.toggle('chat-open', Boolean(id || draftUser)); // small screens
   closePanels();
-  scheduleRender({ toBottom: true });
+  scheduleRender();
 }
 
-async function openConversation(id) {
+/**
+ * Opens a conversation at `at` (a message, e.g. from search), else at its first unread
+ * message with a "New messages" line above it, else at the bottom.
+ */
+async function openConversation(id, at = null) {
+  const conv = state.convs.get(id);
+  const s = convMsgs(id);
+  if (id !== state.openId) s.readMark = conv && conv.unread_count > 0 ? conv.last_read_message_id || 0 : null;
   showChat(id);
-  if (!convMsgs(id).loaded) await loadHistory(id, false);
-  input.focus();
+  if (conv && conv.kind === 'group') loadMembers(id);
+  if (at !== null) {
+    state.highlight = at;
+    if (!s.byId.has(at)) await loadAround(id, at);
+    state.scrollTo = { message: at }; // and it flashes once (app.css), marked until another chat opens
+  } else {
+    if (!s.loaded || s.hasNewer) await loadLatest(id);
+    if (s.readMark !== null && !unreadInWindow(s)) await loadAround(id, s.readMark + 1);
+    state.scrollTo = s.readMark !== null ? { unread: true } : { bottom: true };
+  }
+  scheduleRender();
+  if (!phone()) input.focus();
+}
+
+/** Whether the loaded window reaches back to the first unread message. */
+function unreadInWindow(s) {
+  if (!s.hasMore) return true;
+  const ids = [...s.byId.keys()];
+  return ids.length > 0 && Math.min(...ids) <= s.readMark;
+}
+
+async function openAt(conversationId, messageId) {
+  if (!state.convs.has(conversationId)) await refreshConv(conversationId);
+  if (state.convs.has(conversationId)) openConversation(conversationId, messageId);
 }
 
 function openDraft(user) {
@@ -437,35 +629,77 @@ function openDraft(user) {
   const known = [...state.convs.values()].find((conv) => conv.other_user && conv.other_user.id === user.id);
   if (known) return openConversation(known.id);
   showChat(null, user);
-  input.focus();
+  if (!phone()) input.focus();
 }
 
 const closeChat = () => showChat(null);
 
-async function loadHistory(id, older) {
+/** Runs one page request for a conversation's window, one at a time. */
+async function page(id, load) {
   const s = convMsgs(id);
   if (s.loading) return;
   s.loading = true;
-  const ids = [...s.byId.keys()];
-  const query = older && ids.length ? `?before_id=${Math.min(...ids)}` : '';
   try {
-    const page = await api('GET', `/api/conversations/${id}/messages${query}`);
-    for (const m of page.messages) if (!s.byId.has(m.id)) s.byId.set(m.id, m);
-    if (older || !s.loaded) s.hasMore = page.has_more;
+    await load(s, (query) => api('GET', `/api/conversations/${id}/messages${query}`));
     s.loaded = true;
   } catch (err) {
     showChatError(err.message);
   } finally {
     s.loading = false;
   }
-  scheduleRender(older ? { keepFromBottom: true } : { toBottom: true });
+  scheduleRender();
 }
 
-$('load-older').addEventListener('click', () => state.openId && loadHistory(state.openId, true));
-// Scroll-back: reaching the top loads the previous page.
+const keep = (s, messages) => messages.forEach((m) => s.byId.has(m.id) || s.byId.set(m.id, m));
+
+/** The latest page, replacing the window. */
+const loadLatest = (id) => page(id, async (s, get) => {
+  const res = await get('');
+  s.byId = new Map(res.messages.map((m) => [m.id, m]));
+  Object.assign(s, { hasMore: res.has_more, hasNewer: false });
+});
+
+/** Messages around `messageId` (it included), replacing the window. */
+const loadAround = (id, messageId) => page(id, async (s, get) => {
+  const [older, newer] = await Promise.all([
+    get(`?before_id=${messageId + 1}&limit=${AROUND}`), get(`?after_id=${messageId}&limit=${AROUND}`)]);
+  s.byId = new Map([...older.messages, ...newer.messages].map((m) => [m.id, m]));
+  Object.assign(s, { hasMore: older.has_more, hasNewer: newer.has_more });
+});
+
+const loadOlder = (id) => page(id, async (s, get) => {
+  const ids = [...s.byId.keys()];
+  const res = await get(ids.length ? `?before_id=${Math.min(...ids)}` : '');
+  keep(s, res.messages);
+  s.hasMore = res.has_more;
+  scheduleRender({ keepFromBottom: true }); // the rows above must not push the view down
+});
+
+const loadNewer = (id) => page(id, async (s, get) => {
+  const ids = [...s.byId.keys()];
+  if (!ids.length) return;
+  const res = await get(`?after_id=${Math.max(...ids)}`);
+  keep(s, res.messages);
+  s.hasNewer = res.has_more;
+});
+
+$('load-older').addEventListener('click', () => state.openId && loadOlder(state.openId));
+// Scrolling to either end of the window loads the next page there.
 $('scroller').addEventListener('scroll', () => {
   const s = state.openId && state.msgs.get(state.openId);
-  if (s && s.loaded && s.hasMore && $('scroller').scrollTop < 40) loadHistory(state.openId, true);
+  const scroller = $('scroller');
+  const fromBottom = scroller.scrollHeight - scroller.scrollTop - scroller.clientHeight;
+  if (s && s.loaded && !s.loading && s.hasMore && scroller.scrollTop < 40) loadOlder(state.openId);
+  if (s && s.loaded && !s.loading && s.hasNewer && fromBottom < 40) loadNewer(state.openId);
+  $('jump-latest').hidden = !(s && (s.hasNewer || fromBottom > scroller.clientHeight));
+});
+
+$('jump-latest').addEventListener('click', async () => {
+  const id = state.openId;
+  if (!id) return;
+  if (convMsgs(id).hasNewer) await loadLatest(id);
+  state.scrollTo = { bottom: true };
+  scheduleRender();
 });
 
 /** Marks the open conversation read up to the newest message shown, when the page is visible. */
@@ -491,6 +725,99 @@ async function maybeMarkRead() {
 }
 document.addEventListener('visibilitychange', () => scheduleRender());
 
+// ---------------------------------------------------------------- groups: members
+
+async function loadMembers(id) {
+  try {
+    const { members } = await api('GET', `/api/groups/${id}/members`);
+    members.forEach((m) => rememberUser(m.user));
+    state.members.set(id, members);
+  } catch (err) {
+    if (err.status !== 404) $('info-error').textContent = err.message;
+  }
+  scheduleRender();
+}
+
+const myRole = (id) => state.members.get(id)?.find((m) => m.user.id === state.me.id)?.role || 'member';
+const canManage = (id) => ['owner', 'admin'].includes(myRole(id));
+
+/** A change to the member list; the list is fetched again whatever happened. */
+async function memberAction(action) {
+  const id = state.openId;
+  $('info-error').textContent = '';
+  try {
+    await action(id);
+  } catch (err) {
+    $('info-error').textContent = err.message;
+  }
+  await loadMembers(id);
+  refreshConv(id);
+}
+
+const addMember = (user) => memberAction((id) => api('POST', `/api/groups/${id}/members`, { user_id: user.id }));
+const setRole = (user, role) => memberAction((id) => api('PATCH', `/api/groups/${id}/members/${user.id}`, { role }));
+function removeMember(user) {
+  if (!window.confirm(`Remove ${user.display_name} from the group?`)) return;
+  memberAction((id) => api('DELETE', `/api/groups/${id}/members/${user.id}`));
+}
+
+$('leave-group').addEventListener('click', async () => {
+  const id = state.openId;
+  if (!id || !window.confirm('Leave this group? You will no longer get its messages.')) return;
+  try {
+    await api('DELETE', `/api/groups/${id}/members/${state.me.id}`);
+    state.convs.delete(id);
+    state.msgs.delete(id);
+    closeChat();
+  } catch (err) {
+    $('info-error').textContent = err.message;
+  }
+});
+
+// ---------------------------------------------------------------- blocks and contacts
+
+/** Runs a blocks/contacts call, then fetches that state again. */
+async function safetyAction(action, errorId) {
+  $(errorId).textContent = '';
+  try {
+    await action();
+  } catch (err) {
+    $(errorId).textContent = err.message;
+  }
+  await loadSafety();
+}
+
+const infoUser = () => state.convs.get(state.openId)?.other_user || null;
+
+function toggleBlock(user) {
+  const blocked = state.blocked.has(user.id);
+  if (!blocked && !window.confirm(`Block ${user.display_name}? They will not be able to message you.`)) return;
+  safetyAction(() => (blocked ? api('DELETE', `/api/blocks/${user.id}`) : api('POST', '/api/blocks', { user_id: user.id })), 'info-error');
+}
+
+$('block-button').addEventListener('click', () => infoUser() && toggleBlock(infoUser()));
+$('unblock-inline').addEventListener('click', () => infoUser() && toggleBlock(infoUser()));
+
+/** Where the contact relation with `user` stands: contact, incoming, outgoing or none. */
+function contactStatus(user) {
+  if (state.contacts.some((c) => c.id === user.id)) return { kind: 'contact' };
+  const incoming = state.requests.incoming.find((r) => r.status === 'pending' && r.from_user.id === user.id);
+  if (incoming) return { kind: 'incoming', request: incoming };
+  if (state.requests.outgoing.some((r) => r.status === 'pending' && r.to_user.id === user.id)) return { kind: 'outgoing' };
+  return { kind: 'none' };
+}
+
+const requestContact = (user, errorId) => safetyAction(() => api('POST', '/api/contacts/requests', { user_id: user.id }), errorId);
+const acceptContact = (request, errorId) => safetyAction(() => api('POST', `/api/contacts/requests/${request.id}/accept`), errorId);
+
+$('contact-button').addEventListener('click', () => {
+  const user = infoUser();
+  if (!user) return;
+  const status = contactStatus(user);
+  if (status.kind === 'none') requestContact(user, 'info-error');
+  else if (status.kind === 'incoming') acceptContact(status.request, 'info-error');
+});
+
 // ---------------------------------------------------------------- composer
 
 const input = $('composer-input');
@@ -506,12 +833,19 @@ input.addEventListener('keydown', (event) => {
 
 let lastTypingSent = 0;
 input.addEventListener('input', () => {
+  fitComposer();
   // At most one typing frame per 2 s; the other side shows it for ~3 s.
   if (state.openId && !state.editing && input.value.trim() && Date.now() - lastTypingSent >= 2000) {
     lastTypingSent = Date.now();
     sendFrame({ type: 'typing', conversation_id: state.openId });
   }
 });
+
+/** The message box grows with its text, up to about eight lines. */
+function fitComposer() {
+  input.style.height = 'auto';
+  input.style.height = `${Math.min(input.scrollHeight + 2, 200)}px`;
+}
 
 $('composer').addEventListener('submit', (event) => {
   event.preventDefault();
@@ -520,12 +854,14 @@ $('composer').addEventListener('submit', (event) => {
   const file = $('attach').files[0] || null;
   if ((!text && !file) || (!state.openId && !state.draftUser)) return;
   const recipientId = state.openId ? null : state.draftUser.id;
-  const entry = { clientId: newClientId(), convId: state.openId, recipientId, text, file, status: 'sending' };
+  const entry = { clientId: newClientId(), convId: state.openId, recipientId, text, file, status: 'sending',
+    created_at: new Date().toISOString() };
   state.outbox.push(entry);
   input.value = '';
-  $('attach').value = '';
-  $('send').textContent = 'Send';
+  fitComposer();
+  clearAttachment();
   lastTypingSent = 0;
+  state.scrollTo = { bottom: true };
   deliver(entry);
 });
 
@@ -535,9 +871,12 @@ function newClientId() {
   return Array.from(bytes, (b) => b.toString(16).padStart(2, '0')).join('');
 }
 
+/** Posts an outbox entry. Network failures keep it queued for `flushOutbox`. */
 async function deliver(entry) {
+  if (entry.inFlight) return; // never two posts of one entry at once
+  entry.inFlight = true;
   entry.status = 'sending';
-  scheduleRender({ toBottom: true });
+  scheduleRender();
   const target = entry.convId ? { conversation_id: entry.convId } : { recipient_id: entry.recipientId };
   const body = { ...target, message: entry.text, client_id: entry.clientId };
   try {
@@ -557,22 +896,45 @@ async function deliver(entry) {
       openConversation(message.conversation_id);
     }
   } catch (err) {
-    if (err.status === 0 || err.status === 429 || err.status >= 500) {
-      // Worth retrying; the same client_id makes a retry safe.
-      entry.status = 'failed';
+    if (err.status === 0) {
+      entry.status = 'queued'; // offline: sent again by itself once the socket is back
+    } else if (err.status === 429 || err.status >= 500) {
+      entry.status = 'failed'; // the same client_id makes a retry safe
       entry.error = err.message;
     } else {
       state.outbox = state.outbox.filter((e) => e !== entry);
       showChatError(err.message);
       if (!input.value) input.value = entry.text; // give the text back to fix it
     }
+  } finally {
+    entry.inFlight = false;
   }
-  scheduleRender({ toBottom: true });
+  scheduleRender();
+}
+
+/** Sends what waited for the network again, in order, each with its own client_id. */
+let flushing = false;
+async function flushOutbox() {
+  if (flushing) return;
+  flushing = true;
+  try {
+    for (const entry of [...state.outbox]) {
+      if (entry.status !== 'sending' && state.outbox.includes(entry)) await deliver(entry);
+    }
+  } finally {
+    flushing = false;
+  }
+}
+
+function discard(entry) {
+  state.outbox = state.outbox.filter((e) => e !== entry);
+  scheduleRender();
 }
 
 function startEdit(m) {
   state.editing = { id: m.id, conversationId: m.conversation_id };
   input.value = m.message;
+  fitComposer();
   $('edit-banner').hidden = false;
   $('send').textContent = 'Save';
   input.focus();
@@ -582,6 +944,7 @@ function cancelEdit() {
   if (!state.editing) return;
   state.editing = null;
   input.value = '';
+  fitComposer();
   $('edit-banner').hidden = true;
   $('send').textContent = 'Send';
 }
@@ -621,9 +984,37 @@ $('back').addEventListener('click', () => {
   if (item) item.focus();
 });
 
-// ---------------------------------------------------------------- new chat / new group
+$('chat-info').addEventListener('click', () => {
+  state.infoOpen = !state.infoOpen;
+  $('info-error').textContent = '';
+  if (state.infoOpen && state.openId && state.convs.get(state.openId)?.kind === 'group') loadMembers(state.openId);
+  scheduleRender();
+});
+$('info-close').addEventListener('click', () => {
+  state.infoOpen = false;
+  scheduleRender();
+  $('chat-info').focus();
+});
 
-const closePanels = (except = null) => ['new-chat', 'new-group'].forEach((button) => {
+// A file picked: show it above the box and on the send button so the user knows it goes along.
+$('attach').addEventListener('change', () => {
+  const file = $('attach').files[0];
+  $('attach-chip').hidden = !file;
+  $('attach-name').textContent = file ? `${file.name} (${formatSize(file.size)})` : '';
+  $('send').textContent = state.editing ? 'Save' : file ? 'Send file' : 'Send';
+});
+
+function clearAttachment() {
+  $('attach').value = '';
+  $('attach-chip').hidden = true;
+  $('send').textContent = state.editing ? 'Save' : 'Send';
+}
+$('attach-clear').addEventListener('click', clearAttachment);
+
+// ---------------------------------------------------------------- sidebar panels
+
+const PANELS = ['new-chat', 'new-group', 'contacts'];
+const closePanels = (except = null) => PANELS.forEach((button) => {
   $(`${button}-panel`).hidden = button !== except;
   $(button).setAttribute('aria-expanded', String(button === except));
 });
@@ -634,9 +1025,13 @@ function togglePanel(button, focusId) {
 }
 $('new-chat').addEventListener('click', () => togglePanel('new-chat', 'user-search'));
 $('new-group').addEventListener('click', () => togglePanel('new-group', 'group-name'));
+$('contacts').addEventListener('click', () => {
+  togglePanel('contacts', 'contact-search');
+  if (!$('contacts-panel').hidden) loadSafety();
+});
 
-/** Debounced user search; `show` draws the results. */
-function searchBox(inputId, show) {
+/** Debounced search box: `find(q)` runs for q of 2+ characters, `show` draws its answer. */
+function debouncedSearch(inputId, find, show, empty) {
   let timer = null;
   let seq = 0; // only the newest search may draw
   $(inputId).addEventListener('input', () => {
@@ -644,21 +1039,35 @@ function searchBox(inputId, show) {
     timer = setTimeout(async () => {
       const q = $(inputId).value.trim();
       const mine = ++seq;
-      const { users } = q.length < 2 ? { users: [] }
-        : await api('GET', `/api/users/search?q=${encodeURIComponent(q)}&limit=20`).catch(() => ({ users: [] }));
-      users.forEach(rememberUser);
-      if (mine === seq) show(users.filter((u) => u.id !== state.me.id));
+      const result = q.length < 2 ? empty : await find(q).catch(() => empty);
+      if (mine === seq) show(result, q);
     }, 250);
   });
 }
 
+/** A user search box; `show` draws the users found (never me). */
+function searchBox(inputId, show) {
+  debouncedSearch(inputId, (q) => api('GET', `/api/users/search?q=${encodeURIComponent(q)}&limit=20`), ({ users }) => {
+    users.forEach(rememberUser);
+    show(users.filter((u) => u.id !== state.me.id));
+  }, { users: [] });
+}
+
 const userLabel = (u) => `${u.display_name} (@${u.username})`;
+
+/** A person row: avatar, name and @username, then `extra` (buttons, a role). */
+function personRow(user, ...extra) {
+  return el('span', { class: 'person' }, avatar(user.display_name, user.id, 'small'),
+    el('span', { class: 'person-text' }, el('span', { class: 'person-name' }, user.display_name),
+      el('span', { class: 'person-handle' }, `@${user.username}`)),
+    ...extra);
+}
 
 searchBox('user-search', (users) => {
   $('user-results').replaceChildren(...users.map((u) => el('li', {},
-    el('button', { type: 'button', class: 'result', testid: 'user-result', 'data-username': u.username,
+    el('button', { type: 'button', class: 'result', testid: 'user-result', 'data-username': u.username, 'aria-label': userLabel(u),
       onclick: () => { $('user-search').value = ''; $('user-results').replaceChildren(); openDraft(u); } },
-    userLabel(u)))));
+    personRow(u)))));
 });
 
 function drawPicked() {
@@ -674,7 +1083,7 @@ searchBox('group-search', (users) => {
       if (box.checked) state.groupPick.set(u.id, u); else state.groupPick.delete(u.id);
       drawPicked();
     });
-    return el('li', {}, box, el('label', { for: `pick-${u.id}` }, userLabel(u)));
+    return el('li', { class: 'pick' }, box, el('label', { for: `pick-${u.id}` }, userLabel(u)));
   }));
 });
 
@@ -694,9 +1103,143 @@ $('group-form').addEventListener('submit', async (event) => {
   }
 });
 
+searchBox('contact-search', (users) => {
+  $('contact-results').replaceChildren(...users.map((u) => {
+    const status = contactStatus(u).kind;
+    const label = { contact: 'Contact', outgoing: 'Requested', incoming: 'Accept', none: 'Add' }[status];
+    return el('li', { class: 'person-item' }, personRow(u, el('button', { type: 'button', class: 'small-btn', testid: 'contact-add',
+      'data-username': u.username, disabled: status === 'contact' || status === 'outgoing',
+      onclick: async () => {
+        const { request } = contactStatus(u);
+        await (request ? acceptContact(request, 'contacts-error') : requestContact(u, 'contacts-error'));
+        $('contact-search').value = '';
+        $('contact-results').replaceChildren();
+      } }, label)));
+  }));
+});
+
+searchBox('member-search', (users) => {
+  const members = new Set((state.members.get(state.openId) || []).map((m) => m.user.id));
+  $('member-results').replaceChildren(...users.filter((u) => !members.has(u.id)).map((u) => el('li', {},
+    el('button', { type: 'button', class: 'result', testid: 'member-add-result', 'data-username': u.username,
+      'aria-label': `Add ${userLabel(u)}`,
+      onclick: () => { $('member-search').value = ''; $('member-results').replaceChildren(); addMember(u); } },
+    personRow(u, el('span', { class: 'add-mark', 'aria-hidden': 'true' }, '+'))))));
+});
+
+// ---------------------------------------------------------------- message search
+
+debouncedSearch('message-search',
+  (q) => api('GET', `/api/messages/search?q=${encodeURIComponent(q)}&page_size=30`),
+  (res, q) => {
+    state.search = { q, results: res.messages, total: res.total, done: q.length >= 2 };
+    scheduleRender();
+  },
+  { messages: [], total: 0 });
+
+$('message-search').addEventListener('input', () => {
+  // Emptied: back to the list at once, without waiting for the debounce.
+  const q = $('message-search').value.trim();
+  state.search = q.length < 2 ? { q: '', results: [], total: 0, done: false } : { ...state.search, q, done: false };
+  scheduleRender();
+});
+$('message-search').addEventListener('keydown', (event) => {
+  if (event.key !== 'Escape') return;
+  $('message-search').value = '';
+  $('message-search').dispatchEvent(new Event('input'));
+});
+
+// ---------------------------------------------------------------- text: links and highlights
+
+const URL_RE = /\bhttps?:\/\/[^\s<>"'`]+/gi;
+
+/** A URL's end without the punctuation that usually follows a link in prose. */
+function trimUrl(raw) {
+  let url = raw.replace(/[.,;:!?'"]+$/, '');
+  // A closing bracket belongs to the link only when it opened one inside it.
+  while (/[)\]}]$/.test(url)) {
+    const close = url.slice(-1);
+    const open = { ')': '(', ']': '[', '}': '{' }[close];
+    if (url.split(open).length >= url.split(close).length) break;
+    url = url.slice(0, -1).replace(/[.,;:!?'"]+$/, '');
+  }
+  return url;
+}
+
+const safeHref = (url) => {
+  try {
+    const parsed = new URL(url);
+    return parsed.protocol === 'http:' || parsed.protocol === 'https:' ? parsed.href : null;
+  } catch (err) {
+    return null;
+  }
+};
+
+/** Message text as text nodes, with http(s) URLs as links that open in a new tab. */
+function linkify(text) {
+  const parts = [];
+  let at = 0;
+  for (const match of text.matchAll(URL_RE)) {
+    const url = trimUrl(match[0]);
+    const href = safeHref(url);
+    if (!href) continue;
+    parts.push(text.slice(at, match.index),
+      el('a', { href, rel: 'noopener noreferrer', target: '_blank', class: 'link', testid: 'message-link' }, url));
+    at = match.index + url.length;
+  }
+  parts.push(text.slice(at));
+  return parts.filter((part) => part !== '');
+}
+
+/** `text` with the words of `q` marked, as text nodes and <mark> elements. */
+function highlighted(text, q) {
+  const words = q.split(/\s+/).filter((w) => w.length > 1).map((w) => w.replace(/[.*+?^${}()|[\]\\]/g, '\\$&'));
+  if (!words.length) return [text];
+  const re = new RegExp(`(${words.join('|')})`, 'gi');
+  // Split with a capture group: the odd parts are the matches.
+  return text.split(re).map((part, i) => (i % 2 === 1 ? el('mark', {}, part) : part)).filter((part) => part !== '');
+}
+
+// ---------------------------------------------------------------- time
+
+const sameDay = (a, b) => a.getFullYear() === b.getFullYear() && a.getMonth() === b.getMonth() && a.getDate() === b.getDate();
+const dayKey = (d) => `${d.getFullYear()}-${d.getMonth() + 1}-${d.getDate()}`;
+const clock = (d) => d.toLocaleTimeString([], { hour: 'numeric', minute: '2-digit' });
+
+/** "Today", "Yesterday", a weekday this week, else a date. */
+function dayLabel(d) {
+  const today = new Date();
+  const yesterday = new Date(today.getFullYear(), today.getMonth(), today.getDate() - 1);
+  if (sameDay(d, today)) return 'Today';
+  if (sameDay(d, yesterday)) return 'Yesterday';
+  if (today - d < 6 * 86400000) return d.toLocaleDateString([], { weekday: 'long' });
+  const year = d.getFullYear() === today.getFullYear() ? undefined : 'numeric';
+  return d.toLocaleDateString([], { weekday: 'short', day: 'numeric', month: 'long', year });
+}
+
+/** The conversation list's time: a clock today, a weekday this week, else a short date. */
+function shortTime(iso) {
+  const d = new Date(iso);
+  const today = new Date();
+  if (sameDay(d, today)) return clock(d);
+  if (today - d < 6 * 86400000) return d.toLocaleDateString([], { weekday: 'short' });
+  return d.toLocaleDateString([], { day: 'numeric', month: 'short' });
+}
+
+function lastSeen(p) {
+  if (!state.connected) return 'connecting…';
+  if (!p) return '';
+  if (p.status === 'online') return 'online';
+  if (!p.last_seen) return 'offline';
+  const d = new Date(p.last_seen);
+  return `last seen ${dayLabel(d).toLowerCase()} at ${clock(d)}`;
+}
+
+const canEdit = (m) => m.sender_id === state.me.id && !m.deleted && Date.now() - Date.parse(m.created_at) < EDIT_WINDOW_MS;
+
 // ---------------------------------------------------------------- rendering
 
-// Changes in one turn of the event loop are drawn once. Hints: toBottom, keepFromBottom.
+// Changes in one turn of the event loop are drawn once. Hint: keepFromBottom.
 let renderHints = null;
 function scheduleRender(hints = {}) {
   if (renderHints) return Object.assign(renderHints, hints);
@@ -711,8 +1254,14 @@ function scheduleRender(hints = {}) {
 function render(hints) {
   if (!state.me) return;
   const focused = document.activeElement && document.activeElement.dataset.key;
+  const total = unreadTotal();
+  document.title = total ? `(${total}) Switchboard` : 'Switchboard';
+  renderBanner();
   renderList();
+  renderSearch();
+  renderContacts();
   renderChat(hints);
+  renderInfo();
   // Redrawn lists replace their buttons: give keyboard focus back to the same item.
   if (focused && (!document.activeElement || document.activeElement === document.body)) {
     const again = document.querySelector(`[data-key="${focused}"]`);
@@ -721,18 +1270,51 @@ function render(hints) {
   maybeMarkRead();
 }
 
+function renderBanner() {
+  $('notify-banner').hidden = !canNotify() || Notification.permission !== 'default'
+    || localStorage.getItem(NOTIFY_DISMISSED_KEY) === '1';
+}
+
+/** Initials on a colour picked from the id, so a person keeps their colour everywhere. */
+function avatar(name, id, size = '', shape = '') {
+  const words = name.trim().split(/\s+/).filter(Boolean);
+  const letters = words.length > 1 ? [words[0], words[words.length - 1]] : [words[0] || '?'];
+  const initials = letters.map((w) => Array.from(w)[0].toUpperCase()).join('');
+  return el('span', { class: `avatar ${size} ${shape} c${Math.abs(id) % 8}`, 'aria-hidden': 'true' }, initials);
+}
+
+const presenceOf = (userId) => (state.connected ? state.presence.get(userId)?.status || 'offline' : 'unknown');
+
 function presenceDot(userId, testid) {
-  const status = state.presence.get(userId) || 'offline';
-  return el('span', { class: `dot ${status}`, role: 'img', 'aria-label': status, title: status, testid, 'data-status': status });
+  const status = presenceOf(userId);
+  const label = status === 'unknown' ? 'presence unknown' : status;
+  return el('span', { class: `dot ${status}`, role: 'img', 'aria-label': label, title: label, testid, 'data-status': status });
+}
+
+/** The avatar of a conversation: the other person with their presence, or the group. */
+function convAvatar(conv, size = '', dotTestid = 'presence-dot') {
+  if (!conv.other_user) return el('span', { class: 'avatar-wrap' }, avatar(conv.name || '#', conv.id, size, 'square'));
+  return el('span', { class: 'avatar-wrap' }, avatar(conv.other_user.display_name, conv.other_user.id, size),
+    presenceDot(conv.other_user.id, dotTestid));
+}
+
+/** A message in one line of plain text, for previews and notifications. */
+function messageSummary(m) {
+  if (m.deleted) return 'message deleted';
+  if (!m.message && m.attachments.length) return `Attachment: ${m.attachments[0].filename}`;
+  return m.message;
 }
 
 function preview(conv) {
   const m = conv.last_message;
   if (!m) return 'No messages yet';
-  const who = m.sender_id === state.me.id ? 'You: ' : '';
-  if (m.deleted) return `${who}message deleted`;
-  if (!m.message && m.attachments.length) return `${who}Attachment: ${m.attachments[0].filename}`;
-  return who + m.message;
+  return (m.sender_id === state.me.id ? 'You: ' : '') + messageSummary(m);
+}
+
+/** In a group, who wrote the last message (outside the preview text itself). */
+function previewSender(conv) {
+  const m = conv.last_message;
+  return conv.kind === 'group' && m && m.sender_id !== state.me.id && !m.deleted ? `${userName(m.sender_id)}: ` : '';
 }
 
 /**
@@ -759,65 +1341,145 @@ const convNodes = new Map();
 function renderList() {
   const convs = [...state.convs.values()].sort((a, b) => (activity(b) > activity(a) ? 1 : activity(b) < activity(a) ? -1 : b.id - a.id));
   $('conv-empty').hidden = convs.length > 0 || !state.listLoaded;
-  const presenceOf = (conv) => (conv.other_user ? state.presence.get(conv.other_user.id) || 'offline' : null);
   drawKeyed($('conv-list'), convNodes, convs, (conv) => conv.id,
-    (conv) => [convName(conv), preview(conv), conv.unread_count, presenceOf(conv), conv.id === state.openId],
-    (conv) => {
-      const name = convName(conv);
-      const unread = conv.unread_count > 0
-        ? el('span', { class: 'badge', testid: 'unread-badge', 'aria-label': `${conv.unread_count} unread` }, String(conv.unread_count))
-        : null;
-      return el('li', {}, el('button', {
-        type: 'button', class: 'conv', testid: 'conv-item', 'data-key': `conv-${conv.id}`,
-        'data-conversation-id': conv.id, 'data-name': name, 'aria-current': conv.id === state.openId ? 'true' : null,
-        onclick: () => openConversation(conv.id),
-      },
-      conv.other_user ? presenceDot(conv.other_user.id, 'presence-dot') : el('span', { class: 'dot group', 'aria-hidden': 'true' }),
-      el('span', { class: 'conv-text' },
-        el('span', { class: 'conv-name', testid: 'conv-name' }, name),
-        el('span', { class: 'conv-preview', testid: 'conv-preview' }, preview(conv))),
-      unread));
-    });
+    (conv) => [convName(conv), preview(conv), previewSender(conv), shortTime(activity(conv)), conv.unread_count,
+      conv.other_user ? presenceOf(conv.other_user.id) : null, conv.id === state.openId],
+    convItem);
 }
 
-const messageNodes = new Map();
-let drawnConv = null; // which chat the message list shows, to scroll down when it changes
+function convItem(conv) {
+  const name = convName(conv);
+  const unread = conv.unread_count > 0
+    ? el('span', { class: 'badge', testid: 'unread-badge', 'aria-label': `${conv.unread_count} unread` }, String(conv.unread_count))
+    : null;
+  return el('li', {}, el('button', {
+    type: 'button', class: `conv${unread ? ' has-unread' : ''}`, testid: 'conv-item', 'data-key': `conv-${conv.id}`,
+    'data-conversation-id': conv.id, 'data-name': name, 'aria-current': conv.id === state.openId ? 'true' : null,
+    onclick: () => openConversation(conv.id),
+  },
+  convAvatar(conv),
+  el('span', { class: 'conv-text' },
+    el('span', { class: 'conv-top' },
+      el('span', { class: 'conv-name', testid: 'conv-name' }, name),
+      el('time', { class: 'conv-time', datetime: activity(conv) }, shortTime(activity(conv)))),
+    el('span', { class: 'conv-bottom' },
+      el('span', { class: 'conv-line' }, previewSender(conv) ? el('span', { class: 'conv-sender' }, previewSender(conv)) : null,
+        el('span', { class: 'conv-preview', testid: 'conv-preview' }, preview(conv))),
+      unread))));
+}
+
+const searchNodes = new Map();
+function renderSearch() {
+  const { q, results, total, done } = state.search;
+  const active = q.length >= 2;
+  $('search-pane').hidden = !active;
+  $('chats-pane').hidden = active;
+  if (!active) return;
+  $('search-status').textContent = !done ? 'Searching…'
+    : total === 0 ? `No messages match “${q}”.` : `${total} message${total === 1 ? '' : 's'} found`;
+  drawKeyed($('search-results'), searchNodes, results, (m) => m.id,
+    (m) => [q, m.message, state.convs.has(m.conversation_id), userName(m.sender_id)],
+    (m) => searchItem(m, q));
+}
+
+function searchItem(m, q) {
+  const conv = state.convs.get(m.conversation_id);
+  const who = m.sender_id === state.me.id ? 'You' : userName(m.sender_id);
+  return el('li', {}, el('button', {
+    type: 'button', class: 'conv', testid: 'search-result', 'data-key': `search-${m.id}`,
+    'data-message-id': m.id, 'data-conversation-id': m.conversation_id,
+    onclick: () => openAt(m.conversation_id, m.id),
+  },
+  conv ? convAvatar(conv) : avatar(who, m.sender_id),
+  el('span', { class: 'conv-text' },
+    el('span', { class: 'conv-top' },
+      el('span', { class: 'conv-name' }, conv ? convName(conv) : who),
+      el('time', { class: 'conv-time', datetime: m.created_at }, shortTime(m.created_at))),
+    el('span', { class: 'result-snippet' }, el('span', { class: 'conv-sender' }, `${who}: `), ...highlighted(m.message, q)))));
+}
+
+let contactsDrawn = '';
+function renderContacts() {
+  const pending = state.requests.incoming.filter((r) => r.status === 'pending');
+  $('requests-badge').hidden = pending.length === 0;
+  $('requests-badge').textContent = String(pending.length);
+  const outgoing = state.requests.outgoing.filter((r) => r.status === 'pending');
+  // Drawn again only when the data changed: keeps a click in progress.
+  const signature = JSON.stringify([pending, outgoing, state.contacts]);
+  if (signature === contactsDrawn) return;
+  contactsDrawn = signature;
+  $('request-list').replaceChildren(
+    ...pending.map((r) => el('li', { class: 'person-item', testid: 'contact-request', 'data-username': r.from_user.username },
+      personRow(r.from_user, el('button', { type: 'button', class: 'small-btn primary', testid: 'contact-accept',
+        onclick: () => acceptContact(r, 'contacts-error') }, 'Accept')))),
+    ...outgoing.map((r) => el('li', { class: 'person-item', testid: 'contact-outgoing', 'data-username': r.to_user.username },
+      personRow(r.to_user, el('span', { class: 'chip' }, 'Sent')))));
+  if (!pending.length && !outgoing.length) $('request-list').append(el('li', { class: 'muted none' }, 'No pending requests.'));
+  $('contact-list').replaceChildren(...state.contacts.map((u) => el('li', {},
+    el('button', { type: 'button', class: 'result', testid: 'contact-item', 'data-username': u.username,
+      'aria-label': `Message ${userLabel(u)}`, onclick: () => openDraft(u) }, personRow(u)))));
+  if (!state.contacts.length) $('contact-list').append(el('li', { class: 'muted none' }, 'No contacts yet.'));
+}
 
 function renderChat(hints) {
   const conv = state.openId ? state.convs.get(state.openId) : null;
   const draft = !conv && state.draftUser;
   $('chat-empty').hidden = Boolean(conv || draft);
   $('chat-view').hidden = !(conv || draft);
-  if (!conv && !draft) {
-    drawnConv = null;
-    return;
-  }
-  $('chat-title').textContent = conv ? convName(conv) : `New conversation with ${state.draftUser.display_name}`;
+  if (!conv && !draft) return;
+  renderChatHead(conv);
   const other = conv ? conv.other_user : state.draftUser;
-  $('chat-presence').replaceChildren(other ? presenceDot(other.id, 'chat-presence-dot') : '');
-  $('typing').textContent = conv ? typingText(conv.id) : '';
+  const blocked = Boolean(other && state.blocked.has(other.id));
+  $('blocked-notice').hidden = !blocked;
+  $('composer').hidden = blocked;
+  if (blocked) $('blocked-text').textContent = `You blocked ${other.display_name}. Unblock them to send messages.`;
 
-  const s = conv ? convMsgs(conv.id) : { byId: new Map(), hasMore: false, loaded: true };
+  const s = conv ? convMsgs(conv.id) : { byId: new Map(), hasMore: false, hasNewer: false, loaded: true, readMark: null };
   $('load-older').hidden = !(s.loaded && s.hasMore);
-  const messages = [...s.byId.values()].sort((a, b) => a.id - b.id);
-  const peer = other ? other.id : null;
-  const pending = state.outbox.filter((e) => (conv && e.convId === conv.id) || (peer !== null && e.recipientId === peer));
-  const direct = conv ? conv.kind === 'direct' : true;
-  const r = conv ? receipts(conv.id) : { delivered: 0, read: 0 };
-  const tickOf = (m) => (m.sender_id !== state.me.id || !direct || m.deleted ? null
-    : m.id <= r.read ? 'read' : m.id <= r.delivered ? 'delivered' : 'sent');
-
   const scroller = $('scroller');
   const fromBottom = scroller.scrollHeight - scroller.scrollTop;
   const atBottom = scroller.scrollHeight - scroller.scrollTop - scroller.clientHeight < 60;
-  const items = [...messages, ...pending];
-  drawKeyed($('messages'), messageNodes, items, (m) => (m.clientId ? `pending-${m.clientId}` : m.id),
-    (m) => (m.clientId ? [m.status] : [m.message, m.edited_at, m.deleted, tickOf(m), direct || userName(m.sender_id)]),
-    (m) => (m.clientId ? pendingItem(m) : messageItem(m, direct, tickOf(m))));
-  const changedConv = drawnConv !== (conv ? conv.id : 'draft');
-  drawnConv = conv ? conv.id : 'draft';
-  if (hints.keepFromBottom) scroller.scrollTop = scroller.scrollHeight - fromBottom; // after "load older"
-  else if (hints.toBottom || atBottom || changedConv) scroller.scrollTop = scroller.scrollHeight;
+  const items = chatItems(conv, other, s);
+  $('chat-none').hidden = items.length > 0 || !s.loaded;
+  drawKeyed($('messages'), messageNodes, items, (item) => item.key, (item) => item.signature, (item) => item.build());
+  const intent = state.scrollTo;
+  if (intent && s.loaded && !s.loading) {
+    state.scrollTo = null;
+    scrollToIntent(intent);
+  } else if (hints.keepFromBottom) {
+    scroller.scrollTop = scroller.scrollHeight - fromBottom; // after "load older"
+  } else if (atBottom && !s.hasNewer) {
+    scroller.scrollTop = scroller.scrollHeight;
+  }
+  $('jump-latest').hidden = !(s.hasNewer || scroller.scrollHeight - scroller.scrollTop - scroller.clientHeight > scroller.clientHeight);
+}
+
+function renderChatHead(conv) {
+  const other = conv ? conv.other_user : state.draftUser;
+  $('chat-title').textContent = conv ? convName(conv) : `New conversation with ${state.draftUser.display_name}`;
+  $('chat-presence').replaceChildren(conv ? convAvatar(conv, 'medium', 'chat-presence-dot')
+    : el('span', { class: 'avatar-wrap' }, avatar(other.display_name, other.id, 'medium'), presenceDot(other.id, 'chat-presence-dot')));
+  const typing = conv ? typingText(conv.id) : '';
+  $('typing').textContent = typing;
+  $('chat-subtitle').textContent = typing ? ''
+    : other ? lastSeen(state.presence.get(other.id))
+      : `${conv.members_count} member${conv.members_count === 1 ? '' : 's'}`;
+  $('chat-info').hidden = !conv;
+  $('chat-info').setAttribute('aria-expanded', String(state.infoOpen));
+}
+
+function scrollToIntent(intent) {
+  const scroller = $('scroller');
+  let target = null;
+  if (intent.message) target = $('messages').querySelector(`[data-message-id="${intent.message}"]`);
+  if (intent.unread) target = $('messages').querySelector('[data-testid=new-messages]');
+  if (!target) {
+    scroller.scrollTop = scroller.scrollHeight;
+  } else if (intent.message) {
+    scroller.scrollTop = target.offsetTop - (scroller.clientHeight - target.offsetHeight) / 2;
+  } else {
+    scroller.scrollTop = target.offsetTop - 16;
+  }
 }
 
 function typingText(conversationId) {
@@ -826,39 +1488,199 @@ function typingText(conversationId) {
   return names.length ? `${names.join(', ')} ${names.length === 1 ? 'is' : 'are'} typing…` : '';
 }
 
-function messageItem(m, direct, tick) {
+const messageNodes = new Map();
+
+/**
+ * The open chat's rows: day separators, the "New messages" line, messages and the sends
+ * not confirmed yet. Each row has a key, a signature (redrawn when it changes) and `build`.
+ */
+function chatItems(conv, other, s) {
+  const direct = conv ? conv.kind === 'direct' : true;
+  const messages = [...s.byId.values()].sort((a, b) => a.id - b.id);
+  const firstUnread = s.readMark === null ? null
+    : messages.find((m) => m.id > s.readMark && m.sender_id !== state.me.id)?.id ?? null;
+  const items = [];
+  let prev = null;
+  const daySeparator = (d) => {
+    const label = dayLabel(d);
+    items.push({ key: `day-${dayKey(d)}`, signature: label, build: () => el('li', { class: 'day-sep', testid: 'date-separator', 'data-day': dayKey(d) },
+      el('span', {}, label)) });
+  };
+  for (const m of messages) {
+    const at = new Date(m.created_at);
+    const newDay = !prev || !sameDay(new Date(prev.created_at), at);
+    if (newDay) daySeparator(at);
+    if (m.id === firstUnread) {
+      items.push({ key: 'new-messages', signature: '', build: () => el('li', { class: 'new-line', testid: 'new-messages', role: 'separator' },
+        el('span', {}, 'New messages')) });
+    }
+    const first = newDay || m.id === firstUnread || prev.sender_id !== m.sender_id || at - new Date(prev.created_at) > RUN_GAP_MS;
+    const view = messageView(m, conv, direct, first);
+    items.push({ key: m.id, signature: view.signature, build: () => messageItem(m, view) });
+    prev = m;
+  }
+  const peer = other ? other.id : null;
+  const pending = state.outbox.filter((e) => (conv && e.convId === conv.id) || (peer !== null && !e.convId && e.recipientId === peer));
+  if (pending.length && (!prev || !sameDay(new Date(prev.created_at), new Date()))) daySeparator(new Date());
+  for (const entry of pending) {
+    items.push({ key: `pending-${entry.clientId}`, signature: [entry.status, entry.error], build: () => pendingItem(entry) });
+  }
+  return items;
+}
+
+/** What a message row shows besides the message itself; its signature redraws the row. */
+function messageView(m, conv, direct, first) {
   const own = m.sender_id === state.me.id;
+  const tick = own && !m.deleted ? (direct ? directTick(conv, m) : groupTick(conv, m)) : null;
+  const view = { own, direct, first, tick, editable: canEdit(m), highlighted: state.highlight === m.id,
+    selected: state.selected === m.id, sender: !own && !direct ? userName(m.sender_id) : null };
+  view.signature = [m.message, m.edited_at, m.deleted, view.tick, view.editable, view.highlighted, view.selected, view.sender, first];
+  return view;
+}
+
+function directTick(conv, m) {
+  const r = conv ? receipts(conv.id) : { delivered: 0, read: 0 };
+  return { state: m.id <= r.read ? 'read' : m.id <= r.delivered ? 'delivered' : 'sent', readBy: null };
+}
+
+/** In a group: delivered once every other member has it, and how many read it. */
+function groupTick(conv, m) {
+  const others = (state.members.get(conv.id) || []).filter((x) => x.user.id !== state.me.id);
+  const readBy = others.filter((x) => (x.last_read_message_id || 0) >= m.id).length;
+  const delivered = others.length > 0 && others.every((x) => Math.max(x.last_delivered_message_id || 0, x.last_read_message_id || 0) >= m.id);
+  const tickState = readBy > 0 && readBy === others.length ? 'read' : delivered ? 'delivered' : 'sent';
+  return { state: tickState, readBy };
+}
+
+const TICKS = { read: ['✓✓', 'Read'], delivered: ['✓✓', 'Delivered'], sent: ['✓', 'Sent'] };
+
+function messageItem(m, view) {
   const time = new Date(m.created_at);
   const meta = el('span', { class: 'meta' },
-    el('time', { datetime: m.created_at, title: time.toLocaleString() }, time.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' })),
-    m.edited_at && !m.deleted ? el('span', { class: 'edited', testid: 'edited' }, ' (edited)') : null);
-  if (tick) {
-    const [mark, label] = { read: ['Read', 'Read'], delivered: ['✓✓', 'Delivered'], sent: ['✓', 'Sent'] }[tick];
-    meta.append(' ', el('span', { class: `tick ${tick}`, testid: 'tick', 'data-state': tick, 'aria-label': label, title: label }, mark));
+    m.edited_at && !m.deleted ? el('span', { class: 'edited', testid: 'edited' }, 'edited ') : null,
+    el('time', { datetime: m.created_at, title: time.toLocaleString() }, clock(time)));
+  if (view.tick) {
+    const [mark, label] = TICKS[view.tick.state];
+    meta.append(' ', el('span', { class: `tick ${view.tick.state}`, testid: 'tick', 'data-state': view.tick.state, 'aria-label': label, title: label }, mark));
+    if (view.tick.readBy) meta.append(' ', el('span', { class: 'read-by', testid: 'read-by', 'data-count': view.tick.readBy }, `Read by ${view.tick.readBy}`));
   }
-  const item = el('li', { class: `msg${own ? ' own' : ''}${m.deleted ? ' deleted' : ''}`, testid: 'message',
-    'data-message-id': m.id, 'data-own': String(own), 'data-deleted': String(m.deleted) });
-  if (!own && !direct) item.append(el('span', { class: 'sender' }, userName(m.sender_id)));
-  if (m.deleted) item.append(el('p', { class: 'text', testid: 'message-text' }, 'message deleted'));
-  else if (m.message) item.append(el('p', { class: 'text', testid: 'message-text' }, m.message));
-  if (!m.deleted) m.attachments.forEach((a) => item.append(attachmentNode(a)));
-  item.append(meta);
-  if (own && !m.deleted) {
-    item.append(el('span', { class: 'actions' },
-      el('button', { type: 'button', testid: 'edit-button', 'data-key': `edit-${m.id}`, 'aria-label': 'Edit message', onclick: () => startEdit(m) }, 'Edit'),
-      el('button', { type: 'button', testid: 'delete-button', 'data-key': `delete-${m.id}`, 'aria-label': 'Delete message', onclick: () => deleteMessage(m) }, 'Delete')));
+  const classes = ['msg', view.own ? 'own' : 'theirs', view.first ? 'first' : '', m.deleted ? 'deleted' : '',
+    view.highlighted ? 'flash' : '', view.selected ? 'selected' : '', !view.direct && !view.own ? 'with-avatar' : ''];
+  const item = el('li', { class: classes.filter(Boolean).join(' '), testid: 'message', 'data-message-id': m.id,
+    'data-own': String(view.own), 'data-deleted': String(m.deleted), 'data-highlighted': view.highlighted ? 'true' : null });
+  if (view.sender !== null) item.append(view.first ? avatar(view.sender, m.sender_id, 'small') : el('span', { class: 'avatar-gap' }));
+  const bubble = el('div', { class: 'bubble' });
+  if (view.sender !== null && view.first) bubble.append(el('span', { class: `sender t${m.sender_id % 8}` }, view.sender));
+  if (m.deleted) bubble.append(el('p', { class: 'text', testid: 'message-text' }, 'message deleted'));
+  else if (m.message) bubble.append(el('p', { class: 'text', testid: 'message-text' }, ...linkify(m.message)));
+  if (!m.deleted) m.attachments.forEach((a) => bubble.append(attachmentNode(a)));
+  bubble.append(meta);
+  item.append(bubble);
+  const actions = messageActions(m, view);
+  if (actions) {
+    item.append(actions);
+    // On touch screens (no hover) a tap on the bubble shows the actions.
+    bubble.addEventListener('click', (event) => {
+      if (!phone() || event.target.closest('a, button')) return;
+      state.selected = state.selected === m.id ? null : m.id;
+      scheduleRender();
+    });
   }
   return item;
 }
 
-/** A message not confirmed yet: "Sending…", or failed with a Retry (same client_id). */
-function pendingItem(entry) {
-  const failed = entry.status === 'failed';
-  return el('li', { class: 'msg own pending', testid: 'pending-message', 'data-status': entry.status },
-    el('p', { class: 'text' }, entry.text || (entry.file ? `Attachment: ${entry.file.name}` : '')),
-    el('span', { class: 'meta' }, failed ? `Not sent: ${entry.error} ` : 'Sending…',
-      failed ? el('button', { type: 'button', testid: 'retry-button', 'data-key': `retry-${entry.clientId}`, onclick: () => deliver(entry) }, 'Retry') : null));
+/** The per-message toolbar; null when there is nothing to offer. */
+function messageActions(m, view) {
+  const buttons = [];
+  if (view.editable) {
+    buttons.push(el('button', { type: 'button', testid: 'edit-button', 'data-key': `edit-${m.id}`, 'aria-label': 'Edit message', onclick: () => startEdit(m) }, 'Edit'));
+  }
+  if (view.own && !m.deleted) {
+    buttons.push(el('button', { type: 'button', testid: 'delete-button', 'data-key': `delete-${m.id}`, 'aria-label': 'Delete message', onclick: () => deleteMessage(m) }, 'Delete'));
+  }
+  return buttons.length ? el('div', { class: 'msg-actions', role: 'toolbar', 'aria-label': 'Message actions', testid: 'message-actions' }, ...buttons) : null;
 }
+
+/** A message not confirmed yet: sending, queued until the network is back, or failed. */
+function pendingItem(entry) {
+  const label = { sending: 'Sending…', queued: 'Waiting for network…', failed: `Not sent: ${entry.error}` }[entry.status];
+  return el('li', { class: `msg own first pending ${entry.status}`, testid: 'pending-message', 'data-status': entry.status },
+    el('div', { class: 'bubble' },
+      el('p', { class: 'text' }, entry.text || (entry.file ? `Attachment: ${entry.file.name}` : '')),
+      el('span', { class: 'meta' }, el('span', { class: 'pending-state' }, label))),
+    entry.status === 'sending' ? null : el('div', { class: 'msg-actions shown', role: 'toolbar', 'aria-label': 'Message actions', testid: 'message-actions' },
+      el('button', { type: 'button', testid: 'retry-button', 'data-key': `retry-${entry.clientId}`, onclick: () => deliver(entry) }, 'Retry'),
+      el('button', { type: 'button', testid: 'discard-button', 'data-key': `discard-${entry.clientId}`, onclick: () => discard(entry) }, 'Discard')));
+}
+
+// ---------------------------------------------------------------- details panel
+
+const memberNodes = new Map();
+let profileDrawn = ''; // the profile card is drawn again only when it changed
+const ROLE_LABELS = { owner: 'Owner', admin: 'Admin', member: '' };
+
+function renderInfo() {
+  const conv = state.openId ? state.convs.get(state.openId) : null;
+  const open = Boolean(conv && state.infoOpen);
+  $('info-panel').hidden = !open;
+  document.body.classList.toggle('info-open', open);
+  if (!open) return;
+  const group = conv.kind === 'group';
+  $('info-heading').textContent = group ? 'Group info' : 'Contact info';
+  $('info-group').hidden = !group;
+  $('info-direct').hidden = group;
+  const profile = group
+    ? [convAvatar(conv, 'large', 'info-presence-dot'), el('p', { class: 'profile-name' }, conv.name), el('p', { class: 'muted' }, `Group · ${conv.members_count} members`)]
+    : [convAvatar(conv, 'large', 'info-presence-dot'), el('p', { class: 'profile-name' }, conv.other_user.display_name),
+      el('p', { class: 'muted' }, `@${conv.other_user.username}`), el('p', { class: 'muted' }, lastSeen(state.presence.get(conv.other_user.id)))];
+  const signature = JSON.stringify([conv.id, conv.members_count, group || lastSeen(state.presence.get(conv.other_user.id))]);
+  if (signature !== profileDrawn) $('info-profile').replaceChildren(el('div', { class: 'profile-card' }, ...profile));
+  profileDrawn = signature;
+  if (group) renderMembers(conv); else renderDirectInfo(conv.other_user);
+}
+
+function renderDirectInfo(user) {
+  const blocked = state.blocked.has(user.id);
+  Object.assign($('block-button'), { textContent: blocked ? `Unblock ${user.display_name}` : `Block ${user.display_name}` });
+  $('block-button').dataset.blocked = String(blocked);
+  const status = contactStatus(user).kind;
+  const label = { contact: '✓ In your contacts', outgoing: 'Contact request sent', incoming: 'Accept contact request', none: 'Add to contacts' }[status];
+  Object.assign($('contact-button'), { textContent: label, disabled: status === 'contact' || status === 'outgoing' });
+  $('contact-button').dataset.status = status;
+}
+
+function renderMembers(conv) {
+  const members = state.members.get(conv.id) || [];
+  const mine = myRole(conv.id);
+  $('member-add').hidden = !canManage(conv.id);
+  $('member-count').textContent = `${members.length} member${members.length === 1 ? '' : 's'}`;
+  const order = { owner: 0, admin: 1, member: 2 };
+  const sorted = [...members].sort((a, b) => order[a.role] - order[b.role] || a.user.display_name.localeCompare(b.user.display_name));
+  drawKeyed($('member-list'), memberNodes, sorted, (m) => m.user.id,
+    (m) => [m.role, mine, m.user.display_name, presenceOf(m.user.id)], (m) => memberItem(m, mine));
+}
+
+function memberItem(member, mine) {
+  const { user, role } = member;
+  const me = user.id === state.me.id;
+  const buttons = [];
+  if (!me && mine === 'owner' && role !== 'owner') {
+    buttons.push(role === 'admin'
+      ? el('button', { type: 'button', class: 'small-btn', testid: 'member-demote', 'data-key': `demote-${user.id}`, onclick: () => setRole(user, 'member') }, 'Remove admin')
+      : el('button', { type: 'button', class: 'small-btn', testid: 'member-promote', 'data-key': `promote-${user.id}`, onclick: () => setRole(user, 'admin') }, 'Make admin'));
+  }
+  // Owners remove anyone else; admins remove plain members (the server has the last word).
+  if (!me && (mine === 'owner' || (mine === 'admin' && role === 'member'))) {
+    buttons.push(el('button', { type: 'button', class: 'small-btn danger', testid: 'member-remove', 'data-key': `remove-${user.id}`,
+      'aria-label': `Remove ${user.display_name}`, onclick: () => removeMember(user) }, 'Remove'));
+  }
+  const chip = ROLE_LABELS[role] ? el('span', { class: `chip role-${role}`, testid: 'member-role' }, ROLE_LABELS[role]) : null;
+  return el('li', { class: 'person-item', testid: 'member-item', 'data-username': user.username, 'data-role': role },
+    personRow(user, chip, me ? el('span', { class: 'chip' }, 'You') : null),
+    buttons.length ? el('span', { class: 'member-actions' }, ...buttons) : null);
+}
+
+// ---------------------------------------------------------------- attachments
 
 // Signed download URLs, fetched once per attachment and reused until a minute before expiry.
 const signedUrls = new Map(); // attachment id -> { promise, until }
@@ -875,11 +1697,17 @@ function signedUrl(id) {
   return entry.promise;
 }
 
-const formatSize = (bytes) => (bytes < 1024 ? `${bytes} B` : `${(bytes / 1024).toFixed(bytes < 10240 ? 1 : 0)} KB`);
+const formatSize = (bytes) => (bytes < 1024 ? `${bytes} B` : bytes < 1048576 ? `${(bytes / 1024).toFixed(bytes < 10240 ? 1 : 0)} KB`
+  : `${(bytes / 1048576).toFixed(1)} MB`);
+
+/** A short type label for a file's icon, e.g. "PDF". */
+const fileKind = (a) => (a.filename.includes('.') ? a.filename.split('.').pop().slice(0, 4).toUpperCase() : 'FILE');
 
 function attachmentNode(a) {
   const link = el('a', { class: 'attachment', testid: 'attachment-link', href: '#', download: a.filename },
-    `Download ${a.filename} (${formatSize(a.size)})`);
+    el('span', { class: 'file-icon', 'aria-hidden': 'true' }, fileKind(a)),
+    el('span', { class: 'file-name' }, a.filename), el('span', { class: 'file-size' }, formatSize(a.size)));
+  link.setAttribute('aria-label', `Download ${a.filename} (${formatSize(a.size)})`);
   // The link's URL expires: an old one is swapped for a fresh one when clicked.
   link.addEventListener('click', (event) => {
     const cached = signedUrls.get(a.id);
@@ -905,11 +1733,5 @@ function attachmentNode(a) {
   }, () => link.append(' (unavailable)'));
   return box;
 }
-
-// A file picked: show it on the send button so the user knows it goes along.
-$('attach').addEventListener('change', () => {
-  const file = $('attach').files[0];
-  $('send').textContent = state.editing ? 'Save' : file ? 'Send file' : 'Send';
-});
 
 boot();

@@ -6,5 +6,7 @@ pub mod contact_request;
 pub mod conversation;
 pub mod event;
 pub mod member;
+pub mod mention;
 pub mod message;
+pub mod reaction;
 pub mod user;

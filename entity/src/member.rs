@@ -19,6 +19,11 @@ pub struct Model {
     pub last_delivered_message_id: i64,
     /// Messages from others after `last_read_message_id`, not deleted; kept by the writer.
     pub unread_count: i64,
+    /// The unread messages among those that mention this member; kept with `unread_count`.
+    pub unread_mentions: i64,
+    /// Which messages may be pushed to this member: `all`, `mentions` or `none`.
+    pub notify: Notify,
+    pub muted_until: Option<DateTimeUtc>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -50,4 +55,30 @@ pub enum Role {
     Admin,
     #[sea_orm(string_value = "owner")]
     Owner,
+}
+
+/// A member's push setting for one conversation.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Default,
+    EnumIter,
+    DeriveActiveEnum,
+    serde::Serialize,
+    serde::Deserialize,
+    utoipa::ToSchema,
+)]
+#[sea_orm(rs_type = "String", db_type = "Text")]
+#[serde(rename_all = "snake_case")]
+pub enum Notify {
+    #[default]
+    #[sea_orm(string_value = "all")]
+    All,
+    #[sea_orm(string_value = "mentions")]
+    Mentions,
+    #[sea_orm(string_value = "none")]
+    None,
 }

@@ -16,6 +16,10 @@ pub struct Model {
     pub edited_at: Option<DateTimeUtc>,
     /// Soft delete: the row stays for audit, the API shows it as deleted.
     pub deleted_at: Option<DateTimeUtc>,
+    /// The message of the same conversation this one quotes.
+    pub reply_to_id: Option<i64>,
+    /// Set while pinned; orders the conversation's pins, most recent first.
+    pub pinned_at: Option<DateTimeUtc>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -5,6 +5,7 @@ pub use sea_orm_migration::prelude::*;
 
 mod m20261122_000001_create_core;
 mod m20261122_000002_conversations_complete;
+mod m20261206_000003_reactions_replies_mentions_pins;
 
 pub struct Migrator;
 
@@ -14,6 +15,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m20261122_000001_create_core::Migration),
             Box::new(m20261122_000002_conversations_complete::Migration),
+            Box::new(m20261206_000003_reactions_replies_mentions_pins::Migration),
         ]
     }
 }

@@ -37,6 +37,9 @@ struct Form {
     message: Option<String>,
     #[schema(pattern = "^[A-Za-z0-9_-]{1,64}$")]
     client_id: Option<String>,
+    /// A message of the same conversation to quote.
+    #[schema(value_type = i64, minimum = 1, required = false)]
+    reply_to_id: Option<String>,
     #[schema(value_type = String, format = Binary, required = true)]
     file: Option<StoredFile>,
 }
@@ -130,6 +133,7 @@ async fn read_form(state: &AppState, mut multipart: Multipart, form: &mut Form) 
             "conversation_id" => &mut form.conversation_id,
             "message" => &mut form.message,
             "client_id" => &mut form.client_id,
+            "reply_to_id" => &mut form.reply_to_id,
             // Unknown fields are ignored, as in JSON bodies.
             _ => continue,
         };
@@ -170,7 +174,9 @@ async fn send_form(state: &AppState, caller: i64, form: &mut Form) -> AppResult<
         return Err(AppError::validation("file", "a file is required"));
     }
     let text = form.message.take().unwrap_or_default();
-    let input = NewMessage::new(target, &text, form.client_id.take(), form.file.clone())?;
+    let reply_to_id = form_id(form.reply_to_id.as_ref(), "reply_to_id")?;
+    let input =
+        NewMessage::new(target, &text, form.client_id.take(), form.file.clone())?.replying_to(reply_to_id);
     let sent_message = messages::send(&state.writer, caller, input).await?;
     if let messages::Sent::Created(_) = &sent_message {
         // Linked to its message now: not to be discarded.

@@ -1,18 +1,20 @@
 use actix_web::{HttpResponse, web};
+use chrono::SubsecRound;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use utoipa::{IntoParams, ToSchema};
 
 use super::limit_in;
 use crate::auth::AuthUser;
+use crate::domain::conversations::settings::{self, Settings};
 use crate::domain::conversations::{self, Window};
 use crate::domain::messaging::messages::ReadState;
 use crate::domain::{events, messaging::messages};
 use crate::error::ErrorBody;
 use crate::error::{AppError, AppResult, ErrorCode};
-use crate::extract::{Id, OptionalJsonBody, Query};
+use crate::extract::{Id, JsonBody, OptionalJsonBody, Query};
 use crate::startup::AppState;
-use crate::wire::views::{ConversationView, MessageView};
+use crate::wire::views::{ConversationView, MessageView, Notify};
 use crate::wire::{ConversationId, UserId};
 
 #[derive(Deserialize, IntoParams)]
@@ -225,4 +227,52 @@ pub async fn sync(
         last_event_id: page.last_event_id,
         has_more: page.has_more,
     }))
+}
+
+#[derive(Deserialize, ToSchema)]
+pub struct SettingsBody {
+    notify: Option<Notify>,
+    /// RFC 3339; `null` unmutes, leaving it out keeps the current value.
+    #[serde(default, deserialize_with = "present")]
+    // The pattern is the shape of an RFC 3339 time (the format alone lets tools send any
+    // string); the calendar (month 13) is the server's to check.
+    #[schema(value_type = Option<String>, format = DateTime, pattern = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?([Zz]|[+-][0-9]{2}:?[0-9]{2})$")]
+    muted_until: Option<Option<chrono::DateTime<chrono::Utc>>>,
+}
+
+/// A field that is there, `null` included: `Some(None)` for null, `None` when left out.
+fn present<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    T::deserialize(deserializer).map(Some)
+}
+
+/// # PUT /api/conversations/{id}/settings
+/// The caller's notification settings; they govern push notifications only.
+#[utoipa::path(
+    put,
+    path = "/api/conversations/{id}/settings",
+    params(("id" = i64, Path, description = "a positive id", minimum = 1)),
+    request_body = SettingsBody,
+    responses(
+        (status = 200, body = Settings),
+        (status = 404, description = "absent or not visible to the caller", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn settings(
+    state: web::Data<AppState>,
+    caller: AuthUser,
+    path: web::Path<Id>,
+    body: JsonBody<SettingsBody>,
+) -> AppResult<HttpResponse> {
+    let JsonBody(body) = body;
+    // Stored as served: to the millisecond.
+    let muted_until = body.muted_until.map(|at| at.map(|at| at.trunc_subsecs(3)));
+    let change = settings::Change { notify: body.notify, muted_until };
+    let settings =
+        settings::change(&state.writer, caller.user(), ConversationId(path.into_inner().0), change).await?;
+    Ok(HttpResponse::Ok().json(settings))
 }

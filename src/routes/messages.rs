@@ -21,6 +21,8 @@ pub struct SendBody {
     message: String,
     #[schema(pattern = "^[A-Za-z0-9_-]{1,64}$")]
     client_id: Option<String>,
+    /// A message of the same conversation to quote.
+    reply_to_id: Option<Id>,
 }
 
 /// # POST /api/messages
@@ -47,7 +49,8 @@ pub async fn send(
     state.limits.send(&req, caller.id)?;
     let JsonBody(body) = body;
     let target = Target::either(body.recipient_id.map(|Id(id)| id), body.conversation_id.map(|Id(id)| id))?;
-    let input = NewMessage::new(target, &body.message, body.client_id, None)?;
+    let input = NewMessage::new(target, &body.message, body.client_id, None)?
+        .replying_to(body.reply_to_id.map(|Id(id)| id));
     sent(messages::send(&state.writer, caller.id, input).await?)
 }
 
@@ -65,6 +68,8 @@ pub struct GroupSendBody {
     message: String,
     #[schema(pattern = "^[A-Za-z0-9_-]{1,64}$")]
     client_id: Option<String>,
+    /// A message of the same conversation to quote.
+    reply_to_id: Option<Id>,
 }
 
 /// # POST /api/groups/{id}/messages
@@ -91,7 +96,8 @@ pub async fn send_to_group(
     state.limits.send(&req, caller.id)?;
     let JsonBody(body) = body;
     let target = Target::Group(path.into_inner().0);
-    let input = NewMessage::new(target, &body.message, body.client_id, None)?;
+    let input = NewMessage::new(target, &body.message, body.client_id, None)?
+        .replying_to(body.reply_to_id.map(|Id(id)| id));
     sent(messages::send(&state.writer, caller.id, input).await?)
 }
 

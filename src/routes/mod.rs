@@ -8,6 +8,7 @@ mod groups;
 mod health;
 mod messages;
 mod openapi;
+mod reactions;
 mod safety;
 mod users;
 mod ws;
@@ -82,6 +83,14 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 vec![on(Method::PATCH, messages::edit), on(Method::DELETE, messages::delete)],
             ))
             .service(resource("/messages/{id}/read", vec![on(Method::PATCH, messages::read_up_to)]))
+            .service(resource(
+                "/messages/{id}/reactions/{emoji}",
+                vec![on(Method::PUT, reactions::react), on(Method::DELETE, reactions::unreact)],
+            ))
+            .service(resource(
+                "/messages/{id}/pin",
+                vec![on(Method::PUT, reactions::pin), on(Method::DELETE, reactions::unpin)],
+            ))
             .service(resource("/attachments/{id}/download", vec![on(Method::GET, attachments::download)]))
             .service(resource("/attachments/{id}/content", vec![on(Method::GET, attachments::content)]))
             .service(resource("/groups", vec![on(Method::POST, groups::create)]))
@@ -113,6 +122,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .service(resource("/conversations/{id}", vec![on(Method::GET, conversations::get)]))
             .service(resource("/conversations/{id}/messages", vec![on(Method::GET, conversations::history)]))
             .service(resource("/conversations/{id}/read", vec![on(Method::POST, conversations::read)]))
+            .service(resource("/conversations/{id}/pins", vec![on(Method::GET, reactions::pins)]))
+            .service(resource("/conversations/{id}/settings", vec![on(Method::PUT, conversations::settings)]))
             .service(resource("/sync", vec![on(Method::GET, conversations::sync)]))
             .service(resource("/ws-ticket", vec![on(Method::POST, ws::ticket)]))
             .service(resource("/openapi.json", vec![on(Method::GET, openapi::document)])),

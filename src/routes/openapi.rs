@@ -8,7 +8,7 @@ use utoipa::openapi::schema::{Object, ObjectBuilder, SchemaType, Type};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{attachments, auth, conversations, groups, health, messages, safety, users, ws};
+use super::{attachments, auth, conversations, groups, health, messages, reactions, safety, users, ws};
 use crate::domain;
 
 #[derive(OpenApi)]
@@ -30,6 +30,11 @@ use crate::domain;
         messages::delete,
         messages::read_up_to,
         messages::send_to_group,
+        reactions::react,
+        reactions::unreact,
+        reactions::pin,
+        reactions::unpin,
+        reactions::pins,
         attachments::send,
         attachments::download,
         attachments::content,
@@ -39,6 +44,7 @@ use crate::domain;
         conversations::history,
         conversations::read,
         conversations::sync,
+        conversations::settings,
         groups::create,
         groups::members,
         groups::add_member,

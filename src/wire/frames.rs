@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::Id;
-use super::views::{ConversationView, MessageView, UserView};
+use super::views::{ConversationView, MessageView, Notify, UserView};
 use crate::time::{self, Timestamp};
 
 /// Frames a client may send.
@@ -76,6 +76,40 @@ pub enum ServerFrame<'a> {
         #[serde(serialize_with = "time::serialize")]
         read_at: Timestamp,
     },
+    ReactionAdded {
+        event_id: i64,
+        conversation_id: i64,
+        message_id: i64,
+        user_id: i64,
+        emoji: &'a str,
+    },
+    ReactionRemoved {
+        event_id: i64,
+        conversation_id: i64,
+        message_id: i64,
+        user_id: i64,
+        emoji: &'a str,
+    },
+    MessagePinned {
+        event_id: i64,
+        conversation_id: i64,
+        message_id: i64,
+        user_id: i64,
+    },
+    MessageUnpinned {
+        event_id: i64,
+        conversation_id: i64,
+        message_id: i64,
+        user_id: i64,
+    },
+    /// To the member's own devices only.
+    SettingsChanged {
+        event_id: i64,
+        conversation_id: i64,
+        notify: Notify,
+        #[serde(serialize_with = "time::option::serialize")]
+        muted_until: Option<Timestamp>,
+    },
     /// Ephemeral: to the conversation's other members, never stored.
     Typing {
         conversation_id: i64,
@@ -105,7 +139,12 @@ impl ServerFrame<'_> {
             | Self::MessageDeleted { event_id, .. }
             | Self::MemberAdded { event_id, .. }
             | Self::MemberRemoved { event_id, .. }
-            | Self::MessageRead { event_id, .. } => Some(*event_id),
+            | Self::MessageRead { event_id, .. }
+            | Self::ReactionAdded { event_id, .. }
+            | Self::ReactionRemoved { event_id, .. }
+            | Self::MessagePinned { event_id, .. }
+            | Self::MessageUnpinned { event_id, .. }
+            | Self::SettingsChanged { event_id, .. } => Some(*event_id),
             Self::Hello { .. }
             | Self::MessageDelivered { .. }
             | Self::Typing { .. }

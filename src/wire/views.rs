@@ -1,6 +1,7 @@
 //! The contract's JSON shapes, built from rows.
 
 pub use entity::conversation::ConversationKind;
+pub use entity::member::Notify;
 use entity::{message, user};
 use serde::Serialize;
 
@@ -51,6 +52,16 @@ pub struct MessageView {
     pub edited_at: Option<Timestamp>,
     pub deleted: bool,
     pub attachments: Vec<AttachmentView>,
+    // The v1.1 fields default when absent, so events stored before them still read.
+    #[serde(default)]
+    pub reply_to: Option<ReplyView>,
+    /// Members the text names with `@username`, sender excluded; empty outside groups.
+    #[serde(default)]
+    pub mentions: Vec<i64>,
+    #[serde(default)]
+    pub reactions: Vec<ReactionView>,
+    #[serde(default)]
+    pub pinned: bool,
 }
 
 impl MessageView {
@@ -59,7 +70,39 @@ impl MessageView {
         self.deleted = true;
         self.message.clear();
         self.attachments.clear();
+        self.mentions.clear();
+        self.reactions.clear();
+        self.pinned = false;
     }
+}
+
+/// The message a reply quotes, as it is now.
+#[derive(Debug, Clone, Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct ReplyView {
+    pub id: i64,
+    pub sender_id: i64,
+    /// The first 200 characters of the quoted text; empty once it is deleted.
+    pub message: String,
+    pub deleted: bool,
+}
+
+/// Characters of the quoted text a reply shows.
+const QUOTED_CHARS: usize = 200;
+
+impl From<&message::Model> for ReplyView {
+    fn from(row: &message::Model) -> Self {
+        let deleted = row.deleted_at.is_some();
+        let message = if deleted { String::new() } else { row.body.chars().take(QUOTED_CHARS).collect() };
+        Self { id: row.id, sender_id: row.sender_id, message, deleted }
+    }
+}
+
+/// One emoji on a message: how many reacted with it and who first (at most 50 ids).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct ReactionView {
+    pub emoji: String,
+    pub count: i64,
+    pub user_ids: Vec<i64>,
 }
 
 impl From<message::Model> for MessageView {
@@ -77,12 +120,17 @@ impl From<message::Model> for MessageView {
             edited_at: row.edited_at,
             deleted,
             attachments: Vec::new(),
+            reply_to: None,
+            mentions: Vec::new(),
+            reactions: Vec::new(),
+            pinned: row.pinned_at.is_some() && !deleted,
         }
     }
 }
 
-/// A conversation as one member sees it: `other_user`, `unread_count` and
-/// `last_read_message_id` are the caller's.
+/// A conversation as one member sees it: `other_user` and the fields from `unread_count` on
+/// are the caller's. Those per-reader fields come last, so a group message's frame can be
+/// serialized once and given each reader's tail (`send/render.rs`).
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ConversationView {
     pub id: i64,
@@ -95,7 +143,12 @@ pub struct ConversationView {
     pub created_at: Timestamp,
     pub last_message: Option<MessageView>,
     pub unread_count: i64,
+    pub unread_mentions: i64,
     pub last_read_message_id: Option<i64>,
+    pub notify: Notify,
+    #[serde(serialize_with = "time::option::serialize")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub muted_until: Option<Timestamp>,
 }
 
 /// `0` in the database means "nothing yet"; the API says null.

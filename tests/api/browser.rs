@@ -16,7 +16,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::helpers::{Backend, PASSWORD, TestApp, spawn_app};
+use crate::helpers::{Backend, PASSWORD, TestApp, TestUser, spawn_app};
 
 /// How long each expectation may take to come true. CI runs this beside the rest of the suite
 /// on two cores, where Chromium alone can stall for seconds.
@@ -71,7 +71,7 @@ impl Chromedriver {
         Chromedriver { child, port, chromium }
     }
 
-    /// A new browser: its own Chromium process and profile, so its own sessionStorage.
+    /// A new browser: its own Chromium process and profile, so its own localStorage.
     async fn browser(&self) -> Client {
         let mut capabilities = serde_json::Map::new();
         capabilities.insert(
@@ -114,6 +114,66 @@ async fn console_errors(driver: &Chromedriver, browser: &Client) -> Vec<String> 
         .filter(|message| !message.contains("favicon.ico"))
         .collect()
 }
+
+/// A chromedriver command fantoccini has no method for (Chromium's network conditions, the
+/// DevTools protocol), sent to `browser`'s session; returns its `value`.
+async fn driver_command(
+    driver: &Chromedriver,
+    browser: &Client,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<Value>,
+) -> Value {
+    let session = browser.session_id().await.unwrap().expect("a session id");
+    let url = format!("http://127.0.0.1:{}/session/{session}/{path}", driver.port);
+    let mut request = reqwest::Client::new().request(method, url);
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let reply = request.send().await.unwrap();
+    let status = reply.status();
+    let reply: Value = reply.json().await.unwrap();
+    assert!(status.is_success(), "chromedriver {path}: {reply}");
+    reply["value"].clone()
+}
+
+/// Cuts the browser's network or gives it back. HTTP fails and the page gets `offline` /
+/// `online` events; an open WebSocket is not cut, so the page must drop it itself.
+async fn set_offline(driver: &Chromedriver, browser: &Client, offline: bool) {
+    let path = "chromium/network_conditions";
+    if offline {
+        let conditions = json!({"network_conditions":
+            {"offline": true, "latency": 0, "download_throughput": -1, "upload_throughput": -1}});
+        driver_command(driver, browser, reqwest::Method::POST, path, Some(conditions)).await;
+    } else {
+        driver_command(driver, browser, reqwest::Method::DELETE, path, None).await;
+    }
+}
+
+/// Emulates the system's colour scheme ("dark", "light", or "" for the real one).
+async fn color_scheme(driver: &Chromedriver, browser: &Client, scheme: &str) {
+    let command = json!({"cmd": "Emulation.setEmulatedMedia",
+                         "params": {"features": [{"name": "prefers-color-scheme", "value": scheme}]}});
+    driver_command(driver, browser, reqwest::Method::POST, "goog/cdp/execute", Some(command)).await;
+}
+
+/// The id of the conversation the list shows under `name`.
+async fn conversation_id(browser: &Client, name: &str) -> i64 {
+    let script = format!(
+        "return Number(document.querySelector('[data-testid=conv-item][data-name=\"{name}\"]')?.dataset.conversationId);"
+    );
+    wait_for(browser, &format!("the conversation {name}"), &script, |v| v.as_i64().filter(|id| *id > 0)).await
+}
+
+/// Controls (buttons, fields, links, file labels) shown smaller than 44 x 44 px; links inside
+/// message text are exempt, like any inline link in running text.
+const SMALL_TARGETS: &str =
+    "return [...document.querySelectorAll('button, input, textarea, a[href], label[for]')]
+    .filter((e) => e.offsetParent !== null && !e.closest('.visually-hidden, [data-testid=message-text]'))
+    .map((e) => { const r = e.getBoundingClientRect();
+                  return { what: e.dataset.testid || e.id || e.textContent.trim().slice(0, 30),
+                           width: Math.round(r.width), height: Math.round(r.height) }; })
+    .filter((t) => t.width < 44 || t.height < 44);";
 
 impl Drop for Chromedriver {
     fn drop(&mut self) {
@@ -320,6 +380,8 @@ async fn two_users_chat_in_headless_chromium() {
         c["unread"] == "1" && c["preview"] == "Hello Bob"
     })
     .await;
+    wait_js(&bob, "the unread count in Bob's tab title", "return document.title === '(1) Switchboard';")
+        .await;
     wait_messages(&alice, "the delivered tick", |m| {
         by_text(m, "Hello Bob").is_some_and(|m| m.tick.as_deref() == Some("delivered"))
     })
@@ -330,11 +392,23 @@ async fn two_users_chat_in_headless_chromium() {
     click(&bob, "[data-testid=conv-item][data-name=\"Alice\"]").await;
     wait_messages(&bob, "Bob to see Alice's message", |m| by_text(m, "Hello Bob").is_some_and(|m| !m.own))
         .await;
+    // The day's separator comes first, then a "New messages" line right above the unread one.
+    let rows = wait_js(
+        &bob,
+        "the date separator and the New messages line",
+        "const line = document.querySelector('[data-testid=new-messages]');
+         const first = document.querySelector('[data-testid=message-list]').firstElementChild;
+         return line && first && { first: first.dataset.testid, day: first.textContent,
+           next: line.nextElementSibling.querySelector('[data-testid=message-text]').textContent };",
+    )
+    .await;
+    assert_eq!(rows, json!({"first": "date-separator", "day": "Today", "next": "Hello Bob"}));
     wait_messages(&alice, "the read tick", |m| {
         by_text(m, "Hello Bob").is_some_and(|m| m.tick.as_deref() == Some("read"))
     })
     .await;
     wait_conv(&bob, "Bob's badge to clear", "Alice", |c| c["unread"].is_null()).await;
+    wait_js(&bob, "no count in the title", "return document.title === 'Switchboard';").await;
 
     // 5. Bob types: Alice sees it. Then he replies with markup, which must stay text.
     type_into(&bob, &testid("composer-input"), "I am typ").await;
@@ -344,12 +418,28 @@ async fn two_users_chat_in_headless_chromium() {
         "return document.querySelector('[data-testid=typing-indicator]').textContent === 'Bob is typing…';",
     )
     .await;
-    let reply = "Hi Alice <b>bold</b> <img src=x onerror=\"document.title='pwned'\">";
+    let reply =
+        "Hi Alice <b>bold</b> <img src=x onerror=\"document.title='pwned'\"> see https://example.com/a?b=1.";
     send(&bob, reply).await;
     let shown = wait_messages(&alice, "Bob's reply, live", |m| by_text(m, reply).is_some()).await;
     assert!(!by_text(&shown, reply).unwrap().own);
     assert!(!by_text(&shown, reply).unwrap().markup, "message text was rendered as HTML");
     assert_ne!(alice.execute("return document.title;", vec![]).await.unwrap(), "pwned");
+    // The URL became a link (without the full stop after it); nothing else is an element.
+    let id = by_text(&shown, reply).unwrap().id;
+    let links = alice
+        .execute(
+            &format!(
+                "const text = document.querySelector('[data-message-id=\"{id}\"] [data-testid=message-text]');
+                 return [text.children.length,
+                         ...[...text.querySelectorAll('a')].map((a) => [a.getAttribute('href'), a.rel, a.target, a.textContent])];"
+            ),
+            vec![],
+        )
+        .await
+        .unwrap();
+    let link = "https://example.com/a?b=1";
+    assert_eq!(links, json!([1, [link, "noopener noreferrer", "_blank", link]]), "the link in Bob's reply");
     wait_js(
         &alice,
         "the typing indicator to clear",
@@ -385,7 +475,7 @@ async fn two_users_chat_in_headless_chromium() {
         wait_messages(&alice, "the second missed message", |m| by_text(m, "Missed two").is_some()).await;
     assert_eq!(by_text(&shown, "Missed two").unwrap().tick.as_deref(), Some("sent"), "{shown:?}");
 
-    // 8. Bob comes back in the same tab (token and last event id in sessionStorage): the
+    // 8. Bob comes back in the same tab (token and last event id in localStorage): the
     // socket replays what he missed, the chat he had open reopens and is read.
     bob.goto(&app.address).await.unwrap();
     connected(&bob, "bob (back)").await;
@@ -461,6 +551,151 @@ async fn two_users_chat_in_headless_chromium() {
         .await
         .unwrap();
     assert_eq!(first, "Team", "the most recent conversation comes first");
+    let login = app.post(None, "/api/auth/login", &json!({"username": "alice", "password": PASSWORD})).await;
+    let alice_user = TestUser {
+        id: login.body["user"]["id"].as_i64().unwrap(),
+        username: "alice".into(),
+        token: login.body["token"].as_str().unwrap().to_owned(),
+    };
+
+    // 11b. The member panel: Alice (owner) adds Dave, makes Bob an admin and back, removes
+    // Dave; each change shows in the member list, fetched again after every call.
+    let dave = app.register("dave").await;
+    let team = conversation_id(&alice, "Team").await;
+    click(&alice, &testid("chat-info")).await;
+    let member = |name: &str| format!("[data-testid=member-item][data-username={name}]");
+    let role =
+        |name: &str| format!("return document.querySelector('{}')?.dataset.role ?? null;", member(name));
+    wait_for(&alice, "Alice as the owner", &role("alice"), |v| (v == "owner").then_some(())).await;
+    wait_for(&alice, "Bob as a member", &role("bob"), |v| (v == "member").then_some(())).await;
+    type_into(&alice, &testid("member-search"), "dave").await;
+    click(&alice, "[data-testid=member-add-result][data-username=dave]").await;
+    wait_for(&alice, "Dave added", &role("dave"), |v| (v == "member").then_some(())).await;
+    click(&alice, &format!("{} [data-testid=member-promote]", member("bob"))).await;
+    wait_for(&alice, "Bob made an admin", &role("bob"), |v| (v == "admin").then_some(())).await;
+    click(&alice, &format!("{} [data-testid=member-demote]", member("bob"))).await;
+    wait_for(&alice, "Bob a member again", &role("bob"), |v| (v == "member").then_some(())).await;
+    click(&alice, &format!("{} [data-testid=member-remove]", member("dave"))).await;
+    accept_confirm(&alice).await;
+    wait_for(&alice, "Dave removed", &role("dave"), |v| v.is_null().then_some(())).await;
+    let gone = app.get(Some(&dave.token), &format!("/api/conversations/{team}")).await;
+    assert_eq!(gone.status, 404, "Dave left the group: {}", gone.body);
+
+    // Group read ticks: Bob opens the group, Alice's message reads "Read by 1".
+    click(&bob, "[data-testid=conv-item][data-name=\"Team\"]").await;
+    wait_js(
+        &alice,
+        "Read by 1 on Alice's group message",
+        "const m = [...document.querySelectorAll('[data-testid=message]')]
+           .find((m) => m.querySelector('[data-testid=message-text]')?.textContent === 'Welcome to the team');
+         return m && m.querySelector('[data-testid=read-by]')?.dataset.count === '1'
+           && m.querySelector('[data-testid=tick]').dataset.state === 'read';",
+    )
+    .await;
+    click(&alice, &testid("info-close")).await;
+
+    // 11c. Search: Bob finds Alice's first message; the result opens its chat at it, marked.
+    type_into(&bob, &testid("message-search"), "hello").await;
+    click(&bob, "[data-testid=search-result]").await;
+    wait_js(
+        &bob,
+        "the found message, marked in its chat",
+        "const m = document.querySelector('[data-testid=message][data-highlighted=true]');
+         return m !== null && m.querySelector('[data-testid=message-text]').textContent === 'Hello Bob'
+           && document.querySelector('[data-testid=chat-title]').textContent === 'Alice';",
+    )
+    .await;
+    type_into(&bob, &testid("message-search"), &char::from(Key::Escape).to_string()).await;
+    wait_js(&bob, "the list again", "return document.getElementById('conv-list').offsetParent !== null;")
+        .await;
+
+    // 11d. Bob blocks Alice from the chat's details, then unblocks her.
+    let login = app.post(None, "/api/auth/login", &json!({"username": "bob", "password": PASSWORD})).await;
+    let bob_token = login.body["token"].as_str().unwrap().to_owned();
+    click(&bob, &testid("chat-info")).await;
+    click(&bob, &testid("block-button")).await;
+    accept_confirm(&bob).await;
+    wait_js(
+        &bob,
+        "the blocked notice in place of the composer",
+        "return document.querySelector('[data-testid=blocked-notice]').offsetParent !== null
+           && document.querySelector('[data-testid=composer]').offsetParent === null
+           && document.querySelector('[data-testid=block-button]').dataset.blocked === 'true';",
+    )
+    .await;
+    let blocks = app.get(Some(&bob_token), "/api/blocks").await;
+    assert_eq!(blocks.body["blocks"][0]["user"]["username"], "alice", "{}", blocks.body);
+    click(&bob, &testid("unblock-inline")).await;
+    wait_js(
+        &bob,
+        "the composer back",
+        "return document.querySelector('[data-testid=blocked-notice]').offsetParent === null
+           && document.querySelector('[data-testid=composer]').offsetParent !== null
+           && document.querySelector('[data-testid=block-button]').dataset.blocked === 'false';",
+    )
+    .await;
+    let blocks = app.get(Some(&bob_token), "/api/blocks").await;
+    assert_eq!(blocks.body["blocks"], json!([]), "{}", blocks.body);
+    click(&bob, &testid("info-close")).await;
+
+    // 11e. Bob loses the network: presence turns unknown, his message waits as pending and is
+    // sent by itself once the network is back, once.
+    let direct = conversation_id(&alice, "Bob").await;
+    set_offline(&driver, &bob, true).await;
+    wait_conv(&bob, "presence unknown while Bob is offline", "Alice", |c| c["presence"] == "unknown").await;
+    send(&bob, "Sent while offline").await;
+    wait_js(
+        &bob,
+        "the message kept as pending",
+        "return document.querySelector('[data-testid=pending-message]')?.dataset.status === 'queued';",
+    )
+    .await;
+    set_offline(&driver, &bob, false).await;
+    wait_conv(&alice, "the resent message at Alice's", "Bob", |c| c["preview"] == "Sent while offline").await;
+    wait_messages(&bob, "Bob's message confirmed", |m| {
+        by_text(m, "Sent while offline").is_some_and(|m| m.own && m.tick.is_some())
+    })
+    .await;
+    wait_js(
+        &bob,
+        "no pending message left",
+        "return document.querySelector('[data-testid=pending-message]') === null;",
+    )
+    .await;
+    wait_conv(&bob, "presence known again", "Alice", |c| c["presence"] == "online").await;
+    // What failed while offline says so in the console; nothing else may.
+    let errors = console_errors(&driver, &bob).await;
+    assert!(errors.iter().all(|e| e.contains("ERR_INTERNET_DISCONNECTED")), "{errors:#?}");
+    let texts = app.history_texts(&alice_user, direct, "limit=100").await;
+    assert_eq!(texts.iter().filter(|t| *t == "Sent while offline").count(), 1, "{texts:?}");
+
+    // 11f. Delivered as soon as the recipient's device has it. Bob logs out (so no chat opens
+    // by itself when he is back) and leaves; Alice writes; Bob loads the page and logs in: the
+    // replayed event is acked, so Alice sees ✓✓ while the message is still unread.
+    click(&bob, &testid("logout")).await;
+    wait_js(&bob, "the login form", "return !document.getElementById('auth-view').hidden;").await;
+    bob.goto("about:blank").await.unwrap();
+    click(&alice, "[data-testid=conv-item][data-name=\"Bob\"]").await;
+    send(&alice, "Delivered later").await;
+    wait_messages(&alice, "the message, sent", |m| {
+        by_text(m, "Delivered later").is_some_and(|m| m.tick.as_deref() == Some("sent"))
+    })
+    .await;
+    bob.goto(&app.address).await.unwrap();
+    type_into(&bob, &testid("login-username"), "bob").await;
+    type_into(&bob, &testid("login-password"), PASSWORD).await;
+    click(&bob, &testid("login-submit")).await;
+    connected(&bob, "bob (logged in again)").await;
+    wait_messages(&alice, "the delivered tick after Bob's login", |m| {
+        by_text(m, "Delivered later").is_some_and(|m| m.tick.as_deref() == Some("delivered"))
+    })
+    .await;
+    wait_conv(&bob, "the message still unread", "Alice", |c| c["unread"] == "1").await;
+    click(&bob, "[data-testid=conv-item][data-name=\"Alice\"]").await;
+    wait_messages(&alice, "the read tick", |m| {
+        by_text(m, "Delivered later").is_some_and(|m| m.tick.as_deref() == Some("read"))
+    })
+    .await;
 
     // The screenshot shows Alice's chat with Bob.
     click(&alice, "[data-testid=conv-item][data-name=\"Bob\"]").await;
@@ -475,18 +710,24 @@ async fn two_users_chat_in_headless_chromium() {
     // 12. Scroll-back: a long conversation shows its latest page; scrolling to the top loads
     // the page before it, and "Load older" the rest.
     let carol = app.register("carol").await;
-    let login = app.post(None, "/api/auth/login", &json!({"username": "alice", "password": PASSWORD})).await;
-    let alice_id = login.body["user"]["id"].as_i64().unwrap();
+    let mut carol_chat = 0;
     for n in 1..=120 {
         let sent = app
             .post(
                 Some(&carol.token),
                 "/api/messages",
-                &json!({"recipient_id": alice_id, "message": format!("Line {n}")}),
+                &json!({"recipient_id": alice_user.id, "message": format!("Line {n}")}),
             )
             .await;
         assert_eq!(sent.status, 201, "{}", sent.body);
+        carol_chat = sent.body["conversation_id"].as_i64().unwrap();
     }
+    // Read first (as on another device of Alice's): with more than a page unread, the chat
+    // would open at the first unread message instead of the latest page.
+    let read =
+        app.post(Some(&alice_user.token), &format!("/api/conversations/{carol_chat}/read"), &json!({})).await;
+    assert_eq!(read.status, 200, "{}", read.body);
+    wait_conv(&alice, "carol's chat read", "carol", |c| c["unread"].is_null()).await;
     click(&alice, "[data-testid=conv-item][data-name=\"carol\"]").await;
     wait_messages(&alice, "the latest page", |m| {
         m.len() == 50 && m.last().is_some_and(|m| m.text == "Line 120")
@@ -506,6 +747,24 @@ async fn two_users_chat_in_headless_chromium() {
     wait_js(&alice, "no more to load", "return document.querySelector('[data-testid=load-older]').hidden;")
         .await;
 
+    // Dark mode follows the system's setting.
+    color_scheme(&driver, &alice, "dark").await;
+    wait_js(
+        &alice,
+        "dark colours",
+        "return getComputedStyle(document.body).backgroundColor === 'rgb(14, 22, 33)'
+           && getComputedStyle(document.querySelector('.chat-head')).color === 'rgb(231, 237, 243)';",
+    )
+    .await;
+    std::fs::write(artifacts.join("chat-dark.png"), alice.screenshot().await.unwrap()).unwrap();
+    color_scheme(&driver, &alice, "").await;
+    wait_js(
+        &alice,
+        "light colours again",
+        "return getComputedStyle(document.body).backgroundColor === 'rgb(238, 241, 245)';",
+    )
+    .await;
+
     // 13. At 375 px the list and the chat stack, with a back button.
     bob.set_window_size(375, 800).await.unwrap();
     let layout = "const shown = (s) => { const e = document.querySelector(s); return e !== null && e.offsetParent !== null; };
@@ -514,9 +773,20 @@ async fn two_users_chat_in_headless_chromium() {
     let chat = json!({"list": false, "chat": true, "back": true, "overflow": false});
     wait_for(&bob, "the chat alone at 375 px", layout, |v| (*v == chat).then_some(())).await;
     std::fs::write(artifacts.join("chat-375.png"), bob.screenshot().await.unwrap()).unwrap();
+    // Touch targets: at least 44 px each way, in the chat and in the list.
+    assert_eq!(
+        bob.execute(SMALL_TARGETS, vec![]).await.unwrap(),
+        json!([]),
+        "small controls in the chat at 375 px"
+    );
     click(&bob, &testid("back-button")).await;
     let list = json!({"list": true, "chat": false, "back": false, "overflow": false});
     wait_for(&bob, "the list alone at 375 px", layout, |v| (*v == list).then_some(())).await;
+    assert_eq!(
+        bob.execute(SMALL_TARGETS, vec![]).await.unwrap(),
+        json!([]),
+        "small controls in the list at 375 px"
+    );
 
     for (who, browser) in [("Alice", &alice), ("Bob", &bob)] {
         let errors = console_errors(&driver, browser).await;

@@ -18,6 +18,7 @@ fn assert_read_state(reply: &Reply, conversation_id: i64, last_read: i64, unread
             "conversation_id": conversation_id,
             "last_read_message_id": last_read,
             "unread_count": unread,
+            "unread_mentions": 0,
         })
     );
 }

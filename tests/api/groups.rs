@@ -1036,7 +1036,12 @@ async fn group_read_receipts_reach_every_member_and_show_in_the_members_list(bac
     let reply = app.mark_read(&bob, group, Some(id_of(&first))).await;
     assert_eq!(
         reply.body,
-        json!({"conversation_id": group, "last_read_message_id": first["id"], "unread_count": 1})
+        json!({
+            "conversation_id": group,
+            "last_read_message_id": first["id"],
+            "unread_count": 1,
+            "unread_mentions": 0,
+        })
     );
     let mut frames = Vec::new();
     for socket in [&mut alice_socket, &mut bob_phone, &mut bob_laptop, &mut carol_socket] {

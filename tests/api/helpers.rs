@@ -446,6 +446,16 @@ impl TestApp {
         reply
     }
 
+    /// `PATCH /api/messages/{id}/read`: marks read up to that message.
+    pub async fn read_message_reply(&self, user: &TestUser, message_id: i64) -> Reply {
+        self.send_empty(
+            reqwest::Method::PATCH,
+            Some(&user.token),
+            &format!("/api/messages/{message_id}/read"),
+        )
+        .await
+    }
+
     /// `POST /api/conversations/{id}/read` with no body at all (up to the latest).
     pub async fn mark_read_without_body(&self, user: &TestUser, conversation_id: i64) -> Reply {
         self.send_empty(
@@ -517,6 +527,107 @@ impl TestApp {
     pub async fn remove_member(&self, actor: &TestUser, group_id: i64, user_id: i64) {
         let reply = self.remove_member_reply(actor, group_id, user_id).await;
         assert_eq!(reply.status, 204, "remove member: {}", reply.body);
+    }
+
+    /// `PATCH /api/groups/{id}/members/{user_id}` `{role}`: `actor` sets `user_id`'s role.
+    pub async fn set_role_reply(&self, actor: &TestUser, group_id: i64, user_id: i64, role: &str) -> Reply {
+        self.send_json(
+            reqwest::Method::PATCH,
+            Some(&actor.token),
+            &format!("/api/groups/{group_id}/members/{user_id}"),
+            &json!({"role": role}),
+        )
+        .await
+    }
+
+    // ---- reactions, pins and notification settings (v1.1) ----
+
+    /// `PUT /api/messages/{id}/reactions/{emoji}`; the emoji is percent-encoded here.
+    pub async fn react_reply(&self, user: &TestUser, message_id: i64, emoji: &str) -> Reply {
+        let path = format!("/api/messages/{message_id}/reactions/{}", path_segment(emoji));
+        self.send_empty(reqwest::Method::PUT, Some(&user.token), &path).await
+    }
+
+    /// As `react_reply`; asserts 200 and returns the body, `{message_id, reactions}`.
+    pub async fn react(&self, user: &TestUser, message_id: i64, emoji: &str) -> Value {
+        let reply = self.react_reply(user, message_id, emoji).await;
+        assert_eq!(reply.status, 200, "react {emoji:?} to {message_id}: {}", reply.body);
+        reply.body
+    }
+
+    /// `DELETE /api/messages/{id}/reactions/{emoji}`; the emoji is percent-encoded here.
+    pub async fn unreact_reply(&self, user: &TestUser, message_id: i64, emoji: &str) -> Reply {
+        let path = format!("/api/messages/{message_id}/reactions/{}", path_segment(emoji));
+        self.send_empty(reqwest::Method::DELETE, Some(&user.token), &path).await
+    }
+
+    /// As `unreact_reply`; asserts 200 and returns the body, `{message_id, reactions}`.
+    pub async fn unreact(&self, user: &TestUser, message_id: i64, emoji: &str) -> Value {
+        let reply = self.unreact_reply(user, message_id, emoji).await;
+        assert_eq!(reply.status, 200, "unreact {emoji:?} from {message_id}: {}", reply.body);
+        reply.body
+    }
+
+    /// `PUT /api/messages/{id}/pin`.
+    pub async fn pin_reply(&self, user: &TestUser, message_id: i64) -> Reply {
+        self.send_empty(reqwest::Method::PUT, Some(&user.token), &format!("/api/messages/{message_id}/pin"))
+            .await
+    }
+
+    /// As `pin_reply`; asserts 200 and returns the message.
+    pub async fn pin(&self, user: &TestUser, message_id: i64) -> Value {
+        let reply = self.pin_reply(user, message_id).await;
+        assert_eq!(reply.status, 200, "pin {message_id}: {}", reply.body);
+        reply.body
+    }
+
+    /// `DELETE /api/messages/{id}/pin`.
+    pub async fn unpin_reply(&self, user: &TestUser, message_id: i64) -> Reply {
+        self.send_empty(
+            reqwest::Method::DELETE,
+            Some(&user.token),
+            &format!("/api/messages/{message_id}/pin"),
+        )
+        .await
+    }
+
+    /// As `unpin_reply`; asserts 204.
+    pub async fn unpin(&self, user: &TestUser, message_id: i64) {
+        let reply = self.unpin_reply(user, message_id).await;
+        assert_eq!(reply.status, 204, "unpin {message_id}: {}", reply.body);
+    }
+
+    /// `GET /api/conversations/{id}/pins`.
+    pub async fn pins_reply(&self, user: &TestUser, conversation_id: i64) -> Reply {
+        self.get(Some(&user.token), &format!("/api/conversations/{conversation_id}/pins")).await
+    }
+
+    /// As `pins_reply`; asserts 200 and returns `messages`, most recently pinned first.
+    pub async fn pins(&self, user: &TestUser, conversation_id: i64) -> Vec<Value> {
+        let reply = self.pins_reply(user, conversation_id).await;
+        assert_eq!(reply.status, 200, "pins of {conversation_id}: {}", reply.body);
+        reply.body["messages"]
+            .as_array()
+            .unwrap_or_else(|| panic!("pins without messages: {}", reply.body))
+            .clone()
+    }
+
+    /// `PUT /api/conversations/{id}/settings` with `body`.
+    pub async fn settings_reply(&self, user: &TestUser, conversation_id: i64, body: &Value) -> Reply {
+        self.send_json(
+            reqwest::Method::PUT,
+            Some(&user.token),
+            &format!("/api/conversations/{conversation_id}/settings"),
+            body,
+        )
+        .await
+    }
+
+    /// As `settings_reply`; asserts 200 and returns the body, `{conversation_id, notify, muted_until}`.
+    pub async fn settings(&self, user: &TestUser, conversation_id: i64, body: &Value) -> Value {
+        let reply = self.settings_reply(user, conversation_id, body).await;
+        assert_eq!(reply.status, 200, "settings {body}: {}", reply.body);
+        reply.body
     }
 
     // ---- users, blocks and contacts ----
@@ -658,6 +769,20 @@ impl WsClient {
 
 /// How long a test waits to be sure a frame does not come.
 pub const QUIET: Duration = Duration::from_millis(400);
+
+/// `text` percent-encoded as one URL path segment: every byte but ASCII letters, digits and
+/// `-._~` becomes `%XX`, so emoji, spaces and control characters reach the server as written.
+pub fn path_segment(text: &str) -> String {
+    let mut encoded = String::with_capacity(text.len() * 3);
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
+            encoded.push(char::from(byte));
+        } else {
+            encoded.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    encoded
+}
 
 pub fn id_of(value: &Value) -> i64 {
     value["id"].as_i64().unwrap_or_else(|| panic!("id in {value}"))

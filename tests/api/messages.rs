@@ -4,8 +4,8 @@ use serde_json::{Value, json};
 use crate::helpers::*;
 use crate::on_both_databases;
 
-/// The contract's message fields.
-pub const CONTRACT_FIELDS: [&str; 10] = [
+/// The contract's message fields, v1.1's last.
+pub const CONTRACT_FIELDS: [&str; 14] = [
     "id",
     "conversation_id",
     "sender_id",
@@ -16,6 +16,10 @@ pub const CONTRACT_FIELDS: [&str; 10] = [
     "edited_at",
     "deleted",
     "attachments",
+    "reply_to",
+    "mentions",
+    "reactions",
+    "pinned",
 ];
 
 /// Asserts a 422 naming `field`.

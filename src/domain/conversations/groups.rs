@@ -20,7 +20,7 @@ use crate::error::{AppError, AppResult, ErrorCode};
 use crate::realtime::UserFrame;
 use crate::time;
 use crate::wire::frames::ServerFrame;
-use crate::wire::views::{ConversationKind, ConversationView, UserView, optional_id};
+use crate::wire::views::{ConversationKind, ConversationView, Notify, UserView, optional_id};
 use crate::wire::{ConversationId, EventId, MessageId, UserId};
 
 pub const MAX_NAME_CHARS: usize = 100;
@@ -112,7 +112,10 @@ pub async fn create(
                     created_at: conversation.created_at,
                     last_message: None,
                     unread_count: 0,
+                    unread_mentions: 0,
                     last_read_message_id: None,
+                    notify: Notify::All,
+                    muted_until: None,
                 };
                 let frame = ServerFrame::ConversationCreated { event_id, conversation: &view }.to_frame();
                 let frames =
@@ -377,11 +380,10 @@ pub async fn set_role(
     UserId(user_id): UserId,
     role: Role,
 ) -> AppResult<MemberView> {
-    if role == Role::Owner || user_id == actor_id {
-        return Err(AppError::validation(
-            "role",
-            "role must be admin or member, for a member other than the owner",
-        ));
+    // The owner naming themselves is caught below (their row is the owner's); anyone
+    // else is refused as not the owner first.
+    if role == Role::Owner {
+        return Err(AppError::validation("role", "role must be admin or member"));
     }
     // Checked and changed in the writer, so a concurrent leave (which may hand ownership to
     // this very member) cannot interleave with it.

@@ -1,6 +1,7 @@
 //! Reading conversations as one member sees them: the list, one conversation, history.
 
 pub mod groups;
+pub mod settings;
 
 use std::collections::{HashMap, HashSet};
 
@@ -11,7 +12,7 @@ use sea_orm::{ConnectionTrait, PaginatorTrait, QueryOrder, QuerySelect};
 
 use crate::db::Db;
 use crate::domain::events::StoredEvent;
-use crate::domain::files::attachments;
+use crate::domain::messaging::views;
 use crate::error::{AppError, AppResult};
 use crate::wire::views::{ConversationKind, ConversationView, MessageView, UserView, optional_id};
 use crate::wire::{ConversationId, UserId};
@@ -108,7 +109,10 @@ pub async fn build_views(
                 created_at: row.created_at,
                 last_message,
                 unread_count: membership.unread_count,
+                unread_mentions: membership.unread_mentions,
                 last_read_message_id: optional_id(membership.last_read_message_id),
+                notify: membership.notify,
+                muted_until: membership.muted_until,
             })
         })
         .collect())
@@ -176,7 +180,7 @@ async fn last_messages(
         return Ok(HashMap::new());
     }
     let rows = message::Entity::find().filter(message::Column::Id.is_in(last_ids)).all(conn).await?;
-    Ok(attachments::views(conn, rows).await?.into_iter().map(|view| (view.id, view)).collect())
+    Ok(views::views(conn, rows).await?.into_iter().map(|view| (view.id, view)).collect())
 }
 
 /// A conversation's member count and last message as of event `at`, from the log (so later
@@ -388,5 +392,5 @@ pub async fn history(
     if !ascending {
         rows.reverse();
     }
-    Ok((attachments::views(&db.read, rows).await?, has_more))
+    Ok((views::views(&db.read, rows).await?, has_more))
 }

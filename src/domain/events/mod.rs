@@ -31,7 +31,7 @@ use crate::realtime::Frame;
 use crate::realtime::port::Page;
 use crate::time::{self, Timestamp};
 use crate::wire::frames::ServerFrame;
-use crate::wire::views::{ConversationView, MessageView, UserView};
+use crate::wire::views::{ConversationView, MessageView, Notify, UserView};
 use crate::wire::{ConversationId, EventId, UserId};
 
 /// What an event row stores. The serde tag is also written to the `kind` column.
@@ -39,12 +39,49 @@ use crate::wire::{ConversationId, EventId, UserId};
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum StoredEvent {
     ConversationCreated {},
-    MessageCreated { message: MessageView },
-    MessageEdited { message: MessageView },
-    MessageDeleted { message_id: i64 },
-    MessageRead { reader_id: i64, last_read_message_id: i64, read_at: Timestamp },
-    MemberAdded { user: UserView },
-    MemberRemoved { user: UserView },
+    MessageCreated {
+        message: MessageView,
+    },
+    MessageEdited {
+        message: MessageView,
+    },
+    MessageDeleted {
+        message_id: i64,
+    },
+    MessageRead {
+        reader_id: i64,
+        last_read_message_id: i64,
+        read_at: Timestamp,
+    },
+    MemberAdded {
+        user: UserView,
+    },
+    MemberRemoved {
+        user: UserView,
+    },
+    ReactionAdded {
+        message_id: i64,
+        user_id: i64,
+        emoji: String,
+    },
+    ReactionRemoved {
+        message_id: i64,
+        user_id: i64,
+        emoji: String,
+    },
+    MessagePinned {
+        message_id: i64,
+        user_id: i64,
+    },
+    MessageUnpinned {
+        message_id: i64,
+        user_id: i64,
+    },
+    /// The member's own notification settings (an event of theirs alone).
+    SettingsChanged {
+        notify: Notify,
+        muted_until: Option<Timestamp>,
+    },
 }
 
 impl StoredEvent {
@@ -57,6 +94,11 @@ impl StoredEvent {
             Self::MessageRead { .. } => "message_read",
             Self::MemberAdded { .. } => "member_added",
             Self::MemberRemoved { .. } => "member_removed",
+            Self::ReactionAdded { .. } => "reaction_added",
+            Self::ReactionRemoved { .. } => "reaction_removed",
+            Self::MessagePinned { .. } => "message_pinned",
+            Self::MessageUnpinned { .. } => "message_unpinned",
+            Self::SettingsChanged { .. } => "settings_changed",
         }
     }
 
@@ -176,6 +218,38 @@ pub fn render(
             reader_id: *reader_id,
             last_read_message_id: *last_read_message_id,
             read_at: *read_at,
+        },
+        StoredEvent::ReactionAdded { message_id, user_id, emoji } => ServerFrame::ReactionAdded {
+            event_id,
+            conversation_id,
+            message_id: *message_id,
+            user_id: *user_id,
+            emoji,
+        },
+        StoredEvent::ReactionRemoved { message_id, user_id, emoji } => ServerFrame::ReactionRemoved {
+            event_id,
+            conversation_id,
+            message_id: *message_id,
+            user_id: *user_id,
+            emoji,
+        },
+        StoredEvent::MessagePinned { message_id, user_id } => ServerFrame::MessagePinned {
+            event_id,
+            conversation_id,
+            message_id: *message_id,
+            user_id: *user_id,
+        },
+        StoredEvent::MessageUnpinned { message_id, user_id } => ServerFrame::MessageUnpinned {
+            event_id,
+            conversation_id,
+            message_id: *message_id,
+            user_id: *user_id,
+        },
+        StoredEvent::SettingsChanged { notify, muted_until } => ServerFrame::SettingsChanged {
+            event_id,
+            conversation_id,
+            notify: *notify,
+            muted_until: *muted_until,
         },
     };
     Some(frame.to_frame())

@@ -204,7 +204,8 @@ fn fail_all(batch: Vec<Job>, err: &DbErr) {
 
 /// A job's answer, sent once the batch's commit is known.
 enum Answer {
-    Send(oneshot::Sender<AppResult<Sent>>, Sent),
+    // Boxed: a message view is large, and most answers in a batch are other work.
+    Send(oneshot::Sender<AppResult<Sent>>, Box<Sent>),
     Work(WorkAnswer),
 }
 
@@ -212,7 +213,7 @@ impl Answer {
     fn give(self, failed: Option<AppError>) {
         match self {
             Answer::Send(reply, sent) => {
-                let _ = reply.send(failed.map_or(Ok(sent), Err));
+                let _ = reply.send(failed.map_or(Ok(*sent), Err));
             }
             Answer::Work(answer) => answer(failed),
         }
@@ -317,7 +318,7 @@ impl Batcher {
                 done.frames.extend(stored.frames);
                 for (reply, result) in replies.into_iter().zip(stored.results) {
                     match result {
-                        Ok(sent) => done.answers.push(Answer::Send(reply, sent)),
+                        Ok(sent) => done.answers.push(Answer::Send(reply, Box::new(sent))),
                         Err(err) => {
                             let _ = reply.send(Err(err));
                         }

@@ -1,6 +1,6 @@
 //! Sending messages and moving read pointers.
 
-use entity::member::Role;
+use entity::member::{Notify, Role};
 use entity::{conversation, member, message};
 use sea_orm::prelude::*;
 use sea_orm::sea_query::ExprTrait;
@@ -11,9 +11,10 @@ use crate::db::Db;
 use crate::domain::conversations::{self, count_unread, visible};
 use crate::domain::events::writer::Writer;
 use crate::domain::events::{self, StoredEvent};
-use crate::domain::files::attachments::{self, StoredFile};
+use crate::domain::files::attachments::StoredFile;
 use crate::domain::messaging::send::PendingMessage;
 use crate::domain::messaging::text::{self, Fault, Trimmed};
+use crate::domain::messaging::{mentions, views};
 use crate::domain::safety;
 use crate::error::{AppError, AppResult, ErrorCode};
 use crate::realtime::{Frame, UserFrame};
@@ -38,6 +39,7 @@ pub struct NewMessage {
     pub body: String,
     pub client_id: Option<String>,
     pub attachment: Option<StoredFile>,
+    pub reply_to_id: Option<i64>,
 }
 
 impl Target {
@@ -72,7 +74,12 @@ impl NewMessage {
         if let Some(client_id) = &client_id {
             validate_client_id(client_id)?;
         }
-        Ok(Self { target, body, client_id, attachment })
+        Ok(Self { target, body, client_id, attachment, reply_to_id: None })
+    }
+
+    /// Quotes `reply_to_id`, a message of the same conversation (checked when it is stored).
+    pub fn replying_to(self, reply_to_id: Option<i64>) -> Self {
+        Self { reply_to_id, ..self }
     }
 }
 
@@ -117,13 +124,14 @@ fn validate_client_id(client_id: &str) -> AppResult<()> {
 /// returns the stored message and changes nothing. Every check that needs the database
 /// runs in the writer's batch (`send::store`), so a send costs no query of its own.
 pub async fn send(writer: &Writer, sender_id: i64, input: NewMessage) -> AppResult<Sent> {
-    let NewMessage { target, body, client_id, attachment } = input;
+    let NewMessage { target, body, client_id, attachment, reply_to_id } = input;
     if let Target::User(recipient_id) = target
         && recipient_id == sender_id
     {
         return Err(AppError::validation("recipient_id", "you cannot send a message to yourself"));
     }
-    let sent = writer.send(PendingMessage { sender_id, target, body, client_id, attachment }).await?;
+    let sent =
+        writer.send(PendingMessage { sender_id, target, body, client_id, attachment, reply_to_id }).await?;
     if let Sent::Created(_) = &sent {
         crate::metrics::record(|m| m.messages.inc());
     }
@@ -174,6 +182,9 @@ pub fn new_member(
         last_read_message_id: Set(last_read_message_id),
         last_delivered_message_id: Set(last_read_message_id),
         unread_count: Set(0),
+        unread_mentions: Set(0),
+        notify: Set(Notify::All),
+        muted_until: Set(None),
     }
 }
 
@@ -183,6 +194,7 @@ pub struct ReadState {
     pub conversation_id: i64,
     pub last_read_message_id: Option<i64>,
     pub unread_count: i64,
+    pub unread_mentions: i64,
 }
 
 /// Marks `conversation_id` read up to `message_id` (default: its latest message), never
@@ -226,19 +238,27 @@ async fn move_read_pointer(
             conversation_id,
             last_read_message_id: optional_id(membership.last_read_message_id),
             unread_count: membership.unread_count,
+            unread_mentions: membership.unread_mentions,
         };
         return Ok((state, Vec::new()));
     }
     let unread = count_unread(txn, UserId(user_id), ConversationId(conversation_id), target).await?;
+    let unread_mentions = mentions::unread_after(txn, conversation_id, user_id, target).await?;
     let mut active = membership.into_active_model();
     active.last_read_message_id = Set(target);
     active.unread_count = Set(unread);
+    active.unread_mentions = Set(unread_mentions);
     active.update(txn).await?;
     let stored =
         StoredEvent::MessageRead { reader_id: user_id, last_read_message_id: target, read_at: time::now() };
     let event_id = events::append(txn, conversation_id, &stored).await?;
     let frames = event_to_members(txn, conversation_id, event_id, &stored, user_id).await?;
-    let state = ReadState { conversation_id, last_read_message_id: Some(target), unread_count: unread };
+    let state = ReadState {
+        conversation_id,
+        last_read_message_id: Some(target),
+        unread_count: unread,
+        unread_mentions,
+    };
     Ok((state, frames))
 }
 
@@ -278,7 +298,7 @@ pub async fn mark_read_up_to(
 
 /// The message if the caller is a current member of its conversation; 404 otherwise, the
 /// same as for a message that does not exist.
-async fn readable(
+pub async fn readable(
     db: &Db,
     UserId(user_id): UserId,
     MessageId(message_id): MessageId,
@@ -314,6 +334,23 @@ async fn current(txn: &DatabaseTransaction, message_id: i64) -> AppResult<messag
         .ok_or_else(|| AppError::not_found("message not found"))
 }
 
+/// The message as the writer's transaction sees it, 409 `message_deleted` once deleted.
+pub async fn current_live(
+    txn: &DatabaseTransaction,
+    message_id: i64,
+    refusal: &'static str,
+) -> AppResult<message::Model> {
+    let row = current(txn, message_id).await?;
+    if row.deleted_at.is_some() {
+        return Err(AppError::Conflict {
+            code: ErrorCode::MessageDeleted,
+            message: refusal.into(),
+            field: None,
+        });
+    }
+    Ok(row)
+}
+
 /// Replaces a message's text within the edit window; `message_edited` goes to every member.
 pub async fn edit(
     db: &Db,
@@ -342,36 +379,38 @@ pub async fn edit(
     if let Some(other) = message.recipient_id {
         body = safety::pair(&db.read, user_id, other).await?.mask(rules, body);
     }
-    writer
-        .write(move |txn| {
-            Box::pin(async move {
-                let row = current(txn, message_id).await?;
-                if row.deleted_at.is_some() {
-                    return Err(AppError::Conflict {
-                        code: ErrorCode::MessageDeleted,
-                        message: "a deleted message cannot be edited".into(),
-                        field: None,
-                    });
-                }
-                if row.body == body {
-                    let view = attachments::views(txn, vec![row]).await?.pop();
-                    return Ok((view.ok_or_else(|| AppError::not_found("message not found"))?, Vec::new()));
-                }
-                let conversation_id = row.conversation_id;
-                let mut active = row.into_active_model();
-                active.body = Set(body);
-                active.edited_at = Set(Some(time::now()));
-                let row = active.update(txn).await?;
-                let view = attachments::views(txn, vec![row])
-                    .await?
-                    .pop()
-                    .ok_or_else(|| AppError::not_found("message not found"))?;
-                let stored = StoredEvent::MessageEdited { message: view.clone() };
-                let event_id = events::append(txn, conversation_id, &stored).await?;
-                Ok((view, event_to_members(txn, conversation_id, event_id, &stored, user_id).await?))
-            })
-        })
-        .await
+    writer.write(move |txn| Box::pin(replace_text(txn, UserId(user_id), MessageId(message_id), body))).await
+}
+
+/// The edit in the writer's transaction: new text, re-parsed mentions in a group, and a
+/// `message_edited` for every member; the same text again changes nothing.
+async fn replace_text(
+    txn: &DatabaseTransaction,
+    UserId(user_id): UserId,
+    MessageId(message_id): MessageId,
+    body: String,
+) -> AppResult<(MessageView, Vec<UserFrame>)> {
+    let row = current_live(txn, message_id, "a deleted message cannot be edited").await?;
+    if row.body == body {
+        let view = views::views(txn, vec![row]).await?.pop();
+        return Ok((view.ok_or_else(|| AppError::not_found("message not found"))?, Vec::new()));
+    }
+    if row.recipient_id.is_none() {
+        let named = mentions::users_named(txn, mentions::candidates(&body)).await?;
+        let members = conversations::member_ids(txn, row.conversation_id).await?;
+        let now = mentions::resolve(&body, &named, |id| members.contains(&id), row.sender_id);
+        mentions::replace(txn, &row, now).await?;
+    }
+    let conversation_id = row.conversation_id;
+    let mut active = row.into_active_model();
+    active.body = Set(body);
+    active.edited_at = Set(Some(time::now()));
+    let row = active.update(txn).await?;
+    let view =
+        views::views(txn, vec![row]).await?.pop().ok_or_else(|| AppError::not_found("message not found"))?;
+    let stored = StoredEvent::MessageEdited { message: view.clone() };
+    let event_id = events::append(txn, conversation_id, &stored).await?;
+    Ok((view, event_to_members(txn, conversation_id, event_id, &stored, user_id).await?))
 }
 
 /// Soft-deletes a message: the row stays for audit, everyone sees it as deleted, and
@@ -393,7 +432,12 @@ pub async fn delete(
                 let (conversation_id, sender_id) = (row.conversation_id, row.sender_id);
                 let mut active = row.into_active_model();
                 active.deleted_at = Set(Some(time::now()));
+                // A deleted message leaves the pins; its unread mentions no longer count.
+                active.pinned_at = Set(None);
                 active.update(txn).await?;
+                let mentioned = mentions::of_messages(txn, vec![message_id]).await?.remove(&message_id);
+                mentions::count_unread(txn, conversation_id, message_id, mentioned.unwrap_or_default(), -1)
+                    .await?;
                 // Whoever had not read it yet has one unread message fewer.
                 member::Entity::update_many()
                     .col_expr(member::Column::UnreadCount, Expr::col(member::Column::UnreadCount).sub(1))

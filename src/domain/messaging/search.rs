@@ -9,8 +9,8 @@ use sea_orm::{DatabaseBackend, FromQueryResult};
 
 use crate::db::{self, Db};
 use crate::domain::conversations::visible;
-use crate::domain::files::attachments;
 use crate::domain::messaging::text::Trimmed;
+use crate::domain::messaging::views;
 use crate::error::AppResult;
 use crate::wire::views::MessageView;
 use crate::wire::{ConversationId, UserId};
@@ -109,7 +109,7 @@ pub async fn messages(
     let mut rows =
         message::Entity::find().filter(message::Column::Id.is_in(ids.clone())).all(&db.read).await?;
     rows.sort_by_key(|row| ids.iter().position(|id| *id == row.id));
-    Ok(Hits { messages: attachments::views(&db.read, rows).await?, total })
+    Ok(Hits { messages: views::views(&db.read, rows).await?, total })
 }
 
 #[cfg(test)]

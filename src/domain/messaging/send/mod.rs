@@ -19,6 +19,7 @@ mod render;
 mod write;
 
 use entity::conversation;
+use entity::member::Notify;
 use sea_orm::{DatabaseTransaction, DbErr};
 
 pub use self::load::UserCache;
@@ -28,6 +29,8 @@ use crate::domain::messaging::messages::{Sent, Target};
 use crate::domain::safety;
 use crate::error::AppResult;
 use crate::realtime::UserFrame;
+use crate::time::Timestamp;
+use crate::wire::views::ReplyView;
 
 /// A send that passed the checks that need no database.
 pub struct PendingMessage {
@@ -36,6 +39,8 @@ pub struct PendingMessage {
     pub body: String,
     pub client_id: Option<String>,
     pub attachment: Option<StoredFile>,
+    /// A message of the same conversation this one quotes (checked in the batch).
+    pub reply_to_id: Option<i64>,
 }
 
 /// What a batch of sends left: one result per send, in order, and the frames to publish
@@ -48,11 +53,14 @@ pub struct Stored {
 /// Each send's answer so far; `None` until a stage settles it.
 type Results = Vec<Option<AppResult<Sent>>>;
 
-/// One member's read state as the batch moves it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// One member's read state as the batch moves it, and the settings their view shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 struct ReadState {
     unread_count: i64,
+    unread_mentions: i64,
     last_read_message_id: i64,
+    notify: Notify,
+    muted_until: Option<Timestamp>,
 }
 
 /// A send that passed every check and will be written.
@@ -64,6 +72,10 @@ struct Accepted {
     opened: Option<i64>,
     /// Each recipient's read state just after this message reached them.
     recipients: Vec<(i64, ReadState)>,
+    /// The message this one quotes, as it is now.
+    reply_to: Option<ReplyView>,
+    /// The group members the text names, ascending.
+    mentions: Vec<i64>,
 }
 
 /// Stores the sends of one batch. An `Err` leaves the transaction to be rolled back: it is
@@ -78,11 +90,12 @@ pub async fn store(
     load::repeats(txn, &jobs, &mut results).await?;
     cache.load(txn, plan::users_named(&jobs, &results)).await?;
     let mut loaded = load::conversations(txn, &jobs, &results).await?;
+    load::quoted_and_named(txn, &jobs, &results, &mut loaded).await?;
     let checked = plan::targets(&jobs, cache, &loaded, &mut results);
     let standing = safety::pairs(txn, &plan::direct_pairs(&jobs, &checked)).await?;
     let plan = plan::admit(&jobs, checked, &standing, rules, &mut results);
     let opened = write::open_directs(txn, &plan.to_open, &mut loaded.members).await?;
-    let accepted = plan::accept(&jobs, plan.admitted, opened, &mut loaded.members)?;
+    let accepted = plan::accept(&jobs, plan.admitted, opened, &mut loaded)?;
     if accepted.is_empty() {
         return Ok(Stored { results: plan::finish(results), frames: Vec::new() });
     }

@@ -8,13 +8,14 @@ use entity::conversation;
 use sea_orm::DbErr;
 
 use super::load::{Loaded, UserCache};
-use super::{Accepted, PendingMessage, ReadState, Results};
+use super::{Accepted, PendingMessage, Results};
 use crate::config::MessagingSettings;
 use crate::domain::conversations::{self, direct_key};
+use crate::domain::messaging::mentions;
 use crate::domain::messaging::messages::{Sent, Target};
 use crate::domain::safety::{self, Pair};
 use crate::error::{AppError, AppResult, ErrorCode};
-use crate::wire::views::{ConversationKind, MessageView};
+use crate::wire::views::{ConversationKind, MessageView, ReplyView};
 
 /// The users a batch's checks need: every sender, and each recipient named by user id.
 pub(super) fn users_named(jobs: &[PendingMessage], results: &Results) -> HashSet<i64> {
@@ -49,7 +50,7 @@ pub(super) fn targets(
         if results[i].is_some() {
             continue;
         }
-        match target(job, users, loaded) {
+        match target(job, users, loaded).and_then(|found| quotes_its_own(job, found, loaded)) {
             Ok((conversation, other)) => checked.push(Checked { job: i, conversation, other }),
             Err(err) => results[i] = Some(Err(err)),
         }
@@ -82,6 +83,18 @@ fn target(job: &PendingMessage, users: &UserCache, loaded: &Loaded) -> AppResult
             }
             Ok((Some(conversation.clone()), conversations::direct_partner(conversation, sender)))
         }
+    }
+}
+
+/// A reply quotes a message of its own conversation (so never in a first message); 422
+/// otherwise, also for a message that does not exist.
+fn quotes_its_own(job: &PendingMessage, found: Found, loaded: &Loaded) -> AppResult<Found> {
+    let Some(quoted) = job.reply_to_id else { return Ok(found) };
+    let conversation = found.0.as_ref().map(|conversation| conversation.id);
+    if loaded.quoted.get(&quoted).is_some_and(|row| Some(row.conversation_id) == conversation) {
+        Ok(found)
+    } else {
+        Err(AppError::validation("reply_to_id", "reply_to_id must be a message of this conversation"))
     }
 }
 
@@ -152,12 +165,12 @@ pub(super) fn admit(
 }
 
 /// Gives each admitted send its conversation (the first send into an opened one announces
-/// it) and moves the recipients' unread counters in batch order.
+/// it), its quote and its mentions, and moves the recipients' unread counters in batch order.
 pub(super) fn accept(
     jobs: &[PendingMessage],
     admitted: Vec<Admitted>,
     mut opened: HashMap<String, (conversation::Model, Option<i64>)>,
-    members: &mut HashMap<i64, Vec<(i64, ReadState)>>,
+    loaded: &mut Loaded,
 ) -> Result<Vec<Accepted>, DbErr> {
     let mut accepted = Vec::with_capacity(admitted.len());
     for Admitted { job: i, conversation, other, body } in admitted {
@@ -172,13 +185,35 @@ pub(super) fn accept(
                 (conversation.clone(), event_id.take())
             }
         };
-        let list = members.entry(conversation.id).or_default();
+        let reply_to = job.reply_to_id.and_then(|id| loaded.quoted.get(&id)).map(ReplyView::from);
+        let list = loaded.members.entry(conversation.id).or_default();
+        let mentions = if conversation.kind == ConversationKind::Group && !loaded.named.is_empty() {
+            mentions::resolve(
+                &body,
+                &loaded.named,
+                |id| list.iter().any(|(member, _)| *member == id),
+                job.sender_id,
+            )
+        } else {
+            Vec::new()
+        };
         let mut recipients = Vec::with_capacity(list.len().saturating_sub(1));
         for (user_id, state) in list.iter_mut().filter(|(user_id, _)| *user_id != job.sender_id) {
             state.unread_count += 1;
+            if mentions.binary_search(user_id).is_ok() {
+                state.unread_mentions += 1;
+            }
             recipients.push((*user_id, *state));
         }
-        accepted.push(Accepted { job: i, conversation, body, opened: opened_by_this, recipients });
+        accepted.push(Accepted {
+            job: i,
+            conversation,
+            body,
+            opened: opened_by_this,
+            recipients,
+            reply_to,
+            mentions,
+        });
     }
     Ok(accepted)
 }
@@ -212,6 +247,7 @@ pub(super) fn finish(results: Results) -> Vec<AppResult<Sent>> {
 mod tests {
     use super::*;
     use crate::config::DirectPolicy;
+    use crate::domain::messaging::send::ReadState;
     use crate::time;
     use crate::wire::views::UserView;
 
@@ -226,6 +262,7 @@ mod tests {
             body: "mail me at a@example.com".into(),
             client_id: client_id.map(str::to_owned),
             attachment: None,
+            reply_to_id: None,
         }
     }
 
@@ -240,8 +277,7 @@ mod tests {
             last_message_id: None,
             last_activity_id: 1,
         };
-        let fresh = ReadState { unread_count: 0, last_read_message_id: 0 };
-        (model, members.iter().map(|member| (*member, fresh)).collect())
+        (model, members.iter().map(|member| (*member, ReadState::default())).collect())
     }
 
     fn refused(results: &Results, i: usize) -> Option<u16> {
@@ -301,16 +337,18 @@ mod tests {
         let (mut model, _) = group(20, &[1, 2]);
         model.kind = ConversationKind::Direct;
         let opened = HashMap::from([(direct_key(1, 2), (model, Some(30)))]);
-        let fresh = ReadState { unread_count: 0, last_read_message_id: 0 };
-        let mut members = HashMap::from([(20, vec![(1, fresh), (2, fresh)])]);
-        let Ok(accepted) = accept(&jobs, plan.admitted, opened, &mut members) else { panic!("not accepted") };
+        let fresh = ReadState::default();
+        let mut loaded = Loaded::default();
+        loaded.members.insert(20, vec![(1, fresh), (2, fresh)]);
+        let Ok(accepted) = accept(&jobs, plan.admitted, opened, &mut loaded) else { panic!("not accepted") };
         assert_eq!(
             accepted.iter().map(|sent| sent.opened).collect::<Vec<_>>(),
             [Some(30), None],
             "the first announces it"
         );
-        assert_eq!(accepted[0].recipients, [(2, ReadState { unread_count: 1, last_read_message_id: 0 })]);
-        assert_eq!(accepted[1].recipients, [(1, ReadState { unread_count: 1, last_read_message_id: 0 })]);
+        let one = ReadState { unread_count: 1, ..fresh };
+        assert_eq!(accepted[0].recipients, [(2, one)]);
+        assert_eq!(accepted[1].recipients, [(1, one)]);
     }
 
     #[test]

@@ -3,13 +3,15 @@
 //! two frames, and a group message's `new_message` once for all of its readers.
 
 use bytestring::ByteString;
+use serde::Serialize;
 
 use super::load::UserCache;
 use super::write::Written;
-use super::{Accepted, PendingMessage};
+use super::{Accepted, PendingMessage, ReadState};
 use crate::realtime::{Frame, UserFrame, UserId};
+use crate::time::{self, Timestamp};
 use crate::wire::frames::ServerFrame;
-use crate::wire::views::{ConversationKind, ConversationView, MessageView, optional_id};
+use crate::wire::views::{ConversationKind, ConversationView, MessageView, Notify, optional_id};
 
 pub(super) fn frames(
     jobs: &[PendingMessage],
@@ -30,12 +32,9 @@ pub(super) fn frames(
         let conversation = template(sent, view);
         if sent.conversation.kind == ConversationKind::Direct {
             for (reader, state) in &sent.recipients {
-                let theirs = ConversationView {
-                    other_user: users.get(sender).cloned(),
-                    unread_count: state.unread_count,
-                    last_read_message_id: optional_id(state.last_read_message_id),
-                    ..conversation.clone()
-                };
+                let mut theirs = conversation.clone();
+                theirs.other_user = users.get(sender).cloned();
+                state.show_in(&mut theirs);
                 let frame =
                     ServerFrame::NewMessage { event_id: *event_id, message: view, conversation: &theirs };
                 frames.push(UserFrame { user_id: UserId(*reader), frame: frame.to_frame() });
@@ -43,8 +42,7 @@ pub(super) fn frames(
         } else {
             let shared = PerReaderFrame::new(*event_id, view, &conversation);
             for (reader, state) in &sent.recipients {
-                let frame = shared.for_reader(state.unread_count, state.last_read_message_id);
-                frames.push(UserFrame { user_id: UserId(*reader), frame });
+                frames.push(UserFrame { user_id: UserId(*reader), frame: shared.for_reader(state) });
             }
         }
     }
@@ -66,8 +64,7 @@ fn conversation_created(
         readers[0].1.other_user = users.get(*recipient).cloned();
         let mut theirs = template(sent, view);
         theirs.other_user = users.get(sender).cloned();
-        theirs.unread_count = state.unread_count;
-        theirs.last_read_message_id = optional_id(state.last_read_message_id);
+        state.show_in(&mut theirs);
         readers.push((*recipient, theirs));
     }
     for (reader, conversation) in &readers {
@@ -87,14 +84,38 @@ fn template(sent: &Accepted, view: &MessageView) -> ConversationView {
         created_at: sent.conversation.created_at,
         last_message: Some(view.clone()),
         unread_count: 0,
+        unread_mentions: 0,
         last_read_message_id: None,
+        notify: Notify::All,
+        muted_until: None,
     }
 }
 
+impl ReadState {
+    /// The reader's own fields of a conversation view.
+    fn show_in(&self, view: &mut ConversationView) {
+        view.unread_count = self.unread_count;
+        view.unread_mentions = self.unread_mentions;
+        view.last_read_message_id = optional_id(self.last_read_message_id);
+        view.notify = self.notify;
+        view.muted_until = self.muted_until;
+    }
+}
+
+/// The per-reader fields, in `ConversationView`'s order, serialized for a frame's tail.
+#[derive(Serialize)]
+struct ReaderTail {
+    unread_count: i64,
+    unread_mentions: i64,
+    last_read_message_id: Option<i64>,
+    notify: Notify,
+    #[serde(serialize_with = "time::option::serialize")]
+    muted_until: Option<Timestamp>,
+}
+
 /// A `new_message` frame serialized once for all recipients of a group message. Only the
-/// conversation's `unread_count` and `last_read_message_id` differ between readers; they are
-/// the last two fields of the last object, so each reader's frame is the shared prefix plus
-/// a short tail.
+/// conversation's per-reader fields differ between readers; they are the last fields of the
+/// last object, so each reader's frame is the shared prefix plus a short tail.
 struct PerReaderFrame {
     event_id: i64,
     prefix: String,
@@ -111,14 +132,20 @@ impl PerReaderFrame {
         Self { event_id, prefix: text[..cut].to_owned() }
     }
 
-    fn for_reader(&self, unread_count: i64, last_read_message_id: i64) -> Frame {
-        let last_read =
-            optional_id(last_read_message_id).map_or_else(|| "null".to_owned(), |id| id.to_string());
-        let text = format!(
-            "{}{}{unread_count},\"last_read_message_id\":{last_read}}}}}",
-            self.prefix,
-            Self::TAIL_KEY
-        );
+    fn for_reader(&self, state: &ReadState) -> Frame {
+        let tail = ReaderTail {
+            unread_count: state.unread_count,
+            unread_mentions: state.unread_mentions,
+            last_read_message_id: optional_id(state.last_read_message_id),
+            notify: state.notify,
+            muted_until: state.muted_until,
+        };
+        // `{"unread_count":…}` without its opening brace, then the frame's closing one.
+        let tail = serde_json::to_string(&tail).unwrap_or_default();
+        let mut text = String::with_capacity(self.prefix.len() + tail.len() + 1);
+        text.push_str(&self.prefix);
+        text.push_str(tail.get(1..).unwrap_or_default());
+        text.push('}');
         Frame {
             event_id: Some(self.event_id),
             prev_event_id: None,
@@ -131,7 +158,6 @@ impl PerReaderFrame {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::time;
 
     #[test]
     fn per_reader_frames_match_a_full_serialization() {
@@ -147,6 +173,10 @@ mod tests {
             edited_at: None,
             deleted: false,
             attachments: Vec::new(),
+            reply_to: None,
+            mentions: vec![2],
+            reactions: Vec::new(),
+            pinned: false,
         };
         let conversation = ConversationView {
             id: 3,
@@ -157,17 +187,24 @@ mod tests {
             created_at: at,
             last_message: Some(message.clone()),
             unread_count: 0,
+            unread_mentions: 0,
             last_read_message_id: None,
+            notify: Notify::All,
+            muted_until: None,
         };
         let shared = PerReaderFrame::new(11, &message, &conversation);
-        for (unread, last_read) in [(1, 0), (42, 6)] {
-            let reader = ConversationView {
-                unread_count: unread,
-                last_read_message_id: optional_id(last_read),
-                ..conversation.clone()
-            };
+        let muted = ReadState {
+            unread_count: 42,
+            unread_mentions: 3,
+            last_read_message_id: 6,
+            notify: Notify::Mentions,
+            muted_until: Some(at),
+        };
+        for state in [ReadState { unread_count: 1, ..Default::default() }, muted] {
+            let mut reader = conversation.clone();
+            state.show_in(&mut reader);
             let full = ServerFrame::NewMessage { event_id: 11, message: &message, conversation: &reader };
-            assert_eq!(shared.for_reader(unread, last_read).text, full.to_frame().text);
+            assert_eq!(shared.for_reader(&state).text, full.to_frame().text);
         }
     }
 }

@@ -12,6 +12,7 @@ use super::{Accepted, PendingMessage, ReadState};
 use crate::db;
 use crate::domain::events::{self, StoredEvent};
 use crate::domain::files::attachments;
+use crate::domain::messaging::mentions;
 use crate::domain::messaging::messages::new_member;
 use crate::time;
 use crate::wire::views::{ConversationKind, MessageView};
@@ -71,7 +72,7 @@ pub(super) async fn open_directs(
                 MessageId(0),
             ));
         }
-        let fresh = ReadState { unread_count: 0, last_read_message_id: 0 };
+        let fresh = ReadState::default();
         members.insert(id, vec![(*sender_id, fresh), (*recipient_id, fresh)]);
         opened.insert(key.clone(), (model.clone(), Some(event_id)));
     }
@@ -112,6 +113,10 @@ pub(super) async fn messages(
                 edited_at: None,
                 deleted: false,
                 attachments: Vec::new(),
+                reply_to: sent.reply_to.clone(),
+                mentions: sent.mentions.clone(),
+                reactions: Vec::new(),
+                pinned: false,
             }
         })
         .collect();
@@ -126,6 +131,8 @@ pub(super) async fn messages(
             created_at: Set(now),
             edited_at: Set(None),
             deleted_at: Set(None),
+            reply_to_id: Set(view.reply_to.as_ref().map(|quoted| quoted.id)),
+            pinned_at: Set(None),
             ..Default::default()
         });
         ids.extend(db::insert_ids(txn, message::Entity::insert_many(rows), chunk.len()).await?);
@@ -142,6 +149,7 @@ pub(super) async fn messages(
         .collect();
     let event_ids = events::append_many(txn, &stored).await?;
     counters(txn, jobs, accepted).await?;
+    mentioned(txn, &views).await?;
     let latest: HashMap<i64, (i64, i64)> = views
         .iter()
         .zip(&event_ids)
@@ -193,6 +201,36 @@ async fn counters(
     for chunk in rows.chunks(db::MAX_ROWS_PER_STATEMENT) {
         let sql = format!(
             "UPDATE conversation_members SET unread_count = unread_count + d.column3 \
+             FROM (VALUES {}) AS d \
+             WHERE conversation_members.conversation_id = d.column1 AND conversation_members.user_id = d.column2",
+            values(chunk.len())
+        );
+        execute(txn, &sql, chunk).await?;
+    }
+    Ok(())
+}
+
+/// Stores the mentions and adds them to the named members' `unread_mentions`.
+async fn mentioned(txn: &DatabaseTransaction, views: &[MessageView]) -> Result<(), DbErr> {
+    let named: Vec<(i64, i64, Vec<i64>)> = views
+        .iter()
+        .filter(|view| !view.mentions.is_empty())
+        .map(|view| (view.id, view.conversation_id, view.mentions.clone()))
+        .collect();
+    if named.is_empty() {
+        return Ok(());
+    }
+    mentions::insert(txn, &named).await?;
+    let mut added: HashMap<(i64, i64), i64> = HashMap::new();
+    for (_, conversation_id, users) in &named {
+        for user_id in users {
+            *added.entry((*conversation_id, *user_id)).or_default() += 1;
+        }
+    }
+    let rows: Vec<[i64; 3]> = added.into_iter().map(|((c, u), n)| [c, u, n]).collect();
+    for chunk in rows.chunks(db::MAX_ROWS_PER_STATEMENT) {
+        let sql = format!(
+            "UPDATE conversation_members SET unread_mentions = unread_mentions + d.column3 \
              FROM (VALUES {}) AS d \
              WHERE conversation_members.conversation_id = d.column1 AND conversation_members.user_id = d.column2",
             values(chunk.len())
