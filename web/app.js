@@ -66,6 +66,13 @@ const state = {
   scrollTo: null, // after the next draw: { bottom } | { unread } | { message: id }
   highlight: null, // message opened from search: flashed and marked
   selected: null, // message whose actions show on touch screens
+  flashSeq: 0, // bumped on every jump to a message, so its flash plays again
+  replyTo: null, // { id, conversationId, sender_id, message }: quoted by the next send
+  picker: null, // message whose emoji picker is open
+  mention: null, // @ completion: { start, end, options, active }
+  pinsOpen: false, // the pinned messages panel beside the chat
+  pins: new Map(), // conversation id -> pinned messages, most recently pinned first
+  muteOpen: false, // the notification settings menu
 };
 
 // ---------------------------------------------------------------- HTTP
@@ -308,6 +315,9 @@ function handleFrame(frame) {
     case 'member_added': case 'member_removed': onMembership(frame); break;
     case 'typing': onTyping(frame); break;
     case 'presence': state.presence.set(frame.user_id, { status: frame.status, last_seen: frame.last_seen }); break;
+    case 'reaction_added': case 'reaction_removed': onReaction(frame); break;
+    case 'message_pinned': case 'message_unpinned': onPin(frame); break;
+    case 'settings_changed': onSettings(frame); break;
     case 'error': console.warn('server error frame', frame.code, frame.message); break;
     default: break; // pong, and frame types added by newer servers
   }
@@ -357,7 +367,7 @@ function onRead(frame) {
     // Read on this or another device of mine.
     if (!conv) return;
     conv.last_read_message_id = Math.max(conv.last_read_message_id || 0, frame.last_read_message_id);
-    if (conv.last_message && conv.last_message.id <= conv.last_read_message_id) conv.unread_count = 0;
+    if (conv.last_message && conv.last_message.id <= conv.last_read_message_id) Object.assign(conv, { unread_count: 0, unread_mentions: 0 });
     else refreshConv(conv.id);
   } else {
     noteReceipt(frame.conversation_id, frame.reader_id, { read: frame.last_read_message_id });
@@ -403,6 +413,63 @@ function onTyping(frame) {
 
 const stopTyping = (conversationId, userId) => state.typing.get(conversationId)?.delete(userId);
 
+/** The loaded copies of a message: in its chat's window, and as its conversation's last message. */
+function copiesOf(conversationId, messageId) {
+  const found = [];
+  const m = state.msgs.get(conversationId)?.byId.get(messageId);
+  if (m) found.push(m);
+  const last = state.convs.get(conversationId)?.last_message;
+  if (last && last.id === messageId && last !== m) found.push(last);
+  return found;
+}
+
+/**
+ * One reaction added or removed on a loaded message. Idempotent: my own PUT's answer may
+ * have applied it already. False when it cannot tell (user_ids holds only the first 50).
+ */
+function applyReaction(m, emoji, userId, added) {
+  const reactions = m.reactions || (m.reactions = []);
+  const r = reactions.find((x) => x.emoji === emoji);
+  const has = Boolean(r && r.user_ids.includes(userId));
+  if (r && r.user_ids.length < r.count && !has) return false;
+  if (added && !has) {
+    if (r) Object.assign(r, { count: r.count + 1, user_ids: [...r.user_ids, userId] });
+    else reactions.push({ emoji, count: 1, user_ids: [userId] });
+  } else if (!added && has) {
+    Object.assign(r, { count: r.count - 1, user_ids: r.user_ids.filter((id) => id !== userId) });
+    if (r.count <= 0) m.reactions = reactions.filter((x) => x !== r);
+  }
+  return true;
+}
+
+function onReaction(frame) {
+  const added = frame.type === 'reaction_added';
+  const unsure = copiesOf(frame.conversation_id, frame.message_id)
+    .filter((m) => !applyReaction(m, frame.emoji, frame.user_id, added));
+  if (unsure.length) refetchMessage(frame.conversation_id, frame.message_id);
+}
+
+/** Loads one message again (its reactions could not be worked out from a frame). */
+async function refetchMessage(conversationId, messageId) {
+  try {
+    const { messages } = await api('GET', `/api/conversations/${conversationId}/messages?after_id=${messageId - 1}&limit=1`);
+    const fresh = messages.find((m) => m.id === messageId);
+    if (fresh) copiesOf(conversationId, messageId).forEach((m) => Object.assign(m, fresh));
+  } catch (err) { /* stays as it was */ }
+  scheduleRender();
+}
+
+function onPin(frame) {
+  const pinned = frame.type === 'message_pinned';
+  copiesOf(frame.conversation_id, frame.message_id).forEach((m) => { m.pinned = pinned; });
+  if (state.pins.has(frame.conversation_id)) loadPins(frame.conversation_id);
+}
+
+function onSettings(frame) {
+  const conv = state.convs.get(frame.conversation_id);
+  if (conv) Object.assign(conv, { notify: frame.notify, muted_until: frame.muted_until });
+}
+
 // ---------------------------------------------------------------- notifications
 
 const canNotify = () => 'Notification' in window;
@@ -410,6 +477,7 @@ const canNotify = () => 'Notification' in window;
 /** A desktop notification for a message from someone else while this tab is hidden. */
 function notify(m, conv) {
   if (!canNotify() || Notification.permission !== 'granted' || !document.hidden || m.sender_id === state.me.id) return;
+  if (!wantsNotification(state.convs.get(m.conversation_id) || conv, m)) return;
   const from = userName(m.sender_id);
   const title = conv.kind === 'group' ? `${from === '…' ? 'New message' : from} in ${conv.name}` : convName(conv);
   // One notification per conversation: a newer one replaces it (the tag).
@@ -420,6 +488,18 @@ function notify(m, conv) {
     n.close();
   });
 }
+
+/** The conversation's notification settings (notify, muted_until) let this message notify. */
+function wantsNotification(conv, m) {
+  if (mutedNow(conv) || conv.notify === 'none') return false;
+  return conv.notify !== 'mentions' || (m.mentions || []).includes(state.me.id);
+}
+
+// "Until I unmute": the API has no such value, so a date no one lives to see.
+const FOREVER = '9999-12-31T23:59:59Z';
+const mutedNow = (conv) => Boolean(conv.muted_until && Date.parse(conv.muted_until) > Date.now());
+/** Shown as muted in the list: muted for now, or set to notify of nothing. */
+const quiet = (conv) => mutedNow(conv) || conv.notify === 'none';
 
 $('enable-notifications').addEventListener('click', () => {
   // Asked only from this click: browsers (rightly) distrust prompts on page load.
@@ -579,7 +659,9 @@ window.addEventListener('focus', () => {
 
 /** Shows a conversation, a draft to `draftUser` (no conversation yet), or neither. */
 function showChat(id, draftUser = null) {
-  if (id !== state.openId) state.infoOpen = false;
+  if (id !== state.openId) Object.assign(state, { infoOpen: false, pinsOpen: false, muteOpen: false, picker: null });
+  if (state.replyTo && state.replyTo.conversationId !== id) state.replyTo = null;
+  closeMentions();
   Object.assign(state, { openId: id, draftUser, selected: null, highlight: null });
   cancelEdit();
   if (id) sessionStorage.setItem(OPEN_KEY, String(id)); else sessionStorage.removeItem(OPEN_KEY);
@@ -716,6 +798,7 @@ async function maybeMarkRead() {
     const res = await api('POST', `/api/conversations/${conv.id}/read`, { message_id: newest });
     conv.last_read_message_id = Math.max(res.last_read_message_id || 0, newest);
     conv.unread_count = res.unread_count;
+    conv.unread_mentions = res.unread_mentions ?? (res.unread_count ? conv.unread_mentions : 0);
   } catch (err) {
     conv.last_read_message_id = Math.max(conv.last_read_message_id || 0, newest); // do not loop on errors
   } finally {
@@ -823,6 +906,8 @@ $('contact-button').addEventListener('click', () => {
 const input = $('composer-input');
 
 input.addEventListener('keydown', (event) => {
+  if (state.mention && mentionKey(event)) return;
+  if (event.key === 'Escape' && state.replyTo && !state.editing) return cancelReply();
   if (event.key === 'Enter' && !event.shiftKey && !event.isComposing) {
     event.preventDefault();
     $('composer').requestSubmit();
@@ -834,6 +919,7 @@ input.addEventListener('keydown', (event) => {
 let lastTypingSent = 0;
 input.addEventListener('input', () => {
   fitComposer();
+  updateMentions();
   // At most one typing frame per 2 s; the other side shows it for ~3 s.
   if (state.openId && !state.editing && input.value.trim() && Date.now() - lastTypingSent >= 2000) {
     lastTypingSent = Date.now();
@@ -854,8 +940,11 @@ $('composer').addEventListener('submit', (event) => {
   const file = $('attach').files[0] || null;
   if ((!text && !file) || (!state.openId && !state.draftUser)) return;
   const recipientId = state.openId ? null : state.draftUser.id;
+  const reply = state.replyTo && state.replyTo.conversationId === state.openId ? state.replyTo : null;
   const entry = { clientId: newClientId(), convId: state.openId, recipientId, text, file, status: 'sending',
-    created_at: new Date().toISOString() };
+    created_at: new Date().toISOString(), replyTo: reply };
+  state.replyTo = null;
+  closeMentions();
   state.outbox.push(entry);
   input.value = '';
   fitComposer();
@@ -879,6 +968,7 @@ async function deliver(entry) {
   scheduleRender();
   const target = entry.convId ? { conversation_id: entry.convId } : { recipient_id: entry.recipientId };
   const body = { ...target, message: entry.text, client_id: entry.clientId };
+  if (entry.replyTo) body.reply_to_id = entry.replyTo.id;
   try {
     let message;
     if (entry.file) {
@@ -933,6 +1023,7 @@ function discard(entry) {
 
 function startEdit(m) {
   state.editing = { id: m.id, conversationId: m.conversation_id };
+  state.replyTo = null;
   input.value = m.message;
   fitComposer();
   $('edit-banner').hidden = false;
@@ -970,6 +1061,221 @@ function deleteMessage(m) {
   });
 }
 
+// ---------------------------------------------------------------- reactions, replies, pins
+
+const EMOJI = ['👍', '❤️', '😂', '🎉', '😮', '😢', '🙏', '👀'];
+const reactedByMe = (m, emoji) => Boolean(m.reactions?.find((r) => r.emoji === emoji)?.user_ids.includes(state.me.id));
+
+/** Adds (on) or removes my reaction; the answer holds the message's reactions as they are now. */
+function react(m, emoji, on) {
+  state.picker = null;
+  guarded(async () => {
+    const res = await api(on ? 'PUT' : 'DELETE', `/api/messages/${m.id}/reactions/${encodeURIComponent(emoji)}`);
+    copiesOf(m.conversation_id, m.id).forEach((copy) => { copy.reactions = res.reactions; });
+  });
+}
+
+function togglePicker(m) {
+  state.picker = state.picker === m.id ? null : m.id;
+  scheduleRender();
+}
+
+function startReply(m) {
+  cancelEdit();
+  state.picker = null;
+  state.replyTo = { id: m.id, conversationId: m.conversation_id, sender_id: m.sender_id, message: messageSummary(m) };
+  scheduleRender();
+  input.focus();
+}
+
+function cancelReply() {
+  state.replyTo = null;
+  scheduleRender();
+}
+$('reply-cancel').addEventListener('click', () => { cancelReply(); input.focus(); });
+
+/** Scrolls the open chat to a message (loading the page around it if needed) and flashes it. */
+async function jumpTo(conversationId, messageId) {
+  if (conversationId !== state.openId) return openAt(conversationId, messageId);
+  if (!convMsgs(conversationId).byId.has(messageId)) await loadAround(conversationId, messageId);
+  if (phone()) state.pinsOpen = false; // the panel covers the chat there
+  Object.assign(state, { highlight: messageId, flashSeq: state.flashSeq + 1, scrollTo: { message: messageId } });
+  scheduleRender();
+}
+
+/** Direct: either user pins. Group: owners and admins only. */
+const canPin = (m, conv) => Boolean(conv) && !m.deleted && (conv.kind === 'direct' || canManage(conv.id));
+
+function togglePin(m) {
+  const on = !m.pinned;
+  guarded(async () => {
+    await api(on ? 'PUT' : 'DELETE', `/api/messages/${m.id}/pin`);
+    copiesOf(m.conversation_id, m.id).forEach((copy) => { copy.pinned = on; });
+    if (state.pins.has(m.conversation_id)) await loadPins(m.conversation_id);
+  });
+}
+
+async function loadPins(id) {
+  try {
+    const { messages } = await api('GET', `/api/conversations/${id}/pins`);
+    state.pins.set(id, messages);
+  } catch (err) {
+    showChatError(err.message);
+  }
+  scheduleRender();
+}
+
+$('pins-toggle').addEventListener('click', () => {
+  state.pinsOpen = !state.pinsOpen;
+  if (state.pinsOpen) {
+    state.infoOpen = false;
+    loadPins(state.openId);
+  }
+  scheduleRender();
+});
+$('pins-close').addEventListener('click', () => {
+  state.pinsOpen = false;
+  scheduleRender();
+  $('pins-toggle').focus();
+});
+
+// ---------------------------------------------------------------- notification settings
+
+$('mute-toggle').addEventListener('click', () => {
+  state.muteOpen = !state.muteOpen;
+  scheduleRender();
+});
+
+function saveSettings(body) {
+  const id = state.openId;
+  state.muteOpen = false;
+  guarded(async () => onSettings(await api('PUT', `/api/conversations/${id}/settings`, body)));
+}
+
+const NOTIFY_CHOICES = [['all', 'All messages'], ['mentions', 'Mentions only'], ['none', 'Nothing']];
+const MUTE_CHOICES = [['1h', 'For 1 hour', 3600e3], ['8h', 'For 8 hours', 8 * 3600e3], ['forever', 'Until I unmute', null]];
+
+function muteUntil(choice) {
+  const [, , ms] = MUTE_CHOICES.find(([key]) => key === choice);
+  return ms === null ? FOREVER : new Date(Date.now() + ms).toISOString();
+}
+
+function muteText(conv) {
+  if (!mutedNow(conv)) return 'Not muted';
+  const until = new Date(conv.muted_until);
+  if (until.getFullYear() > 9000) return 'Muted until you unmute';
+  return `Muted until ${sameDay(until, new Date()) ? clock(until) : `${dayLabel(until)} ${clock(until)}`}`;
+}
+
+let muteDrawn = '';
+function renderMuteMenu(conv) {
+  const muted = mutedNow(conv);
+  $('mute-toggle').dataset.muted = String(quiet(conv));
+  $('mute-toggle').setAttribute('aria-expanded', String(state.muteOpen));
+  $('mute-menu').hidden = !state.muteOpen;
+  const signature = JSON.stringify([conv.id, conv.notify, conv.muted_until, muteText(conv)]);
+  if (signature === muteDrawn) return;
+  muteDrawn = signature;
+  $('notify-options').replaceChildren(...NOTIFY_CHOICES.map(([value, label]) => el('button', {
+    type: 'button', class: 'menu-item', role: 'radio', 'aria-checked': String((conv.notify || 'all') === value),
+    testid: 'notify-option', 'data-value': value, onclick: () => saveSettings({ notify: value }) }, label)));
+  const choices = MUTE_CHOICES.map(([value, label]) => el('button', { type: 'button', class: 'menu-item', testid: 'mute-option',
+    'data-value': value, onclick: () => saveSettings({ muted_until: muteUntil(value) }) }, label));
+  if (muted) {
+    choices.push(el('button', { type: 'button', class: 'menu-item', testid: 'mute-option', 'data-value': 'off',
+      onclick: () => saveSettings({ muted_until: null }) }, 'Unmute'));
+  }
+  $('mute-options').replaceChildren(...choices);
+  $('mute-state').textContent = muteText(conv);
+}
+
+// Menus and the emoji picker close on a click elsewhere and on Escape.
+document.addEventListener('click', (event) => {
+  if (state.muteOpen && !event.target.closest('.menu-wrap')) {
+    state.muteOpen = false;
+    scheduleRender();
+  }
+  if (state.picker !== null && !event.target.closest('.emoji-picker, [data-testid=react-button]')) {
+    state.picker = null;
+    scheduleRender();
+  }
+});
+document.addEventListener('keydown', (event) => {
+  if (event.key !== 'Escape' || (!state.muteOpen && state.picker === null)) return;
+  if (state.muteOpen) $('mute-toggle').focus();
+  Object.assign(state, { muteOpen: false, picker: null });
+  scheduleRender();
+});
+
+// ---------------------------------------------------------------- @ completion
+
+/** After each keystroke: an "@name" being typed in a group offers its members. */
+function updateMentions() {
+  const conv = state.openId && state.convs.get(state.openId);
+  const before = input.value.slice(0, input.selectionStart);
+  const match = conv && conv.kind === 'group' && input.selectionStart === input.selectionEnd
+    && /(^|\s)@([A-Za-z0-9_.-]{0,32})$/.exec(before);
+  if (!match) return closeMentions();
+  const q = match[2].toLowerCase();
+  const options = (state.members.get(conv.id) || []).map((x) => x.user).filter((u) => u.id !== state.me.id
+    && (u.username.startsWith(q) || u.display_name.toLowerCase().split(/\s+/).some((w) => w.startsWith(q)))).slice(0, 6);
+  if (!options.length) return closeMentions();
+  const active = state.mention ? Math.min(state.mention.active, options.length - 1) : 0;
+  state.mention = { start: before.length - match[2].length - 1, end: before.length, options, active };
+  drawMentions();
+}
+
+function closeMentions() {
+  if (!state.mention) return;
+  state.mention = null;
+  drawMentions();
+}
+
+function drawMentions() {
+  const box = $('mention-list');
+  box.hidden = !state.mention;
+  input.setAttribute('aria-expanded', String(Boolean(state.mention)));
+  if (!state.mention) return input.removeAttribute('aria-activedescendant');
+  const { options, active } = state.mention;
+  box.replaceChildren(...options.map((u, i) => {
+    const item = el('li', { id: `mention-${u.id}`, role: 'option', class: 'mention-option', testid: 'mention-option',
+      'data-username': u.username, 'aria-selected': String(i === active) }, personRow(u));
+    item.addEventListener('mousedown', (event) => event.preventDefault()); // the box keeps the focus
+    item.addEventListener('click', () => pickMention(i));
+    return item;
+  }));
+  input.setAttribute('aria-activedescendant', `mention-${options[active].id}`);
+}
+
+function pickMention(i) {
+  const { start, end, options } = state.mention;
+  const insert = `@${options[i].username} `;
+  input.value = input.value.slice(0, start) + insert + input.value.slice(end);
+  input.setSelectionRange(start + insert.length, start + insert.length);
+  closeMentions();
+  fitComposer();
+  input.focus();
+}
+
+/** Arrow keys, Enter, Tab and Escape while the member list is open; true when handled. */
+function mentionKey(event) {
+  const m = state.mention;
+  if (event.key === 'ArrowDown' || event.key === 'ArrowUp') {
+    m.active = (m.active + (event.key === 'ArrowDown' ? 1 : m.options.length - 1)) % m.options.length;
+    drawMentions();
+  } else if ((event.key === 'Enter' && !event.isComposing) || event.key === 'Tab') {
+    pickMention(m.active);
+  } else if (event.key === 'Escape') {
+    closeMentions();
+  } else {
+    return false;
+  }
+  event.preventDefault();
+  return true;
+}
+input.addEventListener('click', updateMentions);
+input.addEventListener('blur', closeMentions);
+
 let errorTimer = null;
 function showChatError(text) {
   $('chat-error').textContent = text;
@@ -986,6 +1292,7 @@ $('back').addEventListener('click', () => {
 
 $('chat-info').addEventListener('click', () => {
   state.infoOpen = !state.infoOpen;
+  if (state.infoOpen) state.pinsOpen = false;
   $('info-error').textContent = '';
   if (state.infoOpen && state.openId && state.convs.get(state.openId)?.kind === 'group') loadMembers(state.openId);
   scheduleRender();
@@ -1189,6 +1496,37 @@ function linkify(text) {
   }
   parts.push(text.slice(at));
   return parts.filter((part) => part !== '');
+}
+
+const MENTION_RE = /(^|[^A-Za-z0-9_.@-])@([A-Za-z0-9_.-]{3,32})/g;
+
+/** Text parts (strings) with the @usernames of the message's mentions as marked spans. */
+function mentionize(parts, m) {
+  const names = new Map(); // lower-case username -> user id
+  for (const id of m.mentions || []) {
+    const user = state.users.get(id);
+    if (user) names.set(user.username.toLowerCase(), id); else userName(id); // fetched, then drawn again
+  }
+  if (!names.size) return parts;
+  return parts.flatMap((text) => {
+    if (typeof text !== 'string') return [text];
+    const out = [];
+    let at = 0;
+    for (const match of text.matchAll(MENTION_RE)) {
+      let name = match[2];
+      // "@bob." at the end of a sentence: the full stop is not part of the name.
+      while (!names.has(name.toLowerCase()) && /[.-]$/.test(name)) name = name.slice(0, -1);
+      const id = names.get(name.toLowerCase());
+      if (id === undefined) continue;
+      const start = match.index + match[1].length;
+      const me = id === state.me.id;
+      out.push(text.slice(at, start), el('span', { class: `mention${me ? ' me' : ''}`, testid: 'mention', 'data-user-id': id,
+        'data-me': String(me) }, text.slice(start, start + name.length + 1)));
+      at = start + name.length + 1;
+    }
+    out.push(text.slice(at));
+    return out.filter((part) => part !== '');
+  });
 }
 
 /** `text` with the words of `q` marked, as text nodes and <mark> elements. */

@@ -35,7 +35,8 @@ pub struct WsSession {
     since: Option<i64>,
     /// The newest event this socket has been given (by `hello`, replay or live).
     last_sent: i64,
-    /// Acks move delivered receipts for the events after this one (set at `hello`).
+    /// Acks move delivered receipts for the events after this one: the `since` the socket
+    /// opened with, or 0.
     acked: i64,
     /// Set while live relay is down: the session reads the log on a timer instead.
     polling: Option<SpawnHandle>,
@@ -121,7 +122,9 @@ impl WsSession {
                     }
                     None => session.last_sent = last_event_id,
                 }
-                session.acked = session.last_sent;
+                // A socket without `since` was given nothing before the hello; its client
+                // loads what it shows over HTTP, so its first ack covers all before it.
+                session.acked = session.since.map_or(0, |since| since.min(last_event_id));
                 session.set_polling(ctx, !relay_up);
             }
             Err(err) => {

@@ -36,10 +36,6 @@ on_both_databases!(
     concurrent_sends_from_several_members_leave_each_their_own_unread_count,
 );
 
-fn event_id_of(frame: &Value) -> i64 {
-    frame["event_id"].as_i64().unwrap_or_else(|| panic!("an event_id: {frame}"))
-}
-
 /// Asserts a 422 naming `field`.
 fn assert_invalid(reply: &Reply, field: &str, what: &str) {
     assert_error(reply, 422, "validation_failed", what);

@@ -788,6 +788,11 @@ pub fn id_of(value: &Value) -> i64 {
     value["id"].as_i64().unwrap_or_else(|| panic!("id in {value}"))
 }
 
+pub fn event_id_of(frame: &Value) -> i64 {
+    frame["event_id"].as_i64().unwrap_or_else(|| panic!("an event_id: {frame}"))
+}
+
+/// The conversation a message belongs to.
 pub fn conversation_of(message: &Value) -> i64 {
     message["conversation_id"].as_i64().unwrap_or_else(|| panic!("conversation_id in {message}"))
 }

@@ -17,10 +17,6 @@ on_both_databases!(
 
 const LATER: &str = "2030-01-01T00:00:00.000Z";
 
-fn event_id_of(frame: &Value) -> i64 {
-    frame["event_id"].as_i64().unwrap_or_else(|| panic!("an event_id: {frame}"))
-}
-
 /// Asserts a 422 naming `field`.
 fn assert_invalid(reply: &Reply, field: &str, what: &str) {
     assert_error(reply, 422, "validation_failed", what);

@@ -17,10 +17,6 @@ on_both_databases!(
     outsiders_get_404_and_a_deleted_message_leaves_the_pins_and_cannot_be_pinned,
 );
 
-fn event_id_of(frame: &Value) -> i64 {
-    frame["event_id"].as_i64().unwrap_or_else(|| panic!("an event_id: {frame}"))
-}
-
 /// Asserts a 422 naming `field`.
 fn assert_invalid(reply: &Reply, field: &str, what: &str) {
     assert_error(reply, 422, "validation_failed", what);

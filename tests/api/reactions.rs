@@ -28,10 +28,6 @@ const PARTY: &str = "🎉";
 /// Two code points: U+2764 and the emoji variation selector U+FE0F (6 bytes).
 const HEART: &str = "\u{2764}\u{fe0f}";
 
-fn event_id_of(frame: &Value) -> i64 {
-    frame["event_id"].as_i64().unwrap_or_else(|| panic!("an event_id: {frame}"))
-}
-
 /// One entry of a message's `reactions`.
 fn reaction(emoji: &str, user_ids: &[i64]) -> Value {
     json!({"emoji": emoji, "count": user_ids.len(), "user_ids": user_ids})

@@ -17,7 +17,62 @@ on_both_databases!(
     the_seam_between_replay_and_live_has_no_gap_and_no_duplicate,
     sync_returns_the_same_frames_as_the_socket,
     typing_reaches_the_other_member_only_and_is_rate_limited,
+    a_device_that_connects_after_the_send_delivers_by_acking_its_hello,
 );
+
+/// A client that opens without `since` loads what it shows over HTTP; acking the hello's
+/// `last_event_id` then delivers everything before it (the sender's ✓✓ for a recipient who
+/// was offline), and later acks deliver what arrives live.
+async fn a_device_that_connects_after_the_send_delivers_by_acking_its_hello(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let alice = app.user("alice").await;
+    let bob = app.user("bob").await;
+    let carol = app.user("carol").await;
+    app.dm(&alice, &bob, "are you there?").await;
+    let direct = app.dm(&alice, &bob, "call me when you're back").await;
+    let group = app.create_group(&carol, "club", &[&alice, &bob]).await;
+    let in_group = app.group_send(&carol, group, "meeting at 5").await;
+    // Not bob's: his ack must not deliver it.
+    app.dm(&alice, &carol, "bob is not in this one").await;
+    let mut alice_socket = app.ws(&alice).await;
+    let mut carol_socket = app.ws(&carol).await;
+
+    let mut bob_socket = app.ws(&bob).await;
+    let hello = bob_socket.hello["last_event_id"].as_i64().expect("last_event_id");
+    bob_socket.send(json!({"type": "ack", "event_id": hello})).await;
+    let delivered = |conversation: i64, user: i64, message: &Value| {
+        json!({
+            "type": "message_delivered",
+            "conversation_id": conversation,
+            "user_id": user,
+            "last_delivered_message_id": message["id"],
+        })
+    };
+    assert_eq!(
+        alice_socket.next_of("message_delivered").await,
+        delivered(conversation_of(&direct), bob.id, &direct),
+        "alice: both of her messages, up to the newest"
+    );
+    assert_eq!(carol_socket.next_of("message_delivered").await, delivered(group, bob.id, &in_group));
+    alice_socket.expect_none_of("message_delivered", QUIET).await;
+    carol_socket.expect_none_of("message_delivered", Duration::from_millis(100)).await;
+
+    // Acking it again, from this socket or another fresh one, moves nothing.
+    bob_socket.send(json!({"type": "ack", "event_id": hello})).await;
+    let mut bob_laptop = app.ws(&bob).await;
+    bob_laptop.send(json!({"type": "ack", "event_id": hello})).await;
+    alice_socket.expect_none_of("message_delivered", QUIET).await;
+
+    // What arrives live is delivered when acked, not before.
+    let later = app.dm(&alice, &bob, "still there?").await;
+    let frame = bob_socket.next_of("new_message").await;
+    alice_socket.expect_none_of("message_delivered", QUIET).await;
+    bob_socket.send(json!({"type": "ack", "event_id": event_id_of(&frame)})).await;
+    assert_eq!(
+        alice_socket.next_of("message_delivered").await,
+        delivered(conversation_of(&direct), bob.id, &later)
+    );
+}
 
 async fn typing_reaches_the_other_member_only_and_is_rate_limited(backend: Backend) {
     let app = spawn_app(backend).await;
