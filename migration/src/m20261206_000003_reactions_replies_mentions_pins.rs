@@ -24,6 +24,8 @@ impl MigrationTrait for Migration {
                 .alter_table(Table::alter().table(ConversationMembers::Table).add_column(column).to_owned())
                 .await?;
         }
+        // Partial: a send adds no entry to either index, and both stay as small as what
+        // they find (pinned messages; members who changed their settings).
         manager
             .create_index(
                 Index::create()
@@ -31,6 +33,21 @@ impl MigrationTrait for Migration {
                     .table(Messages::Table)
                     .col(Messages::ConversationId)
                     .col(Messages::PinnedAt)
+                    .and_where(Expr::col(Messages::PinnedAt).is_not_null())
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("idx_members_settings")
+                    .table(ConversationMembers::Table)
+                    .col(ConversationMembers::ConversationId)
+                    .and_where(
+                        Expr::col(ConversationMembers::Notify)
+                            .ne("all")
+                            .or(Expr::col(ConversationMembers::MutedUntil).is_not_null()),
+                    )
                     .to_owned(),
             )
             .await?;
@@ -110,6 +127,7 @@ enum Messages {
 #[derive(DeriveIden)]
 enum ConversationMembers {
     Table,
+    ConversationId,
     UnreadMentions,
     Notify,
     MutedUntil,

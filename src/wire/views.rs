@@ -73,6 +73,7 @@ impl MessageView {
         self.mentions.clear();
         self.reactions.clear();
         self.pinned = false;
+        self.reply_to = None;
     }
 }
 
@@ -88,6 +89,14 @@ pub struct ReplyView {
 
 /// Characters of the quoted text a reply shows.
 const QUOTED_CHARS: usize = 200;
+
+impl ReplyView {
+    /// A quote of a message deleted since: no text.
+    pub fn redact(&mut self) {
+        self.deleted = true;
+        self.message.clear();
+    }
+}
 
 impl From<&message::Model> for ReplyView {
     fn from(row: &message::Model) -> Self {

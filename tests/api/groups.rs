@@ -36,12 +36,6 @@ on_both_databases!(
     concurrent_sends_from_several_members_leave_each_their_own_unread_count,
 );
 
-/// Asserts a 422 naming `field`.
-fn assert_invalid(reply: &Reply, field: &str, what: &str) {
-    assert_error(reply, 422, "validation_failed", what);
-    assert_eq!(reply.error_field(), Some(field), "{what}: {}", reply.body);
-}
-
 /// The user as the API shows them (`GET /api/users/me`).
 async fn me(app: &TestApp, user: &TestUser) -> Value {
     let reply = app.get(Some(&user.token), "/api/users/me").await;

@@ -797,6 +797,12 @@ pub fn conversation_of(message: &Value) -> i64 {
     message["conversation_id"].as_i64().unwrap_or_else(|| panic!("conversation_id in {message}"))
 }
 
+/// Asserts a 422 `validation_failed` naming `field`.
+pub fn assert_invalid(reply: &Reply, field: &str, what: &str) {
+    assert_error(reply, 422, "validation_failed", what);
+    assert_eq!(reply.error_field(), Some(field), "{what}: {}", reply.body);
+}
+
 /// Asserts a status and the contract's error code.
 pub fn assert_error(reply: &Reply, status: u16, code: &str, what: &str) {
     assert_eq!(reply.status, status, "{what}: {}", reply.body);

@@ -13,6 +13,7 @@ on_both_databases!(
     unread_mentions_count_the_reader_s_unread_mentioning_messages_and_reading_lowers_them,
     deleting_an_unread_mentioning_message_lowers_unread_mentions,
     an_edit_updates_mentions_and_the_unread_mentions_of_members_who_have_not_read_it,
+    a_member_who_comes_back_starts_with_no_unread_mentions_and_default_settings,
 );
 
 /// The ids of `mentions`, sorted (the contract names no order).
@@ -250,4 +251,23 @@ async fn an_edit_updates_mentions_and_the_unread_mentions_of_members_who_have_no
     assert_eq!(reply.body["mentions"], json!([]));
     assert_eq!(bob_socket.next_of("message_edited").await["message"]["mentions"], json!([]));
     assert_eq!(unread(&app, &bob, group).await, (1, 0));
+}
+
+/// Removed with a mention unread and muted, then added again: nothing of the old membership
+/// shows, as for a member added for the first time.
+async fn a_member_who_comes_back_starts_with_no_unread_mentions_and_default_settings(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let alice = app.user("alice").await;
+    let bob = app.user("bob").await;
+    let group = app.create_group(&alice, "club", &[&bob]).await;
+    app.settings(&bob, group, &json!({"notify": "none", "muted_until": "2030-01-01T00:00:00.000Z"})).await;
+    app.group_send(&alice, group, &format!("@{} are you coming?", bob.username)).await;
+    assert_eq!(unread(&app, &bob, group).await, (1, 1));
+
+    app.remove_member(&alice, group, bob.id).await;
+    let added = app.add_member(&alice, group, bob.id).await;
+    assert_eq!(added.status, 200, "{}", added.body);
+    assert_eq!(unread(&app, &bob, group).await, (0, 0));
+    let view = app.conversation(&bob, group).await;
+    assert_eq!((&view["notify"], &view["muted_until"]), (&json!("all"), &Value::Null), "{view}");
 }

@@ -22,13 +22,6 @@ pub const CONTRACT_FIELDS: [&str; 14] = [
     "pinned",
 ];
 
-/// Asserts a 422 naming `field`.
-fn assert_invalid(reply: &Reply, field: &str, what: &str) {
-    assert_eq!(reply.status, 422, "{what}: {}", reply.body);
-    assert_eq!(reply.error_code(), "validation_failed", "{what}");
-    assert_eq!(reply.error_field(), Some(field), "{what}: {}", reply.body);
-}
-
 /// The ids of every message in a conversation, oldest first.
 async fn all_message_ids(app: &TestApp, user: &TestUser, conversation_id: i64) -> Vec<i64> {
     app.all_messages(user, conversation_id).await.iter().map(id_of).collect()

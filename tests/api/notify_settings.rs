@@ -17,12 +17,6 @@ on_both_databases!(
 
 const LATER: &str = "2030-01-01T00:00:00.000Z";
 
-/// Asserts a 422 naming `field`.
-fn assert_invalid(reply: &Reply, field: &str, what: &str) {
-    assert_error(reply, 422, "validation_failed", what);
-    assert_eq!(reply.error_field(), Some(field), "{what}: {}", reply.body);
-}
-
 /// The settings reply: `{conversation_id, notify, muted_until}`.
 fn settings_of(conversation_id: i64, notify: &str, muted_until: Option<&str>) -> Value {
     json!({"conversation_id": conversation_id, "notify": notify, "muted_until": muted_until})

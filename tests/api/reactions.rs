@@ -57,12 +57,6 @@ fn reaction_frame(
     })
 }
 
-/// Asserts a 422 naming `field`.
-fn assert_invalid(reply: &Reply, field: &str, what: &str) {
-    assert_error(reply, 422, "validation_failed", what);
-    assert_eq!(reply.error_field(), Some(field), "{what}: {}", reply.body);
-}
-
 fn count_of(events: &[Value], kind: &str) -> usize {
     events.iter().filter(|event| event["type"] == kind).count()
 }

@@ -52,12 +52,6 @@ fn quote_of(original: &Value, text: &str, deleted: bool) -> Value {
     json!({"id": original["id"], "sender_id": original["sender_id"], "message": text, "deleted": deleted})
 }
 
-/// Asserts a 422 naming `field`.
-fn assert_invalid(reply: &Reply, field: &str, what: &str) {
-    assert_error(reply, 422, "validation_failed", what);
-    assert_eq!(reply.error_field(), Some(field), "{what}: {}", reply.body);
-}
-
 /// Asserts `message` carries `reply_to: null` (present, not missing).
 fn assert_no_reply(message: &Value, what: &str) {
     assert_eq!(message.get("reply_to"), Some(&Value::Null), "{what}: {message}");
@@ -249,7 +243,20 @@ async fn the_quote_is_the_first_200_characters_of_the_original_as_it_is_now(back
         assert_eq!(shown["reply_to"], quote_of(&original, "", true), "{}: {shown}", user.username);
         assert_eq!(shown["deleted"], false);
         assert_eq!(shown["message"], "tl;dr");
+        // Nor does the log hand out the removed text in the quote.
+        let (events, _) = app.sync(user, 0).await;
+        let replayed: Vec<&Value> =
+            events.iter().filter(|event| event["message"]["id"] == answer["id"]).collect();
+        assert!(!replayed.is_empty(), "{}: the reply is in the log", user.username);
+        for event in replayed {
+            assert_eq!(event["message"]["reply_to"], quote_of(&original, "", true), "{event}");
+        }
     }
+
+    // A deleted reply quotes nothing.
+    assert_eq!(app.delete_message(&bob, id_of(&answer)).await.status, 204);
+    let shown = app.history_message(&alice, conversation_id, id_of(&answer)).await;
+    assert_eq!(shown["reply_to"], Value::Null, "{shown}");
 }
 
 async fn a_reply_to_a_message_outside_the_conversation_is_refused_and_stores_nothing(backend: Backend) {

@@ -285,7 +285,11 @@ async fn join(
             active.left_event_id = Set(None);
             active.last_read_message_id = Set(read_up_to);
             active.last_delivered_message_id = Set(read_up_to);
+            // A member who comes back starts afresh, as a new one would.
             active.unread_count = Set(0);
+            active.unread_mentions = Set(0);
+            active.notify = Set(member::Notify::All);
+            active.muted_until = Set(None);
             active.update(txn).await?;
         }
         None => {

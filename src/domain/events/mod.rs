@@ -110,6 +110,16 @@ impl StoredEvent {
         }
     }
 
+    /// The message the carried message quotes, if any.
+    fn quoted_id(&self) -> Option<i64> {
+        match self {
+            Self::MessageCreated { message } | Self::MessageEdited { message } => {
+                message.reply_to.as_ref().map(|quote| quote.id)
+            }
+            _ => None,
+        }
+    }
+
     /// The message a `message_created` event stores (the `message_id` column).
     fn created_message_id(&self) -> Option<i64> {
         match self {
@@ -346,9 +356,10 @@ pub async fn frames_for_user(
     let conversation_ids: HashSet<i64> = decoded.iter().filter_map(|(row, _)| row.conversation_id).collect();
     let views: HashMap<i64, ConversationView> =
         conversations::views_by_id(&txn, user_id, conversation_ids.into_iter().collect()).await?;
-    // A message deleted since its event was stored is replayed as deleted: the log must not
-    // hand out content the sender removed.
-    let carried: Vec<i64> = decoded.iter().filter_map(|(_, stored)| stored.message_id()).collect();
+    // A message deleted since its event was stored is replayed as deleted, and so is a quote
+    // of one: the log must not hand out content the sender removed.
+    let carried: Vec<i64> =
+        decoded.iter().flat_map(|(_, stored)| [stored.message_id(), stored.quoted_id()]).flatten().collect();
     let deleted: HashSet<i64> = if carried.is_empty() {
         HashSet::new()
     } else {
@@ -365,10 +376,13 @@ pub async fn frames_for_user(
     };
     txn.commit().await?;
     for (_, stored) in &mut decoded {
-        if let StoredEvent::MessageCreated { message } | StoredEvent::MessageEdited { message } = stored
-            && deleted.contains(&message.id)
-        {
-            message.redact();
+        if let StoredEvent::MessageCreated { message } | StoredEvent::MessageEdited { message } = stored {
+            if deleted.contains(&message.id) {
+                message.redact();
+            } else if let Some(quote) = message.reply_to.as_mut().filter(|quote| deleted.contains(&quote.id))
+            {
+                quote.redact();
+            }
         }
     }
 

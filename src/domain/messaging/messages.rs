@@ -327,7 +327,7 @@ async fn own(
 }
 
 /// The message as the writer's transaction sees it.
-async fn current(txn: &DatabaseTransaction, message_id: i64) -> AppResult<message::Model> {
+pub async fn current(txn: &DatabaseTransaction, message_id: i64) -> AppResult<message::Model> {
     message::Entity::find_by_id(message_id)
         .one(txn)
         .await?
@@ -342,13 +342,14 @@ pub async fn current_live(
 ) -> AppResult<message::Model> {
     let row = current(txn, message_id).await?;
     if row.deleted_at.is_some() {
-        return Err(AppError::Conflict {
-            code: ErrorCode::MessageDeleted,
-            message: refusal.into(),
-            field: None,
-        });
+        return Err(deleted_conflict(refusal));
     }
     Ok(row)
+}
+
+/// 409 `message_deleted`.
+pub fn deleted_conflict(refusal: &'static str) -> AppError {
+    AppError::Conflict { code: ErrorCode::MessageDeleted, message: refusal.into(), field: None }
 }
 
 /// Replaces a message's text within the edit window; `message_edited` goes to every member.

@@ -10,7 +10,7 @@ use crate::db::Db;
 use crate::domain::conversations::visible;
 use crate::domain::events::writer::Writer;
 use crate::domain::events::{self, StoredEvent};
-use crate::domain::messaging::messages::{current_live, event_to_members, readable};
+use crate::domain::messaging::messages::{current, deleted_conflict, event_to_members, readable};
 use crate::domain::messaging::views;
 use crate::error::{AppError, AppResult, ErrorCode};
 use crate::realtime::UserFrame;
@@ -53,7 +53,12 @@ async fn change(
     MessageId(message_id): MessageId,
     pinned: bool,
 ) -> AppResult<(MessageView, Vec<UserFrame>)> {
-    let mut row = current_live(txn, message_id, "a deleted message cannot be pinned").await?;
+    let mut row = current(txn, message_id).await?;
+    // Deleting unpinned it, so unpinning a deleted message changes nothing, like any unpin
+    // of a message that is not pinned.
+    if pinned && row.deleted_at.is_some() {
+        return Err(deleted_conflict("a deleted message cannot be pinned"));
+    }
     let mut frames = Vec::new();
     if row.pinned_at.is_some() != pinned {
         let conversation_id = row.conversation_id;

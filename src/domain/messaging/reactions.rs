@@ -52,8 +52,9 @@ pub async fn add(
     message: MessageId,
     emoji: String,
 ) -> AppResult<Reactions> {
-    validate_emoji(&emoji)?;
+    // What the caller cannot see is 404 whatever the emoji.
     readable(db, user, message).await?;
+    validate_emoji(&emoji)?;
     writer.write(move |txn| Box::pin(change(txn, user, message, emoji, true))).await
 }
 
@@ -66,8 +67,9 @@ pub async fn remove(
     message: MessageId,
     emoji: String,
 ) -> AppResult<Reactions> {
-    validate_emoji(&emoji)?;
+    // What the caller cannot see is 404 whatever the emoji.
     readable(db, user, message).await?;
+    validate_emoji(&emoji)?;
     writer.write(move |txn| Box::pin(change(txn, user, message, emoji, false))).await
 }
 

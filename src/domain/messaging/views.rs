@@ -22,8 +22,8 @@ pub async fn views(
     let reply_to: Vec<Option<i64>> = rows.iter().map(|row| row.reply_to_id).collect();
     let mut views = attachments::views(conn, rows).await?;
     for (view, reply_to) in views.iter_mut().zip(reply_to) {
-        view.reply_to = reply_to.and_then(|id| quoted.get(&id)).map(ReplyView::from);
         if !view.deleted {
+            view.reply_to = reply_to.and_then(|id| quoted.get(&id)).map(ReplyView::from);
             view.mentions = mentioned.remove(&view.id).unwrap_or_default();
             view.reactions = reacted.remove(&view.id).unwrap_or_default();
         }

@@ -2,7 +2,6 @@
 
 use std::collections::{HashMap, HashSet};
 
-use entity::member::Notify;
 use entity::{conversation, member, message, user};
 use sea_orm::prelude::*;
 use sea_orm::sea_query::ExprTrait;
@@ -186,11 +185,9 @@ async fn current_members(
     let mut settings: HashMap<(i64, i64), member::Model> = member::Entity::find()
         .filter(member::Column::ConversationId.is_in(conversations))
         .filter(member::Column::LeftEventId.is_null())
-        .filter(
-            Condition::any()
-                .add(member::Column::Notify.ne(Notify::All))
-                .add(member::Column::MutedUntil.is_not_null()),
-        )
+        // Written as idx_members_settings' condition, literal included, so that both
+        // databases read the partial index (a bound parameter would not match it).
+        .filter(Expr::cust("(notify <> 'all' OR muted_until IS NOT NULL)"))
         .all(txn)
         .await?
         .into_iter()
