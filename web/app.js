@@ -24,6 +24,21 @@ function el(tag, attrs = {}, ...children) {
   return node;
 }
 
+/** A line icon (24 x 24 path data), drawn like the ones in index.html. */
+function icon(d) {
+  const svg = document.createElementNS('http://www.w3.org/2000/svg', 'svg');
+  const attrs = { viewBox: '0 0 24 24', fill: 'none', stroke: 'currentColor', 'stroke-width': '1.8', 'stroke-linecap': 'round',
+    'stroke-linejoin': 'round', 'aria-hidden': 'true' };
+  Object.entries(attrs).forEach(([key, value]) => svg.setAttribute(key, value));
+  const path = document.createElementNS(svg.namespaceURI, 'path');
+  path.setAttribute('d', d);
+  svg.append(path);
+  return svg;
+}
+const PIN_ICON = 'M9 4h6l-1 6 4 4H6l4-4zM12 14v7';
+const MUTED_ICON = 'M6 16V11a6 6 0 0 1 12 0v5l1.5 2h-15zM10 20.5h4M4 4l16 16';
+const SMILE_ICON = 'M12 21a9 9 0 1 0 0-18 9 9 0 0 0 0 18zM8.5 14a4 4 0 0 0 7 0M9 9.5h.01M15 9.5h.01';
+
 // The server's messaging.edit_window_seconds (default 15 min): past it, Edit is hidden.
 const EDIT_WINDOW_MS = 15 * 60 * 1000;
 // Messages from one sender closer than this are drawn as one run (one name, one avatar).
@@ -945,13 +960,15 @@ $('composer').addEventListener('submit', (event) => {
     created_at: new Date().toISOString(), replyTo: reply };
   state.replyTo = null;
   closeMentions();
+  // Opened at an older message: the sent one shows at the end of the latest page.
+  const ready = state.openId && convMsgs(state.openId).hasNewer ? loadLatest(state.openId) : null;
   state.outbox.push(entry);
   input.value = '';
   fitComposer();
   clearAttachment();
   lastTypingSent = 0;
   state.scrollTo = { bottom: true };
-  deliver(entry);
+  if (ready) ready.then(() => deliver(entry)); else deliver(entry);
 });
 
 /** A random client_id: the server stores a message once per (sender, client_id). */
@@ -1164,7 +1181,10 @@ function muteText(conv) {
   if (!mutedNow(conv)) return 'Not muted';
   const until = new Date(conv.muted_until);
   if (until.getFullYear() > 9000) return 'Muted until you unmute';
-  return `Muted until ${sameDay(until, new Date()) ? clock(until) : `${dayLabel(until)} ${clock(until)}`}`;
+  const now = new Date();
+  const tomorrow = new Date(now.getFullYear(), now.getMonth(), now.getDate() + 1);
+  const day = sameDay(until, now) ? '' : sameDay(until, tomorrow) ? 'tomorrow ' : `${until.toLocaleDateString([], { day: 'numeric', month: 'short' })} `;
+  return `Muted until ${day}${clock(until)}`;
 }
 
 let muteDrawn = '';
@@ -1600,6 +1620,7 @@ function render(hints) {
   renderContacts();
   renderChat(hints);
   renderInfo();
+  renderPins();
   // Redrawn lists replace their buttons: give keyboard focus back to the same item.
   if (focused && (!document.activeElement || document.activeElement === document.body)) {
     const again = document.querySelector(`[data-key="${focused}"]`);
@@ -1681,7 +1702,7 @@ function renderList() {
   $('conv-empty').hidden = convs.length > 0 || !state.listLoaded;
   drawKeyed($('conv-list'), convNodes, convs, (conv) => conv.id,
     (conv) => [convName(conv), preview(conv), previewSender(conv), shortTime(activity(conv)), conv.unread_count,
-      conv.other_user ? presenceOf(conv.other_user.id) : null, conv.id === state.openId],
+      conv.other_user ? presenceOf(conv.other_user.id) : null, conv.id === state.openId, conv.unread_mentions || 0, quiet(conv)],
     convItem);
 }
 
@@ -1690,8 +1711,14 @@ function convItem(conv) {
   const unread = conv.unread_count > 0
     ? el('span', { class: 'badge', testid: 'unread-badge', 'aria-label': `${conv.unread_count} unread` }, String(conv.unread_count))
     : null;
+  const mentions = conv.unread_mentions || 0;
+  const mention = mentions > 0
+    ? el('span', { class: 'badge mention-badge', testid: 'mention-badge', 'data-count': mentions,
+      'aria-label': `${mentions} unread mention${mentions === 1 ? '' : 's'}`, title: 'You were mentioned' }, '@')
+    : null;
+  const muted = quiet(conv);
   return el('li', {}, el('button', {
-    type: 'button', class: `conv${unread ? ' has-unread' : ''}`, testid: 'conv-item', 'data-key': `conv-${conv.id}`,
+    type: 'button', class: `conv${unread ? ' has-unread' : ''}${muted ? ' quiet' : ''}`, testid: 'conv-item', 'data-key': `conv-${conv.id}`,
     'data-conversation-id': conv.id, 'data-name': name, 'aria-current': conv.id === state.openId ? 'true' : null,
     onclick: () => openConversation(conv.id),
   },
@@ -1699,11 +1726,12 @@ function convItem(conv) {
   el('span', { class: 'conv-text' },
     el('span', { class: 'conv-top' },
       el('span', { class: 'conv-name', testid: 'conv-name' }, name),
+      muted ? el('span', { class: 'muted-icon', testid: 'muted-icon', role: 'img', 'aria-label': 'Muted', title: 'Muted' }, icon(MUTED_ICON)) : null,
       el('time', { class: 'conv-time', datetime: activity(conv) }, shortTime(activity(conv)))),
     el('span', { class: 'conv-bottom' },
       el('span', { class: 'conv-line' }, previewSender(conv) ? el('span', { class: 'conv-sender' }, previewSender(conv)) : null,
         el('span', { class: 'conv-preview', testid: 'conv-preview' }, preview(conv))),
-      unread))));
+      mention, unread))));
 }
 
 const searchNodes = new Map();
@@ -1771,6 +1799,12 @@ function renderChat(hints) {
   $('blocked-notice').hidden = !blocked;
   $('composer').hidden = blocked;
   if (blocked) $('blocked-text').textContent = `You blocked ${other.display_name}. Unblock them to send messages.`;
+  const reply = conv && state.replyTo && state.replyTo.conversationId === conv.id ? state.replyTo : null;
+  $('reply-bar').hidden = !reply;
+  if (reply) {
+    $('reply-who').textContent = `Replying to ${reply.sender_id === state.me.id ? 'yourself' : userName(reply.sender_id)}`;
+    $('reply-snippet').textContent = reply.message;
+  }
 
   const s = conv ? convMsgs(conv.id) : { byId: new Map(), hasMore: false, hasNewer: false, loaded: true, readMark: null };
   $('load-older').hidden = !(s.loaded && s.hasMore);
@@ -1804,6 +1838,10 @@ function renderChatHead(conv) {
       : `${conv.members_count} member${conv.members_count === 1 ? '' : 's'}`;
   $('chat-info').hidden = !conv;
   $('chat-info').setAttribute('aria-expanded', String(state.infoOpen));
+  $('pins-toggle').hidden = !conv;
+  $('pins-toggle').setAttribute('aria-expanded', String(state.pinsOpen));
+  $('mute-toggle').parentElement.hidden = !conv;
+  if (conv) renderMuteMenu(conv);
 }
 
 function scrollToIntent(intent) {
@@ -1870,9 +1908,14 @@ function chatItems(conv, other, s) {
 function messageView(m, conv, direct, first) {
   const own = m.sender_id === state.me.id;
   const tick = own && !m.deleted ? (direct ? directTick(conv, m) : groupTick(conv, m)) : null;
-  const view = { own, direct, first, tick, editable: canEdit(m), highlighted: state.highlight === m.id,
-    selected: state.selected === m.id, sender: !own && !direct ? userName(m.sender_id) : null };
-  view.signature = [m.message, m.edited_at, m.deleted, view.tick, view.editable, view.highlighted, view.selected, view.sender, first];
+  const highlighted = state.highlight === m.id;
+  const view = { own, direct, first, tick, editable: canEdit(m), highlighted,
+    selected: state.selected === m.id, sender: !own && !direct ? userName(m.sender_id) : null,
+    pinnable: canPin(m, conv), picker: state.picker === m.id,
+    quoted: m.reply_to ? (m.reply_to.sender_id === state.me.id ? 'You' : userName(m.reply_to.sender_id)) : null,
+    mentioned: (m.mentions || []).map((id) => state.users.get(id)?.username || null) };
+  view.signature = [m.message, m.edited_at, m.deleted, view.tick, view.editable, highlighted && state.flashSeq, view.selected,
+    view.sender, first, m.reactions, m.pinned, m.reply_to, view.quoted, view.mentioned, view.pinnable, view.picker];
   return view;
 }
 
@@ -1903,15 +1946,20 @@ function messageItem(m, view) {
     if (view.tick.readBy) meta.append(' ', el('span', { class: 'read-by', testid: 'read-by', 'data-count': view.tick.readBy }, `Read by ${view.tick.readBy}`));
   }
   const classes = ['msg', view.own ? 'own' : 'theirs', view.first ? 'first' : '', m.deleted ? 'deleted' : '',
-    view.highlighted ? 'flash' : '', view.selected ? 'selected' : '', !view.direct && !view.own ? 'with-avatar' : ''];
+    view.highlighted ? 'flash' : '', view.selected ? 'selected' : '', !view.direct && !view.own ? 'with-avatar' : '',
+    view.picker ? 'picking' : '', m.pinned ? 'pinned' : '', (m.mentions || []).includes(state.me.id) ? 'mentions-me' : ''];
   const item = el('li', { class: classes.filter(Boolean).join(' '), testid: 'message', 'data-message-id': m.id,
-    'data-own': String(view.own), 'data-deleted': String(m.deleted), 'data-highlighted': view.highlighted ? 'true' : null });
+    'data-own': String(view.own), 'data-deleted': String(m.deleted), 'data-highlighted': view.highlighted ? 'true' : null,
+    'data-pinned': String(Boolean(m.pinned)) });
   if (view.sender !== null) item.append(view.first ? avatar(view.sender, m.sender_id, 'small') : el('span', { class: 'avatar-gap' }));
   const bubble = el('div', { class: 'bubble' });
   if (view.sender !== null && view.first) bubble.append(el('span', { class: `sender t${m.sender_id % 8}` }, view.sender));
+  if (m.reply_to && !m.deleted) bubble.append(quoteNode(m, view.quoted));
   if (m.deleted) bubble.append(el('p', { class: 'text', testid: 'message-text' }, 'message deleted'));
-  else if (m.message) bubble.append(el('p', { class: 'text', testid: 'message-text' }, ...linkify(m.message)));
+  else if (m.message) bubble.append(el('p', { class: 'text', testid: 'message-text' }, ...mentionize(linkify(m.message), m)));
   if (!m.deleted) m.attachments.forEach((a) => bubble.append(attachmentNode(a)));
+  if (!m.deleted && m.reactions && m.reactions.length) bubble.append(reactionsRow(m));
+  if (m.pinned && !m.deleted) meta.prepend(el('span', { class: 'pin-mark', testid: 'pin-marker', role: 'img', 'aria-label': 'Pinned', title: 'Pinned' }, icon(PIN_ICON)), ' ');
   bubble.append(meta);
   item.append(bubble);
   const actions = messageActions(m, view);
@@ -1924,12 +1972,53 @@ function messageItem(m, view) {
       scheduleRender();
     });
   }
+  if (view.picker) item.append(emojiPicker(m));
   return item;
+}
+
+/** The quoted message above a reply's text; a click goes to it. */
+function quoteNode(m, who) {
+  const q = m.reply_to;
+  return el('button', { type: 'button', class: 'quote', testid: 'reply-quote', 'data-reply-to': q.id,
+    'aria-label': `Show the message from ${who} this replies to`, onclick: () => jumpTo(m.conversation_id, q.id) },
+  el('span', { class: 'quote-who' }, who), el('span', { class: `quote-text${q.deleted ? ' gone' : ''}` }, q.deleted ? 'message deleted' : q.message));
+}
+
+/** Reaction chips with counts; mine are pressed, and a click toggles mine. */
+function reactionsRow(m) {
+  return el('div', { class: 'reactions', testid: 'reactions' }, ...m.reactions.map((r) => {
+    const mine = r.user_ids.includes(state.me.id);
+    const who = r.user_ids.map((id) => (id === state.me.id ? 'You' : userName(id))).join(', ');
+    return el('button', { type: 'button', class: `reaction${mine ? ' mine' : ''}`, testid: 'reaction', 'data-emoji': r.emoji,
+      'data-count': r.count, 'data-mine': String(mine), 'aria-pressed': String(mine), title: who,
+      'aria-label': `${r.emoji} ${r.count}${mine ? ', yours' : ''}`, 'data-key': `reaction-${m.id}-${r.emoji}`,
+      onclick: () => react(m, r.emoji, !mine) },
+    el('span', { class: 'reaction-emoji', 'aria-hidden': 'true' }, r.emoji), el('span', { class: 'reaction-count' }, String(r.count)));
+  }));
+}
+
+function emojiPicker(m) {
+  return el('div', { class: 'emoji-picker', role: 'group', 'aria-label': 'React with', testid: 'emoji-picker' },
+    ...EMOJI.map((emoji) => {
+      const mine = reactedByMe(m, emoji);
+      return el('button', { type: 'button', class: mine ? 'mine' : null, testid: 'emoji-option', 'data-emoji': emoji,
+        'aria-pressed': String(mine), 'aria-label': `React with ${emoji}`, 'data-key': `emoji-${m.id}-${emoji}`,
+        onclick: () => react(m, emoji, !mine) }, emoji);
+    }));
 }
 
 /** The per-message toolbar; null when there is nothing to offer. */
 function messageActions(m, view) {
   const buttons = [];
+  if (!m.deleted) {
+    buttons.push(el('button', { type: 'button', testid: 'react-button', 'data-key': `react-${m.id}`, 'aria-label': 'Add a reaction',
+      'aria-expanded': String(view.picker), title: 'React', onclick: () => togglePicker(m) }, icon(SMILE_ICON)),
+    el('button', { type: 'button', testid: 'reply-button', 'data-key': `reply-${m.id}`, 'aria-label': 'Reply to this message', onclick: () => startReply(m) }, 'Reply'));
+  }
+  if (view.pinnable) {
+    buttons.push(el('button', { type: 'button', testid: 'pin-button', 'data-key': `pin-${m.id}`, 'data-pinned': String(Boolean(m.pinned)),
+      'aria-label': m.pinned ? 'Unpin message' : 'Pin message', onclick: () => togglePin(m) }, m.pinned ? 'Unpin' : 'Pin'));
+  }
   if (view.editable) {
     buttons.push(el('button', { type: 'button', testid: 'edit-button', 'data-key': `edit-${m.id}`, 'aria-label': 'Edit message', onclick: () => startEdit(m) }, 'Edit'));
   }
@@ -1944,6 +2033,7 @@ function pendingItem(entry) {
   const label = { sending: 'Sending…', queued: 'Waiting for network…', failed: `Not sent: ${entry.error}` }[entry.status];
   return el('li', { class: `msg own first pending ${entry.status}`, testid: 'pending-message', 'data-status': entry.status },
     el('div', { class: 'bubble' },
+      entry.replyTo ? el('span', { class: 'quote' }, el('span', { class: 'quote-text' }, entry.replyTo.message)) : null,
       el('p', { class: 'text' }, entry.text || (entry.file ? `Attachment: ${entry.file.name}` : '')),
       el('span', { class: 'meta' }, el('span', { class: 'pending-state' }, label))),
     entry.status === 'sending' ? null : el('div', { class: 'msg-actions shown', role: 'toolbar', 'aria-label': 'Message actions', testid: 'message-actions' },
@@ -1957,11 +2047,27 @@ const memberNodes = new Map();
 let profileDrawn = ''; // the profile card is drawn again only when it changed
 const ROLE_LABELS = { owner: 'Owner', admin: 'Admin', member: '' };
 
+const pinNodes = new Map();
+function renderPins() {
+  const conv = state.openId ? state.convs.get(state.openId) : null;
+  const open = Boolean(conv && state.pinsOpen);
+  $('pins-panel').hidden = !open;
+  if (!open) return;
+  const pins = state.pins.get(conv.id);
+  $('pins-empty').hidden = !pins || pins.length > 0;
+  drawKeyed($('pins-list'), pinNodes, pins || [], (m) => m.id, (m) => [m.message, m.deleted, userName(m.sender_id)], (m) => el('li', {},
+    el('button', { type: 'button', class: 'pin-item', testid: 'pinned-item', 'data-message-id': m.id, 'data-key': `pinned-${m.id}`,
+      onclick: () => jumpTo(conv.id, m.id) },
+    el('span', { class: 'pin-who' }, m.sender_id === state.me.id ? 'You' : userName(m.sender_id),
+      el('time', { datetime: m.created_at }, ` · ${shortTime(m.created_at)}`)),
+    el('span', { class: 'pin-text' }, messageSummary(m)))));
+}
+
 function renderInfo() {
   const conv = state.openId ? state.convs.get(state.openId) : null;
   const open = Boolean(conv && state.infoOpen);
   $('info-panel').hidden = !open;
-  document.body.classList.toggle('info-open', open);
+  document.body.classList.toggle('info-open', open || Boolean(conv && state.pinsOpen));
   if (!open) return;
   const group = conv.kind === 'group';
   $('info-heading').textContent = group ? 'Group info' : 'Contact info';

@@ -806,3 +806,368 @@ async fn accept_confirm(browser: &Client) {
     }
     browser.accept_alert().await.unwrap();
 }
+
+/// Sends keys to a field without clearing it (to go on typing after a completion, or a key
+/// such as Tab or Escape); like `type_into`, finds the field again if a live update replaced it.
+async fn keys(browser: &Client, css: &str, text: &str) {
+    let started = Instant::now();
+    loop {
+        let typed = match browser.find(Locator::Css(css)).await {
+            Ok(field) => field.send_keys(text).await,
+            Err(err) => Err(err),
+        };
+        match typed {
+            Ok(()) => return,
+            Err(err) if started.elapsed() < WAIT => eprintln!("typing into {css} again: {err}"),
+            Err(err) => panic!("could not type into {css}: {err}"),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The id of the message the open chat shows with `text`, once it is there.
+async fn message_id(browser: &Client, text: &str) -> i64 {
+    let shown =
+        wait_messages(browser, &format!("the message {text:?}"), |m| by_text(m, text).is_some()).await;
+    by_text(&shown, text).unwrap().id
+}
+
+/// A CSS selector for `what` inside the message `id`.
+fn in_message(id: i64, what: &str) -> String {
+    format!("[data-message-id=\"{id}\"] {what}")
+}
+
+/// A message's reaction chip for `emoji` as `{count, mine}`, or null when it has none.
+fn chip(id: i64, emoji: &str) -> String {
+    format!(
+        "const c = document.querySelector('[data-message-id=\"{id}\"] [data-testid=reaction][data-emoji=\"{emoji}\"]');
+         return c && {{ count: Number(c.dataset.count), mine: c.dataset.mine === 'true' }};"
+    )
+}
+
+async fn wait_chip(browser: &Client, what: &str, id: i64, emoji: &str, expected: Value) {
+    wait_for(browser, what, &chip(id, emoji), |v| (*v == expected).then_some(())).await;
+}
+
+/// The pinned messages panel's items, by message id, in the order shown.
+const PINNED: &str = "const panel = document.querySelector('[data-testid=pins-panel]');
+    return panel.offsetParent === null ? null
+      : [...panel.querySelectorAll('[data-testid=pinned-item]')].map((p) => Number(p.dataset.messageId));";
+
+/// Reactions, replies with a quote, @mentions, pins and muting, between two browsers in a
+/// group: everything shows live on the other side; ends with a screenshot of a conversation
+/// that has them all (target/browser/conversation.png; docs/conversation.png is a copy).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reactions_replies_mentions_pins_in_headless_chromium() {
+    let started = Instant::now();
+    let driver = Chromedriver::start();
+    let app = spawn_app(Backend::Sqlite).await;
+    let (alice, bob) = tokio::join!(driver.browser(), driver.browser());
+    register(&alice, &app, "alice", "Alice").await;
+    register(&bob, &app, "bob", "Bob").await;
+    let login = app.post(None, "/api/auth/login", &json!({"username": "alice", "password": PASSWORD})).await;
+    let alice_user = TestUser {
+        id: login.body["user"]["id"].as_i64().unwrap(),
+        username: "alice".into(),
+        token: login.body["token"].as_str().unwrap().to_owned(),
+    };
+    let login = app.post(None, "/api/auth/login", &json!({"username": "bob", "password": PASSWORD})).await;
+    let bob_user = TestUser {
+        id: login.body["user"]["id"].as_i64().unwrap(),
+        username: "bob".into(),
+        token: login.body["token"].as_str().unwrap().to_owned(),
+    };
+
+    // 1. Alice makes a group with Bob and welcomes him; Bob opens it.
+    click(&alice, &testid("new-group")).await;
+    type_into(&alice, &testid("group-name"), "Team").await;
+    type_into(&alice, &testid("group-search"), "bob").await;
+    click(&alice, "[data-testid=group-member][data-username=bob]").await;
+    click(&alice, &testid("group-create")).await;
+    wait_js(
+        &alice,
+        "the group chat",
+        "return document.querySelector('[data-testid=chat-title]').textContent === 'Team';",
+    )
+    .await;
+    send(&alice, "Welcome to the team").await;
+    let team = conversation_id(&alice, "Team").await;
+    click(&bob, "[data-testid=conv-item][data-name=\"Team\"]").await;
+    let welcome = message_id(&bob, "Welcome to the team").await;
+
+    // 2. Reactions: Alice picks 👍 from the message's picker; Bob sees the chip live and adds
+    // his own by clicking it, then takes it back; Alice sees each change.
+    click(&alice, &in_message(welcome, &testid("react-button"))).await;
+    click(&alice, &in_message(welcome, "[data-testid=emoji-option][data-emoji=\"👍\"]")).await;
+    wait_chip(&alice, "Alice's own 👍", welcome, "👍", json!({"count": 1, "mine": true})).await;
+    wait_js(
+        &alice,
+        "the picker closed",
+        "return document.querySelector('[data-testid=emoji-picker]') === null;",
+    )
+    .await;
+    wait_chip(&bob, "Alice's 👍, live at Bob's", welcome, "👍", json!({"count": 1, "mine": false})).await;
+    click(&bob, &in_message(welcome, "[data-testid=reaction][data-emoji=\"👍\"]")).await;
+    wait_chip(&bob, "Bob's 👍 added", welcome, "👍", json!({"count": 2, "mine": true})).await;
+    wait_chip(&alice, "Bob's 👍, live at Alice's", welcome, "👍", json!({"count": 2, "mine": true})).await;
+    click(&bob, &in_message(welcome, "[data-testid=reaction][data-emoji=\"👍\"]")).await;
+    wait_chip(&bob, "Bob's 👍 taken back", welcome, "👍", json!({"count": 1, "mine": false})).await;
+    wait_chip(&alice, "Bob's 👍 gone at Alice's", welcome, "👍", json!({"count": 1, "mine": true})).await;
+    let message = app.history_message(&alice_user, team, welcome).await;
+    assert_eq!(message["reactions"], json!([{"emoji": "👍", "count": 1, "user_ids": [alice_user.id]}]));
+
+    // 3. Replies: 60 more messages push the welcome off the latest page. Bob replies to it
+    // (Escape drops a first quote), and Alice sees the quote live.
+    for n in 1..=60 {
+        let sent = app
+            .post(
+                Some(&alice_user.token),
+                "/api/messages",
+                &json!({"conversation_id": team, "message": format!("Line {n}")}),
+            )
+            .await;
+        assert_eq!(sent.status, 201, "{}", sent.body);
+    }
+    wait_messages(&bob, "the 60 lines at Bob's", |m| by_text(m, "Line 60").is_some()).await;
+    let reply_bar = "const bar = document.querySelector('[data-testid=reply-bar]');
+        return bar.offsetParent !== null && bar.textContent.includes('Welcome to the team');";
+    click(&bob, &in_message(welcome, &testid("reply-button"))).await;
+    wait_js(&bob, "the quote bar above the composer", reply_bar).await;
+    keys(&bob, &testid("composer-input"), &char::from(Key::Escape).to_string()).await;
+    wait_js(
+        &bob,
+        "the quote bar gone on Escape",
+        "return document.querySelector('[data-testid=reply-bar]').offsetParent === null;",
+    )
+    .await;
+    click(&bob, &in_message(welcome, &testid("reply-button"))).await;
+    wait_js(&bob, "the quote bar again", reply_bar).await;
+    send(&bob, "Glad to be here").await;
+    let quote = format!("[data-testid=reply-quote][data-reply-to=\"{welcome}\"]");
+    wait_js(
+        &alice,
+        "the quote in Bob's reply, live",
+        &format!(
+            "const q = document.querySelector('{quote}');
+             return q !== null && q.textContent === 'YouWelcome to the team';"
+        ),
+    )
+    .await;
+    let reply = message_id(&alice, "Glad to be here").await;
+    let message = app.history_message(&alice_user, team, reply).await;
+    assert_eq!(message["reply_to"]["id"], welcome, "{message}");
+
+    // Alice reloads: the chat opens at its latest page, without the welcome. A click on the
+    // quote loads the page around it, scrolls to it and marks it.
+    alice.goto(&app.address).await.unwrap();
+    connected(&alice, "alice (reloaded)").await;
+    wait_messages(&alice, "the latest page, without the welcome", |m| {
+        by_text(m, "Glad to be here").is_some() && by_text(m, "Welcome to the team").is_none()
+    })
+    .await;
+    click(&alice, &quote).await;
+    wait_js(
+        &alice,
+        "the quoted message, marked and scrolled into view",
+        &format!(
+            "const m = document.querySelector('[data-message-id=\"{welcome}\"]');
+             if (m === null || m.dataset.highlighted !== 'true' || !m.classList.contains('flash')) return false;
+             const r = m.getBoundingClientRect();
+             const s = document.getElementById('scroller').getBoundingClientRect();
+             return r.top >= s.top && r.bottom <= s.bottom;"
+        ),
+    )
+    .await;
+    click(&alice, &testid("jump-latest")).await;
+    wait_messages(&alice, "the latest page again", |m| by_text(m, "Glad to be here").is_some()).await;
+
+    // 4. Mentions: Bob is in his direct chat with Alice. She types "@bo" in the group, the
+    // completion offers Bob and Tab inserts his username; Bob's list shows "@" on the group.
+    let direct = app
+        .post(
+            Some(&alice_user.token),
+            "/api/messages",
+            &json!({"recipient_id": bob_user.id, "message": "Psst"}),
+        )
+        .await;
+    assert_eq!(direct.status, 201, "{}", direct.body);
+    click(&bob, "[data-testid=conv-item][data-name=\"Alice\"]").await;
+    wait_js(
+        &bob,
+        "the chat with Alice",
+        "return document.querySelector('[data-testid=chat-title]').textContent === 'Alice';",
+    )
+    .await;
+    keys(&alice, &testid("composer-input"), "@bo").await;
+    wait_js(
+        &alice,
+        "Bob offered for @bo",
+        "const o = document.querySelector('[data-testid=mention-option][data-username=bob]');
+         return o !== null && o.offsetParent !== null && o.getAttribute('aria-selected') === 'true';",
+    )
+    .await;
+    keys(&alice, &testid("composer-input"), &char::from(Key::Tab).to_string()).await;
+    wait_js(
+        &alice,
+        "the completed username",
+        "return document.querySelector('[data-testid=composer-input]').value === '@bob '
+           && document.querySelector('[data-testid=mention-list]').hidden;",
+    )
+    .await;
+    keys(&alice, &testid("composer-input"), &enter("please pin this")).await;
+    wait_js(
+        &bob,
+        "the @ badge on the group in Bob's list",
+        "const c = document.querySelector('[data-testid=conv-item][data-name=\"Team\"]');
+         return c !== null && c.querySelector('[data-testid=mention-badge]')?.textContent === '@';",
+    )
+    .await;
+    click(&bob, "[data-testid=conv-item][data-name=\"Team\"]").await;
+    let mention = message_id(&bob, "@bob please pin this").await;
+    let marked = |me: bool| {
+        format!(
+            "const s = document.querySelector('[data-message-id=\"{mention}\"] [data-testid=mention]');
+             return s !== null && s.textContent === '@bob' && s.dataset.me === '{me}';"
+        )
+    };
+    wait_js(&bob, "the mention, marked as Bob's own", &marked(true)).await;
+    wait_js(&alice, "the mention, marked (not as Alice's)", &marked(false)).await;
+    wait_js(
+        &bob,
+        "the @ badge gone once read",
+        "return document.querySelector('[data-testid=conv-item][data-name=\"Team\"] [data-testid=mention-badge]') === null;",
+    )
+    .await;
+    assert_eq!(app.conversation(&bob_user, team).await["unread_mentions"], 0);
+
+    // 5. Pins: only owners and admins pin in a group, so Bob has no Pin action. Alice pins the
+    // mention from its menu; Bob sees the marker and the pinned panel lists it, and a pin made
+    // elsewhere joins the open panel live; a click there jumps to the message.
+    assert_eq!(
+        bob.execute("return document.querySelectorAll('[data-testid=pin-button]').length;", vec![])
+            .await
+            .unwrap(),
+        json!(0),
+        "a plain member of a group is offered no Pin action"
+    );
+    click(&alice, &in_message(mention, &testid("pin-button"))).await;
+    wait_js(
+        &alice,
+        "the Pin action turned Unpin",
+        &format!(
+            "return document.querySelector('{}')?.dataset.pinned === 'true';",
+            in_message(mention, &testid("pin-button"))
+        ),
+    )
+    .await;
+    wait_js(
+        &bob,
+        "the pin marker at Bob's",
+        &format!("return document.querySelector('{}') !== null;", in_message(mention, &testid("pin-marker"))),
+    )
+    .await;
+    click(&bob, &testid("pins-button")).await;
+    wait_for(&bob, "the pinned panel with the mention", PINNED, |v| (*v == json!([mention])).then_some(()))
+        .await;
+    app.pin(&alice_user, welcome).await;
+    wait_for(&bob, "the welcome pinned too, live", PINNED, |v| {
+        (*v == json!([welcome, mention])).then_some(())
+    })
+    .await;
+    click(&bob, &format!("[data-testid=pinned-item][data-message-id=\"{welcome}\"]")).await;
+    wait_js(
+        &bob,
+        "the pinned message, marked in the chat",
+        &format!("return document.querySelector('[data-message-id=\"{welcome}\"]')?.dataset.highlighted === 'true';"),
+    )
+    .await;
+    click(&bob, &testid("pins-close")).await;
+    click(&bob, &testid("jump-latest")).await;
+
+    // 6. Bob reacts ❤️ to the mention: a reaction on a pinned message, under a reply.
+    click(&bob, &in_message(mention, &testid("react-button"))).await;
+    click(&bob, &in_message(mention, "[data-testid=emoji-option][data-emoji=\"❤️\"]")).await;
+    wait_chip(&alice, "Bob's ❤️ at Alice's", mention, "❤️", json!({"count": 1, "mine": false})).await;
+
+    // 7. Muting: Bob mutes the group for 8 hours and notifies himself of mentions only; the
+    // list shows the muted icon and the server has both settings.
+    click(&bob, &testid("mute-button")).await;
+    click(&bob, "[data-testid=mute-option][data-value=\"8h\"]").await;
+    wait_js(
+        &bob,
+        "the muted icon in Bob's list",
+        "return document.querySelector('[data-testid=conv-item][data-name=\"Team\"] [data-testid=muted-icon]') !== null
+           && document.querySelector('[data-testid=mute-button]').dataset.muted === 'true'
+           && document.querySelector('[data-testid=mute-menu]').hidden;",
+    )
+    .await;
+    click(&bob, &testid("mute-button")).await;
+    click(&bob, "[data-testid=notify-option][data-value=\"mentions\"]").await;
+    let waited = Instant::now();
+    loop {
+        let conv = app.conversation(&bob_user, team).await;
+        if conv["notify"] == "mentions" && conv["muted_until"].is_string() {
+            break;
+        }
+        assert!(waited.elapsed() < WAIT, "Bob's settings never reached the server: {conv}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let alice_conv = app.conversation(&alice_user, team).await;
+    assert_eq!(alice_conv["muted_until"], Value::Null, "muting is per user: {alice_conv}");
+
+    // 8. The screenshot: Alice's group chat with a reply, a mention, a pin and reactions.
+    wait_js(
+        &alice,
+        "the reply, mention, pin and reaction on Alice's screen",
+        &format!(
+            "return document.querySelector('[data-message-id=\"{reply}\"] [data-testid=reply-quote]') !== null
+               && document.querySelector('{}') !== null && document.querySelector('{}') !== null
+               && document.querySelector('{}') !== null;",
+            in_message(mention, &testid("mention")),
+            in_message(mention, &testid("pin-marker")),
+            in_message(mention, &testid("reaction")),
+        ),
+    )
+    .await;
+    alice.execute("document.getElementById('scroller').scrollTop = 1e9; return true;", vec![]).await.unwrap();
+    let artifacts = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/browser");
+    std::fs::create_dir_all(&artifacts).unwrap();
+    std::fs::write(artifacts.join("conversation.png"), alice.screenshot().await.unwrap()).unwrap();
+    // The mention of oneself stands out in the dark theme too.
+    color_scheme(&driver, &bob, "dark").await;
+    wait_js(
+        &bob,
+        "dark colours on Bob's mention",
+        &format!(
+            "return getComputedStyle(document.body).backgroundColor === 'rgb(14, 22, 33)'
+               && getComputedStyle(document.querySelector('{}')).backgroundColor === 'rgb(76, 141, 255)';",
+            in_message(mention, &testid("mention")),
+        ),
+    )
+    .await;
+    std::fs::write(artifacts.join("conversation-dark.png"), bob.screenshot().await.unwrap()).unwrap();
+    color_scheme(&driver, &bob, "").await;
+
+    // 9. At 375 px the new controls (chips, quotes, header buttons) are 44 px touch targets.
+    bob.set_window_size(375, 800).await.unwrap();
+    wait_js(
+        &bob,
+        "the chat alone at 375 px",
+        "return document.getElementById('sidebar').offsetParent === null
+           && document.querySelector('[data-testid=reaction]')?.getBoundingClientRect().height >= 44;",
+    )
+    .await;
+    assert_eq!(bob.execute(SMALL_TARGETS, vec![]).await.unwrap(), json!([]), "small controls at 375 px");
+    std::fs::write(artifacts.join("conversation-375.png"), bob.screenshot().await.unwrap()).unwrap();
+
+    for (who, browser) in [("Alice", &alice), ("Bob", &bob)] {
+        let errors = console_errors(&driver, browser).await;
+        assert!(errors.is_empty(), "{who}'s browser console has errors: {errors:#?}");
+    }
+    alice.close().await.unwrap();
+    bob.close().await.unwrap();
+    println!(
+        "browser test (reactions, replies, mentions, pins) took {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+}
