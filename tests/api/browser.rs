@@ -17,6 +17,13 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::helpers::{Backend, PASSWORD, TestApp, TestUser, spawn_app};
+use crate::on_both_databases;
+
+on_both_databases!(two_users_chat_in_headless_chromium, reactions_replies_mentions_pins_in_headless_chromium);
+
+/// One browser test at a time: four Chromium processes beside the rest of the suite on two
+/// cores are slow enough already.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// How long each expectation may take to come true. CI runs this beside the rest of the suite
 /// on two cores, where Chromium alone can stall for seconds.
@@ -354,16 +361,27 @@ async fn send(browser: &Client, text: &str) {
     type_into(browser, &testid("composer-input"), &enter(text)).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_users_chat_in_headless_chromium() {
+async fn two_users_chat_in_headless_chromium(backend: Backend) {
+    let _turn = ONE_AT_A_TIME.lock().await;
     let started = Instant::now();
     let driver = Chromedriver::start();
-    let app = spawn_app(Backend::Sqlite).await;
+    let app = spawn_app(backend).await;
     let (alice, bob) = tokio::join!(driver.browser(), driver.browser());
 
     // 1. Both register through the page.
     register(&alice, &app, "alice", "Alice").await;
     register(&bob, &app, "bob", "Bob").await;
+
+    // A second tab of the same browser is logged in too (the token is in localStorage).
+    let first_tab = alice.window().await.unwrap();
+    let tab = alice.new_window(true).await.unwrap();
+    alice.switch_to_window(tab.handle).await.unwrap();
+    alice.goto(&app.address).await.unwrap();
+    connected(&alice, "alice's second tab").await;
+    let me = alice.find(Locator::Css(&testid("me-name"))).await.unwrap().text().await.unwrap();
+    assert_eq!(me, "Alice", "the second tab is logged in as Alice");
+    alice.close_window().await.unwrap();
+    alice.switch_to_window(first_tab).await.unwrap();
 
     // 2. Alice finds Bob and sends the first message, which creates the conversation.
     click(&alice, &testid("new-chat")).await;
@@ -856,12 +874,12 @@ const PINNED: &str = "const panel = document.querySelector('[data-testid=pins-pa
 
 /// Reactions, replies with a quote, @mentions, pins and muting, between two browsers in a
 /// group: everything shows live on the other side; ends with a screenshot of a conversation
-/// that has them all (target/browser/conversation.png; docs/conversation.png is a copy).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn reactions_replies_mentions_pins_in_headless_chromium() {
+/// that has them all (target/browser/conversation.png; the README shows a copy, docs/conversation.png).
+async fn reactions_replies_mentions_pins_in_headless_chromium(backend: Backend) {
+    let _turn = ONE_AT_A_TIME.lock().await;
     let started = Instant::now();
     let driver = Chromedriver::start();
-    let app = spawn_app(Backend::Sqlite).await;
+    let app = spawn_app(backend).await;
     let (alice, bob) = tokio::join!(driver.browser(), driver.browser());
     register(&alice, &app, "alice", "Alice").await;
     register(&bob, &app, "bob", "Bob").await;
@@ -1115,6 +1133,32 @@ async fn reactions_replies_mentions_pins_in_headless_chromium() {
     let alice_conv = app.conversation(&alice_user, team).await;
     assert_eq!(alice_conv["muted_until"], Value::Null, "muting is per user: {alice_conv}");
 
+    // Desktop notifications while Bob's tab is hidden: none from the muted group, even for a
+    // mention; one for a direct message. The page's Notification and visibility are stubbed,
+    // since headless Chromium shows neither.
+    bob.execute(
+        "window.shown = [];
+         window.Notification = class { constructor(title, options) { window.shown.push({ title, body: options.body }); }
+           static get permission() { return 'granted'; } addEventListener() {} close() {} };
+         Object.defineProperty(document, 'hidden', { configurable: true, get: () => true });
+         return true;",
+        vec![],
+    )
+    .await
+    .unwrap();
+    app.group_send(&alice_user, team, "Standup moved to 10").await;
+    app.group_send(&alice_user, team, "@bob can you take notes?").await;
+    app.dm(&alice_user, &bob_user, "Psst, lunch?").await;
+    wait_conv(&bob, "Alice's direct message in Bob's list", "Alice", |c| c["preview"] == "Psst, lunch?")
+        .await;
+    let shown = wait_js(&bob, "the notification", "return window.shown.length > 0 && window.shown;").await;
+    assert_eq!(
+        shown,
+        json!([{"title": "Alice", "body": "Psst, lunch?"}]),
+        "only the direct message notifies"
+    );
+    bob.execute("delete document.hidden; return true;", vec![]).await.unwrap();
+
     // 8. The screenshot: Alice's group chat with a reply, a mention, a pin and reactions.
     wait_js(
         &alice,
@@ -1127,6 +1171,16 @@ async fn reactions_replies_mentions_pins_in_headless_chromium() {
             in_message(mention, &testid("pin-marker")),
             in_message(mention, &testid("reaction")),
         ),
+    )
+    .await;
+    if alice.find(Locator::Css(&testid("notify-dismiss"))).await.unwrap().is_displayed().await.unwrap() {
+        click(&alice, &testid("notify-dismiss")).await;
+    }
+    click(&alice, &testid("pins-button")).await;
+    wait_js(
+        &alice,
+        "Alice's pins panel",
+        "return !document.querySelector('[data-testid=pins-panel]').hidden;",
     )
     .await;
     alice.execute("document.getElementById('scroller').scrollTop = 1e9; return true;", vec![]).await.unwrap();
