@@ -38,11 +38,7 @@ pub async fn react(
     req: HttpRequest,
     path: web::Path<(Id, String)>,
 ) -> AppResult<HttpResponse> {
-    let (Id(message), _) = path.into_inner();
-    let emoji = emoji_of(&req)?;
-    let reactions =
-        reactions::add(&state.db, &state.writer, caller.user(), MessageId(message), emoji).await?;
-    Ok(HttpResponse::Ok().json(reactions))
+    set(&state, &caller, &req, path.into_inner().0, true).await
 }
 
 /// # DELETE /api/messages/{id}/reactions/{emoji}
@@ -70,10 +66,19 @@ pub async fn unreact(
     req: HttpRequest,
     path: web::Path<(Id, String)>,
 ) -> AppResult<HttpResponse> {
-    let (Id(message), _) = path.into_inner();
-    let emoji = emoji_of(&req)?;
+    set(&state, &caller, &req, path.into_inner().0, false).await
+}
+
+async fn set(
+    state: &AppState,
+    caller: &AuthUser,
+    req: &HttpRequest,
+    Id(message): Id,
+    add: bool,
+) -> AppResult<HttpResponse> {
+    let emoji = emoji_of(req)?;
     let reactions =
-        reactions::remove(&state.db, &state.writer, caller.user(), MessageId(message), emoji).await?;
+        reactions::set(&state.db, &state.writer, caller.user(), MessageId(message), emoji, add).await?;
     Ok(HttpResponse::Ok().json(reactions))
 }
 

@@ -797,6 +797,16 @@ pub fn conversation_of(message: &Value) -> i64 {
     message["conversation_id"].as_i64().unwrap_or_else(|| panic!("conversation_id in {message}"))
 }
 
+/// Asserts no frame of `kind` reaches any of `sockets`.
+pub async fn none_get(sockets: &mut [(&str, WsClient)], kind: &str) {
+    let mut wait = QUIET;
+    for (_, socket) in sockets.iter_mut() {
+        socket.expect_none_of(kind, wait).await;
+        // The first wait covered the others too.
+        wait = Duration::from_millis(100);
+    }
+}
+
 /// Asserts a 422 `validation_failed` naming `field`.
 pub fn assert_invalid(reply: &Reply, field: &str, what: &str) {
     assert_error(reply, 422, "validation_failed", what);

@@ -3,8 +3,6 @@
 //! /api/conversations/{id}/pins` most recently pinned first; `message_pinned` /
 //! `message_unpinned` frames to every device of every member, in sync and replay.
 
-use std::time::Duration;
-
 use serde_json::{Value, json};
 
 use crate::helpers::*;
@@ -55,15 +53,6 @@ async fn each_gets(
         }
     }
     first.unwrap_or_else(|| panic!("no sockets to check"))
-}
-
-/// Asserts no frame of `kind` reaches any of `sockets`.
-async fn none_get(sockets: &mut [(&str, WsClient)], kind: &str) {
-    let mut wait = QUIET;
-    for (_, socket) in sockets.iter_mut() {
-        socket.expect_none_of(kind, wait).await;
-        wait = Duration::from_millis(100);
-    }
 }
 
 /// The ids of the pins list, in its order.

@@ -80,16 +80,6 @@ async fn each_gets(
     event_id.unwrap_or_else(|| panic!("no sockets to check"))
 }
 
-/// Asserts no frame of `kind` reaches any of `sockets`.
-async fn none_get(sockets: &mut [(&str, WsClient)], kind: &str) {
-    let mut wait = QUIET;
-    for (_, socket) in sockets.iter_mut() {
-        socket.expect_none_of(kind, wait).await;
-        // The first wait covered the others too.
-        wait = Duration::from_millis(100);
-    }
-}
-
 /// The next frame whose type is one of `kinds`, skipping others.
 async fn next_of_kinds(socket: &mut WsClient, kinds: &[&str]) -> Value {
     loop {

@@ -43,34 +43,20 @@ pub fn validate_emoji(emoji: &str) -> AppResult<()> {
     }
 }
 
-/// Adds the caller's `emoji`; `reaction_added` goes to every member. Adding it again
-/// changes nothing.
-pub async fn add(
+/// Adds (`add`) or removes the caller's `emoji`; `reaction_added` or `reaction_removed` goes
+/// to every member. Adding one twice or removing one that is not there changes nothing.
+pub async fn set(
     db: &Db,
     writer: &Writer,
     user: UserId,
     message: MessageId,
     emoji: String,
+    add: bool,
 ) -> AppResult<Reactions> {
     // What the caller cannot see is 404 whatever the emoji.
     readable(db, user, message).await?;
     validate_emoji(&emoji)?;
-    writer.write(move |txn| Box::pin(change(txn, user, message, emoji, true))).await
-}
-
-/// Removes the caller's `emoji`; `reaction_removed` goes to every member. Removing one that
-/// is not there changes nothing.
-pub async fn remove(
-    db: &Db,
-    writer: &Writer,
-    user: UserId,
-    message: MessageId,
-    emoji: String,
-) -> AppResult<Reactions> {
-    // What the caller cannot see is 404 whatever the emoji.
-    readable(db, user, message).await?;
-    validate_emoji(&emoji)?;
-    writer.write(move |txn| Box::pin(change(txn, user, message, emoji, false))).await
+    writer.write(move |txn| Box::pin(change(txn, user, message, emoji, add))).await
 }
 
 async fn change(
