@@ -30,6 +30,7 @@ pub struct Settings {
     pub presence: PresenceSettings,
     pub websocket: WebSocketSettings,
     pub messaging: MessagingSettings,
+    pub push: PushSettings,
     pub attachments: AttachmentSettings,
     pub limits: LimitSettings,
     pub log: LogSettings,
@@ -81,6 +82,36 @@ pub enum DirectPolicy {
     Open,
     /// A direct message needs an accepted contact request.
     Contacts,
+}
+
+/// Web Push (RFC 8030, 8291, 8292) for members with no live socket.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PushSettings {
+    pub enabled: bool,
+    /// The VAPID P-256 private key, base64url; empty: generated at first start and kept in
+    /// the database, so every instance signs with the same key.
+    pub vapid_private_key: SecretString,
+    /// Who push services may contact: `mailto:` or `https:`.
+    pub subject: String,
+    pub delay_seconds: u64,
+    pub include_preview: bool,
+    /// Accepts `http://` and loopback or private endpoints (tests only): otherwise a
+    /// subscription could make the server call into its own network.
+    pub allow_insecure_endpoints: bool,
+}
+
+impl Default for PushSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            vapid_private_key: SecretString::from(""),
+            subject: "mailto:admin@localhost".into(),
+            delay_seconds: 5,
+            include_preview: true,
+            allow_insecure_endpoints: false,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -317,6 +348,12 @@ impl Settings {
         self.validate_services()?;
         self.validate_auth()?;
         self.validate_websocket()?;
+        let subject = &self.push.subject;
+        require(
+            subject.starts_with("mailto:") || subject.starts_with("https://"),
+            "push.subject",
+            "must start with mailto: or https://",
+        )?;
         let files = &self.attachments;
         require(!files.dir.is_empty(), "attachments.dir", "must not be empty")?;
         require(files.url_ttl_seconds > 0, "attachments.url_ttl_seconds", "must be at least 1")?;

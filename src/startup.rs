@@ -19,6 +19,7 @@ use crate::db::Db;
 use crate::domain::events::live::LiveDomain;
 use crate::domain::events::writer::Writer;
 use crate::domain::files::attachments::Store;
+use crate::domain::push::VapidKeys;
 use crate::error::{AppError, ErrorCode};
 use crate::extract::{not_found, path_error};
 use crate::limits::Limits;
@@ -42,6 +43,8 @@ pub struct AppState {
     /// The live side: routing actors, relay, and the domain's port they read through.
     pub live: Arc<Live>,
     pub presence: Arc<Presence>,
+    /// The deployment's Web Push signing key.
+    pub vapid: VapidKeys,
     /// This instance's own metrics (the process's are in `metrics::METRICS`).
     pub metrics: metrics::Instance,
     /// Set while the instance drains; readiness turns to 503.
@@ -73,6 +76,7 @@ impl Application {
     /// Must run inside an actix system (`#[actix_web::main]` or `#[actix_web::test]`).
     pub async fn build(settings: Settings) -> Result<Self, StartupError> {
         let db = Db::connect(&settings.database).await?;
+        let vapid = VapidKeys::load(&db.write, &settings.push).await?;
         let instance_id = if settings.server.instance_id.is_empty() {
             format!("sb-{:08x}", rand::random::<u32>())
         } else {
@@ -102,6 +106,7 @@ impl Application {
             db,
             live,
             presence,
+            vapid,
             metrics: instance_metrics,
             draining: AtomicBool::new(false),
             settings,

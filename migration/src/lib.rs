@@ -6,6 +6,7 @@ pub use sea_orm_migration::prelude::*;
 mod m20261122_000001_create_core;
 mod m20261122_000002_conversations_complete;
 mod m20261206_000003_reactions_replies_mentions_pins;
+mod m20261206_000004_push;
 
 pub struct Migrator;
 
@@ -16,6 +17,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000001_create_core::Migration),
             Box::new(m20261122_000002_conversations_complete::Migration),
             Box::new(m20261206_000003_reactions_replies_mentions_pins::Migration),
+            Box::new(m20261206_000004_push::Migration),
         ]
     }
 }

@@ -6,5 +6,6 @@ pub mod conversations;
 pub mod events;
 pub mod files;
 pub mod messaging;
+pub mod push;
 pub mod safety;
 pub mod users;

@@ -8,6 +8,7 @@ mod groups;
 mod health;
 mod messages;
 mod openapi;
+mod push;
 mod reactions;
 mod safety;
 mod users;
@@ -125,6 +126,12 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .service(resource("/conversations/{id}/pins", vec![on(Method::GET, reactions::pins)]))
             .service(resource("/conversations/{id}/settings", vec![on(Method::PUT, conversations::settings)]))
             .service(resource("/sync", vec![on(Method::GET, conversations::sync)]))
+            .service(resource("/push/vapid-public-key", vec![on(Method::GET, push::vapid_public_key)]))
+            .service(resource(
+                "/push/subscriptions",
+                vec![on(Method::GET, push::list), on(Method::POST, push::subscribe)],
+            ))
+            .service(resource("/push/subscriptions/{id}", vec![on(Method::DELETE, push::unsubscribe)]))
             .service(resource("/ws-ticket", vec![on(Method::POST, ws::ticket)]))
             .service(resource("/openapi.json", vec![on(Method::GET, openapi::document)])),
     )

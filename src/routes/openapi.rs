@@ -8,7 +8,7 @@ use utoipa::openapi::schema::{Object, ObjectBuilder, SchemaType, Type};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{attachments, auth, conversations, groups, health, messages, reactions, safety, users, ws};
+use super::{attachments, auth, conversations, groups, health, messages, push, reactions, safety, users, ws};
 use crate::domain;
 
 #[derive(OpenApi)]
@@ -45,6 +45,10 @@ use crate::domain;
         conversations::read,
         conversations::sync,
         conversations::settings,
+        push::vapid_public_key,
+        push::subscribe,
+        push::list,
+        push::unsubscribe,
         groups::create,
         groups::members,
         groups::add_member,

@@ -27,6 +27,7 @@ mod notify_settings;
 mod observability;
 mod openapi;
 mod pins;
+mod push;
 mod reactions;
 mod replies;
 mod search;

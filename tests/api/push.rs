@@ -1,0 +1,398 @@
+//! Push subscriptions (Web Push): `GET /api/push/vapid-public-key`, and
+//! `POST`/`GET /api/push/subscriptions` and `DELETE /api/push/subscriptions/{id}`. One
+//! subscription per endpoint, owned by whoever registered it last; endpoints must be `https://`
+//! to a public host (unless `push.allow_insecure_endpoints`), and the keys must be a real P-256
+//! point and a 16-byte secret, because the server encrypts to them later.
+
+use serde_json::{Value, json};
+
+use crate::helpers::*;
+use crate::on_both_databases;
+
+on_both_databases!(
+    the_vapid_public_key_is_a_p256_point_and_stays_the_same,
+    a_subscription_is_stored_once_per_endpoint_and_listed_for_its_owner_only,
+    a_subscription_is_deleted_by_its_owner_only,
+    bad_subscriptions_are_422_naming_the_field_and_store_nothing,
+    insecure_endpoints_only_where_the_config_allows_them,
+    push_routes_need_a_token,
+);
+
+/// The P-256 generator point, uncompressed (0x04 || x || y), base64url without padding: a
+/// valid `p256dh` key.
+const P256DH: &str =
+    "BGsX0fLhLEJH-Lzm5WOkQPJ3A32BLeszoPShOUXYmMKWT-NC4v4af5uO5-tKfA-eFivOM1drMV7Oy7ZAaDe_UfU";
+/// `P256DH` with its `=` padding.
+const P256DH_PADDED: &str =
+    "BGsX0fLhLEJH-Lzm5WOkQPJ3A32BLeszoPShOUXYmMKWT-NC4v4af5uO5-tKfA-eFivOM1drMV7Oy7ZAaDe_UfU=";
+/// The first 64 bytes of the generator point: one byte short.
+const P256DH_64_BYTES: &str =
+    "BGsX0fLhLEJH-Lzm5WOkQPJ3A32BLeszoPShOUXYmMKWT-NC4v4af5uO5-tKfA-eFivOM1drMV7Oy7ZAaDe_UQ";
+/// 0x04 followed by 64 bytes of 0x01: the right length and prefix, but (1, 1) is not on the curve.
+const P256DH_OFF_CURVE: &str =
+    "BAEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE";
+/// Bytes 0..16, base64url without padding: a valid `auth` secret.
+const AUTH: &str = "AAECAwQFBgcICQoLDA0ODw";
+/// `AUTH` with its `=` padding.
+const AUTH_PADDED: &str = "AAECAwQFBgcICQoLDA0ODw==";
+/// Bytes 0..15: one byte short.
+const AUTH_15_BYTES: &str = "AAECAwQFBgcICQoLDA0O";
+/// Bytes 0..17: one byte long.
+const AUTH_17_BYTES: &str = "AAECAwQFBgcICQoLDA0ODxA";
+
+const SUBSCRIPTIONS: &str = "/api/push/subscriptions";
+const VAPID_KEY: &str = "/api/push/vapid-public-key";
+
+/// Decodes base64url, with or without `=` padding; panics on any other character.
+fn base64url_decode(text: &str) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut bits: u32 = 0;
+    let mut held: u32 = 0;
+    for c in text.trim_end_matches('=').bytes() {
+        let value = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'-' => 62,
+            b'_' => 63,
+            _ => panic!("not base64url: {c:?} in {text:?}"),
+        };
+        bits = (bits << 6) | u32::from(value);
+        held += 6;
+        if held >= 8 {
+            held -= 8;
+            out.push(((bits >> held) & 0xff) as u8);
+            bits &= (1u32 << held) - 1;
+        }
+    }
+    out
+}
+
+#[test]
+fn the_test_base64url_decoder_matches_rfc_4648() {
+    for (text, expected) in [
+        ("", &b""[..]),
+        ("Zg", b"f"),
+        ("Zg==", b"f"),
+        ("Zm8", b"fo"),
+        ("Zm9v", b"foo"),
+        ("Zm9vYg", b"foob"),
+        ("Zm9vYmFy", b"foobar"),
+        ("-_8", b"\xfb\xff"),
+    ] {
+        assert_eq!(base64url_decode(text), expected, "{text}");
+    }
+    assert_eq!(base64url_decode(AUTH), (0..16).collect::<Vec<u8>>());
+    assert_eq!(base64url_decode(AUTH_PADDED), (0..16).collect::<Vec<u8>>());
+    assert_eq!(base64url_decode(AUTH_15_BYTES).len(), 15);
+    assert_eq!(base64url_decode(AUTH_17_BYTES).len(), 17);
+    let point = base64url_decode(P256DH);
+    assert_eq!((point.len(), point[0], point[1], point[64]), (65, 0x04, 0x6b, 0xf5));
+    assert_eq!(base64url_decode(P256DH_PADDED), point);
+    assert_eq!(base64url_decode(P256DH_64_BYTES), &point[..64]);
+    let off_curve = base64url_decode(P256DH_OFF_CURVE);
+    assert_eq!(off_curve.len(), 65);
+    assert_eq!(off_curve[0], 0x04);
+    assert!(off_curve[1..].iter().all(|b| *b == 1));
+}
+
+/// An empty subscription list.
+fn none() -> Vec<(i64, String)> {
+    Vec::new()
+}
+
+/// An endpoint on a public push service, unique by `name`.
+fn endpoint(name: &str) -> String {
+    format!("https://push.example.com/send/{name}")
+}
+
+/// A subscription body.
+fn subscription_with(endpoint: &str, p256dh: &str, auth: &str) -> Value {
+    json!({"endpoint": endpoint, "keys": {"p256dh": p256dh, "auth": auth}})
+}
+
+/// A valid subscription body for `endpoint`.
+fn subscription(endpoint: &str) -> Value {
+    subscription_with(endpoint, P256DH, AUTH)
+}
+
+/// `POST /api/push/subscriptions` as `user`.
+async fn subscribe_reply(app: &TestApp, user: &TestUser, body: &Value) -> Reply {
+    app.post(Some(&user.token), SUBSCRIPTIONS, body).await
+}
+
+/// Subscribes a new endpoint; asserts 201 `{id}` and returns the id.
+async fn subscribe(app: &TestApp, user: &TestUser, endpoint: &str) -> i64 {
+    let reply = subscribe_reply(app, user, &subscription(endpoint)).await;
+    assert_eq!(reply.status, 201, "subscribe {endpoint}: {}", reply.body);
+    let id = id_of(&reply.body);
+    assert_eq!(reply.body, json!({"id": id}), "only the id");
+    id
+}
+
+/// `DELETE /api/push/subscriptions/{id}` as `user`.
+async fn unsubscribe_reply(app: &TestApp, user: &TestUser, id: i64) -> Reply {
+    app.send_empty(reqwest::Method::DELETE, Some(&user.token), &format!("{SUBSCRIPTIONS}/{id}")).await
+}
+
+/// `user`'s subscriptions as `(id, endpoint)`, in the list's order; asserts 200 and that each
+/// entry is exactly `{id, endpoint, created_at}` with a contract time.
+async fn subscriptions(app: &TestApp, user: &TestUser) -> Vec<(i64, String)> {
+    let reply = app.get(Some(&user.token), SUBSCRIPTIONS).await;
+    assert_eq!(reply.status, 200, "{}'s subscriptions: {}", user.username, reply.body);
+    let list = reply.body["subscriptions"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no subscriptions array: {}", reply.body))
+        .clone();
+    assert_eq!(reply.body, json!({"subscriptions": list}), "only the list");
+    list.iter()
+        .map(|entry| {
+            let id = id_of(entry);
+            let endpoint =
+                entry["endpoint"].as_str().unwrap_or_else(|| panic!("endpoint: {entry}")).to_owned();
+            assert_contract_time(&entry["created_at"]);
+            let expected = json!({"id": id, "endpoint": endpoint, "created_at": entry["created_at"].clone()});
+            assert_eq!(*entry, expected, "exactly id, endpoint and created_at");
+            (id, endpoint)
+        })
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+
+/// Browsers need the server's VAPID key to subscribe; it must be a P-256 point and must not
+/// change, or every existing subscription stops working.
+async fn the_vapid_public_key_is_a_p256_point_and_stays_the_same(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let alice = app.user("alice").await;
+    let bob = app.user("bob").await;
+    let reply = app.get(Some(&alice.token), VAPID_KEY).await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let key = reply.body["public_key"]
+        .as_str()
+        .unwrap_or_else(|| panic!("public_key is a string: {}", reply.body))
+        .to_owned();
+    assert_eq!(reply.body, json!({"public_key": key}), "only the key");
+    assert!(!key.contains('='), "base64url without padding: {key}");
+    assert_eq!(key.len(), 87, "65 bytes are 87 characters: {key}");
+    let bytes = base64url_decode(&key);
+    assert_eq!(bytes.len(), 65, "an uncompressed P-256 point: {key}");
+    assert_eq!(bytes[0], 0x04, "uncompressed points start with 0x04: {key}");
+    assert_ne!(bytes, base64url_decode(P256DH), "not the generator");
+
+    for (who, user) in [("alice again", &alice), ("bob", &bob), ("alice once more", &alice)] {
+        let again = app.get(Some(&user.token), VAPID_KEY).await;
+        assert_eq!(again.status, 200, "{who}: {}", again.body);
+        assert_eq!(again.body, json!({"public_key": key}), "{who}: the same key");
+    }
+}
+
+/// A browser re-sends its subscription on every page load: the same endpoint is one
+/// subscription, and an endpoint belongs to whoever registered it last (a shared browser).
+async fn a_subscription_is_stored_once_per_endpoint_and_listed_for_its_owner_only(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let alice = app.user("alice").await;
+    let bob = app.user("bob").await;
+    let carol = app.user("carol").await;
+    for user in [&alice, &bob, &carol] {
+        assert_eq!(subscriptions(&app, user).await, none(), "{} starts with none", user.username);
+    }
+
+    let phone = endpoint("alice-phone");
+    let phone_id = subscribe(&app, &alice, &phone).await;
+
+    // The same endpoint again: 200, the same id, still one entry.
+    let again = subscribe_reply(&app, &alice, &subscription(&phone)).await;
+    assert_eq!(again.status, 200, "the same endpoint again: {}", again.body);
+    assert_eq!(again.body, json!({"id": phone_id}), "the same id");
+    assert_eq!(subscriptions(&app, &alice).await, [(phone_id, phone.clone())]);
+
+    // A second endpoint is a second subscription, listed after the first.
+    let laptop = endpoint("alice-laptop");
+    let laptop_id = subscribe(&app, &alice, &laptop).await;
+    assert_ne!(laptop_id, phone_id);
+    assert_eq!(
+        subscriptions(&app, &alice).await,
+        [(phone_id, phone.clone()), (laptop_id, laptop.clone())],
+        "oldest first"
+    );
+    let reply = app.get(Some(&alice.token), SUBSCRIPTIONS).await;
+    let list = &reply.body["subscriptions"];
+    let (older, newer) = (list[0]["created_at"].as_str(), list[1]["created_at"].as_str());
+    assert!(older <= newer, "oldest first: {}", reply.body);
+
+    // Others see none of Alice's.
+    assert_eq!(subscriptions(&app, &bob).await, none(), "bob");
+    assert_eq!(subscriptions(&app, &carol).await, none(), "carol");
+
+    // Bob registers the phone's endpoint: 200, the same id, and it is his now.
+    let moved = subscribe_reply(&app, &bob, &subscription(&phone)).await;
+    assert_eq!(moved.status, 200, "another user's endpoint: {}", moved.body);
+    assert_eq!(moved.body, json!({"id": phone_id}), "the same id");
+    assert_eq!(subscriptions(&app, &bob).await, [(phone_id, phone.clone())], "bob owns it now");
+    assert_eq!(subscriptions(&app, &alice).await, [(laptop_id, laptop.clone())], "alice no longer");
+    assert_eq!(subscriptions(&app, &carol).await, none(), "carol");
+
+    // Bob again: still 200 and the same id.
+    let again = subscribe_reply(&app, &bob, &subscription(&phone)).await;
+    assert_eq!(again.status, 200, "{}", again.body);
+    assert_eq!(again.body, json!({"id": phone_id}));
+    assert_eq!(subscriptions(&app, &bob).await, [(phone_id, phone)]);
+}
+
+/// Signing out of one browser removes that subscription only, and no one can remove, or probe
+/// for, another user's.
+async fn a_subscription_is_deleted_by_its_owner_only(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let alice = app.user("alice").await;
+    let bob = app.user("bob").await;
+    let phone = endpoint("alice-phone-to-delete");
+    let laptop = endpoint("alice-laptop-to-keep");
+    let bobs = endpoint("bob-desktop");
+    let phone_id = subscribe(&app, &alice, &phone).await;
+    let laptop_id = subscribe(&app, &alice, &laptop).await;
+    let bob_id = subscribe(&app, &bob, &bobs).await;
+
+    // Bob cannot delete Alice's: 404, as for an id that does not exist.
+    let reply = unsubscribe_reply(&app, &bob, phone_id).await;
+    assert_error(&reply, 404, "not_found", "someone else's subscription");
+    let unknown = phone_id.max(laptop_id).max(bob_id) + 1000;
+    let reply = unsubscribe_reply(&app, &alice, unknown).await;
+    assert_error(&reply, 404, "not_found", "an unknown id");
+    assert_eq!(
+        subscriptions(&app, &alice).await,
+        [(phone_id, phone.clone()), (laptop_id, laptop.clone())],
+        "nothing deleted"
+    );
+
+    // Alice deletes her phone's: 204, gone from her list; again, 404.
+    let reply = unsubscribe_reply(&app, &alice, phone_id).await;
+    assert_eq!(reply.status, 204, "{}", reply.body);
+    assert_eq!(subscriptions(&app, &alice).await, [(laptop_id, laptop.clone())]);
+    let reply = unsubscribe_reply(&app, &alice, phone_id).await;
+    assert_error(&reply, 404, "not_found", "deleted already");
+    assert_eq!(subscriptions(&app, &bob).await, [(bob_id, bobs)], "bob's untouched");
+
+    // Alice cannot delete Bob's either.
+    let reply = unsubscribe_reply(&app, &alice, bob_id).await;
+    assert_error(&reply, 404, "not_found", "bob's, as alice");
+
+    // The deleted endpoint can be subscribed afresh.
+    let renewed = subscribe(&app, &alice, &phone).await;
+    let list = subscriptions(&app, &alice).await;
+    assert_eq!(list.len(), 2, "{list:?}");
+    assert!(list.contains(&(renewed, phone)), "{list:?}");
+    assert!(list.contains(&(laptop_id, laptop)), "{list:?}");
+}
+
+/// The server later connects to the endpoint and encrypts to the keys: an endpoint that is not
+/// public `https://` would let a user make the server call internal hosts, and bad keys would
+/// only fail at send time. Each is refused up front, naming the field, with nothing stored.
+async fn bad_subscriptions_are_422_naming_the_field_and_store_nothing(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let alice = app.user("alice").await;
+    let kept = endpoint("alice-kept");
+    let kept_id = subscribe(&app, &alice, &kept).await;
+    let before = vec![(kept_id, kept)];
+    let fresh = endpoint("never-stored");
+    let too_long = format!("https://push.example.com/send/{}", "a".repeat(2048));
+    assert!(too_long.len() > 2048);
+
+    let mut cases: Vec<(String, Value, &str)> = Vec::new();
+    for bad in [
+        "not a url",
+        "http://push.example.com/abc",
+        "ftp://push.example.com/x",
+        "https://127.0.0.1/x",
+        "https://localhost/x",
+        "https://[::1]/x",
+        "https://10.1.2.3/x",
+        "https://192.168.0.10/x",
+        "https://172.16.5.4/x",
+        "https://169.254.10.10/x",
+        "https://0.0.0.0/x",
+        "https://[fe80::1]/x",
+        too_long.as_str(),
+    ] {
+        let what =
+            if bad.len() > 100 { "an endpoint over 2048 characters".to_owned() } else { bad.to_owned() };
+        cases.push((what, subscription(bad), "endpoint"));
+    }
+    for (what, p256dh) in [
+        ("p256dh not base64url", "***"),
+        ("p256dh of 64 bytes", P256DH_64_BYTES),
+        ("p256dh not on the curve", P256DH_OFF_CURVE),
+    ] {
+        cases.push((what.to_owned(), subscription_with(&fresh, p256dh, AUTH), "keys.p256dh"));
+    }
+    for (what, auth) in [
+        ("auth not base64url", "***"),
+        ("auth of 15 bytes", AUTH_15_BYTES),
+        ("auth of 17 bytes", AUTH_17_BYTES),
+    ] {
+        cases.push((what.to_owned(), subscription_with(&fresh, P256DH, auth), "keys.auth"));
+    }
+
+    for (what, body, field) in &cases {
+        let reply = subscribe_reply(&app, &alice, body).await;
+        assert_invalid(&reply, field, what);
+        assert_eq!(subscriptions(&app, &alice).await, before, "{what}: nothing stored");
+    }
+
+    // Padding is optional: padded keys are the same keys.
+    let padded = endpoint("alice-padded");
+    let reply = subscribe_reply(&app, &alice, &subscription_with(&padded, P256DH_PADDED, AUTH_PADDED)).await;
+    assert_eq!(reply.status, 201, "padded keys: {}", reply.body);
+    let padded_id = id_of(&reply.body);
+    let mixed = endpoint("alice-mixed");
+    let reply = subscribe_reply(&app, &alice, &subscription_with(&mixed, P256DH, AUTH_PADDED)).await;
+    assert_eq!(reply.status, 201, "one key padded: {}", reply.body);
+    let mixed_id = id_of(&reply.body);
+    let mut expected = before;
+    expected.push((padded_id, padded));
+    expected.push((mixed_id, mixed));
+    assert_eq!(subscriptions(&app, &alice).await, expected);
+}
+
+/// Tests run a push service on 127.0.0.1 over plain HTTP; only the config switch lets such an
+/// endpoint in, and it still wants a URL.
+async fn insecure_endpoints_only_where_the_config_allows_them(backend: Backend) {
+    const LOCAL: &str = "http://127.0.0.1:9/push/abc";
+
+    let strict = spawn_app(backend).await;
+    let alice = strict.user("alice").await;
+    let reply = subscribe_reply(&strict, &alice, &subscription(LOCAL)).await;
+    assert_invalid(&reply, "endpoint", "a local http endpoint by default");
+    assert_eq!(subscriptions(&strict, &alice).await, none(), "nothing stored");
+
+    let relaxed = spawn_app_with(backend, |settings| settings.push.allow_insecure_endpoints = true).await;
+    let bob = relaxed.user("bob").await;
+    let reply = subscribe_reply(&relaxed, &bob, &subscription(LOCAL)).await;
+    assert_eq!(reply.status, 201, "allowed by the config: {}", reply.body);
+    let id = id_of(&reply.body);
+    assert_eq!(reply.body, json!({"id": id}));
+    assert_eq!(subscriptions(&relaxed, &bob).await, [(id, LOCAL.to_owned())]);
+    let reply = subscribe_reply(&relaxed, &bob, &subscription("not a url")).await;
+    assert_invalid(&reply, "endpoint", "not a url, even when insecure endpoints are allowed");
+    assert_eq!(subscriptions(&relaxed, &bob).await, [(id, LOCAL.to_owned())], "nothing more stored");
+}
+
+/// Subscriptions belong to a user; none of the push routes work anonymously.
+async fn push_routes_need_a_token(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let alice = app.user("alice").await;
+    let phone = endpoint("alice-phone");
+    let id = subscribe(&app, &alice, &phone).await;
+
+    let replies = [
+        ("the VAPID key", app.get(None, VAPID_KEY).await),
+        ("subscribe", app.post(None, SUBSCRIPTIONS, &subscription(&endpoint("anonymous"))).await),
+        ("list", app.get(None, SUBSCRIPTIONS).await),
+        ("delete", app.send_empty(reqwest::Method::DELETE, None, &format!("{SUBSCRIPTIONS}/{id}")).await),
+    ];
+    for (what, reply) in &replies {
+        assert_eq!(reply.status, 401, "{what} without a token: {}", reply.body);
+        assert!(!reply.error_code().is_empty(), "{what}");
+    }
+    assert_eq!(subscriptions(&app, &alice).await, [(id, phone)], "nothing changed");
+}
