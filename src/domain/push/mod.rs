@@ -1,6 +1,7 @@
 //! Web Push (RFC 8030 delivery, RFC 8291 encryption, RFC 8292 VAPID): the server's VAPID
 //! key and the subscriptions browsers hand over.
 
+pub mod payload;
 pub mod subscriptions;
 
 use base64::Engine;
@@ -62,7 +63,7 @@ impl VapidKeys {
             .ok_or_else(|| DbErr::Custom("the stored VAPID key is not a P-256 key".into()))
     }
 
-    fn from_base64(private_key: &str) -> Option<Self> {
+    pub fn from_base64(private_key: &str) -> Option<Self> {
         let bytes = decode(private_key)?;
         let secret = SecretKey::from_slice(&bytes).ok()?;
         let public = secret.public_key().to_encoded_point(false);
