@@ -197,10 +197,20 @@ async fn counters(
         values.extend(senders.into_iter().map(Into::into));
         txn.execute_raw(db::statement(txn.get_database_backend(), &sql, values)).await?;
     }
+    add_to_members(txn, "unread_count", added).await
+}
+
+/// Adds each `n` to `counter` (`unread_count` or `unread_mentions`) of its
+/// `(conversation, user)`, in as few statements as the row limit allows.
+async fn add_to_members(
+    txn: &DatabaseTransaction,
+    counter: &'static str,
+    added: HashMap<(i64, i64), i64>,
+) -> Result<(), DbErr> {
     let rows: Vec<[i64; 3]> = added.into_iter().map(|((c, u), n)| [c, u, n]).collect();
     for chunk in rows.chunks(db::MAX_ROWS_PER_STATEMENT) {
         let sql = format!(
-            "UPDATE conversation_members SET unread_count = unread_count + d.column3 \
+            "UPDATE conversation_members SET {counter} = {counter} + d.column3 \
              FROM (VALUES {}) AS d \
              WHERE conversation_members.conversation_id = d.column1 AND conversation_members.user_id = d.column2",
             values(chunk.len())
@@ -227,17 +237,7 @@ async fn mentioned(txn: &DatabaseTransaction, views: &[MessageView]) -> Result<(
             *added.entry((*conversation_id, *user_id)).or_default() += 1;
         }
     }
-    let rows: Vec<[i64; 3]> = added.into_iter().map(|((c, u), n)| [c, u, n]).collect();
-    for chunk in rows.chunks(db::MAX_ROWS_PER_STATEMENT) {
-        let sql = format!(
-            "UPDATE conversation_members SET unread_mentions = unread_mentions + d.column3 \
-             FROM (VALUES {}) AS d \
-             WHERE conversation_members.conversation_id = d.column1 AND conversation_members.user_id = d.column2",
-            values(chunk.len())
-        );
-        execute(txn, &sql, chunk).await?;
-    }
-    Ok(())
+    add_to_members(txn, "unread_mentions", added).await
 }
 
 /// Points each conversation at its latest message and event.
