@@ -646,7 +646,12 @@ function userName(id) {
 
 const convName = (conv) => (conv.kind === 'group' ? conv.name : conv.other_user ? conv.other_user.display_name : 'Conversation');
 const activity = (conv) => (conv.last_message ? conv.last_message.created_at : conv.created_at);
-const unreadTotal = () => [...state.convs.values()].reduce((sum, conv) => sum + (conv.unread_count || 0), 0);
+/** The tab title's count: what may notify. A muted or `none` conversation adds nothing, a
+ * `mentions` one only its unread mentions. */
+const unreadTotal = () => [...state.convs.values()].reduce((sum, conv) => {
+  if (quiet(conv)) return sum;
+  return sum + ((conv.notify === 'mentions' ? conv.unread_mentions : conv.unread_count) || 0);
+}, 0);
 
 /** Blocks, contacts and contact requests: no frames announce them, so they are fetched. */
 async function loadSafety() {

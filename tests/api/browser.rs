@@ -1159,6 +1159,17 @@ async fn reactions_replies_mentions_pins_in_headless_chromium(backend: Backend) 
     );
     bob.execute("delete document.hidden; return true;", vec![]).await.unwrap();
 
+    // The tab title counts only what may notify: with the direct chat read, the muted group's
+    // unread message leaves it bare.
+    click(&bob, "[data-testid=conv-item][data-name=\"Alice\"]").await;
+    wait_conv(&bob, "the direct chat read", "Alice", |c| c["unread"].is_null()).await;
+    app.group_send(&alice_user, team, "Lunch at noon").await;
+    wait_conv(&bob, "the group's newest in Bob's list", "Team", |c| c["preview"] == "Lunch at noon").await;
+    let group = app.conversation(&bob_user, team).await;
+    assert!(group["unread_count"].as_i64().is_some_and(|unread| unread >= 1), "{group}");
+    wait_js(&bob, "a title without the muted group", "return document.title === 'Switchboard';").await;
+    click(&bob, "[data-testid=conv-item][data-name=\"Team\"]").await;
+
     // 8. The screenshot: Alice's group chat with a reply, a mention, a pin and reactions.
     wait_js(
         &alice,
