@@ -497,8 +497,9 @@ async fn two_users_chat_in_headless_chromium(backend: Backend) {
     // socket replays what he missed, the chat he had open reopens and is read.
     bob.goto(&app.address).await.unwrap();
     connected(&bob, "bob (back)").await;
-    let shown = wait_messages(&bob, "both missed messages", |m| {
-        by_text(m, "Missed one").is_some() && by_text(m, "Missed two").is_some()
+    // The replay can land while the chat's history is still loading: wait for both.
+    let shown = wait_messages(&bob, "both missed messages below the history", |m| {
+        ["Hello Bob", "Missed one", "Missed two"].iter().all(|text| by_text(m, text).is_some())
     })
     .await;
     // History and replay both carry them: each is shown once.
