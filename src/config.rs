@@ -348,6 +348,12 @@ impl Settings {
         self.validate_services()?;
         self.validate_auth()?;
         self.validate_websocket()?;
+        let key = self.push.vapid_private_key.expose_secret();
+        require(
+            key.is_empty() || crate::domain::push::VapidKeys::from_base64(key).is_some(),
+            "push.vapid_private_key",
+            "must be empty (generated at first start) or base64url of a P-256 private key",
+        )?;
         let subject = &self.push.subject;
         require(
             subject.starts_with("mailto:") || subject.starts_with("https://"),

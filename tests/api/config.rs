@@ -26,6 +26,17 @@ fn a_bad_value_names_its_key() {
 }
 
 #[test]
+fn a_vapid_key_that_is_no_p256_key_names_its_key() {
+    for key in ["not base64!", "AQ", "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"] {
+        let file = write_config(&format!(
+            "[auth]\njwt_secret = \"0123456789abcdef0123456789abcdef\"\n[push]\nvapid_private_key = \"{key}\"\n"
+        ));
+        let err = Settings::load(Some(file.path())).expect_err("a bad VAPID key is refused").to_string();
+        assert!(err.contains("push.vapid_private_key"), "{key}: {err}");
+    }
+}
+
+#[test]
 fn an_unknown_key_is_refused() {
     let file =
         write_config("[server]\nprot = 8080\n[auth]\njwt_secret = \"0123456789abcdef0123456789abcdef\"\n");

@@ -122,7 +122,7 @@ pub async fn of_messages(
 }
 
 /// Moves `unread_mentions` by `delta` for those of `users` who have not read `message_id`.
-pub async fn count_unread(
+pub async fn shift_unread(
     txn: &DatabaseTransaction,
     conversation_id: i64,
     message_id: i64,
@@ -146,12 +146,12 @@ pub async fn count_unread(
 }
 
 /// Re-parses an edited group message: its mention rows become `now`, and members who have
-/// not read it gain or lose the difference. Returns `now`.
+/// not read it gain or lose the difference.
 pub async fn replace(
     txn: &DatabaseTransaction,
     message: &entity::message::Model,
     now: Vec<i64>,
-) -> Result<Vec<i64>, DbErr> {
+) -> Result<(), DbErr> {
     let before: BTreeSet<i64> = of_messages(txn, vec![message.id])
         .await?
         .remove(&message.id)
@@ -167,13 +167,13 @@ pub async fn replace(
             .filter(mention::Column::UserId.is_in(gone.clone()))
             .exec(txn)
             .await?;
-        count_unread(txn, message.conversation_id, message.id, gone, -1).await?;
+        shift_unread(txn, message.conversation_id, message.id, gone, -1).await?;
     }
     if !new.is_empty() {
         insert(txn, &[(message.id, message.conversation_id, new.clone())]).await?;
-        count_unread(txn, message.conversation_id, message.id, new, 1).await?;
+        shift_unread(txn, message.conversation_id, message.id, new, 1).await?;
     }
-    Ok(now)
+    Ok(())
 }
 
 /// A member's unread mentions after reading up to `last_read`: mentions of later messages

@@ -437,7 +437,7 @@ pub async fn delete(
                 active.pinned_at = Set(None);
                 active.update(txn).await?;
                 let mentioned = mentions::of_messages(txn, vec![message_id]).await?.remove(&message_id);
-                mentions::count_unread(txn, conversation_id, message_id, mentioned.unwrap_or_default(), -1)
+                mentions::shift_unread(txn, conversation_id, message_id, mentioned.unwrap_or_default(), -1)
                     .await?;
                 // Whoever had not read it yet has one unread message fewer.
                 member::Entity::update_many()

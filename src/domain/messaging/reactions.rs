@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use entity::reaction;
 use sea_orm::prelude::*;
-use sea_orm::{ConnectionTrait, DatabaseTransaction, FromQueryResult, PaginatorTrait, QuerySelect, Set};
+use sea_orm::{ConnectionTrait, DatabaseTransaction, FromQueryResult, QuerySelect, Set};
 
 use crate::db::{self, Db};
 use crate::domain::events::writer::Writer;
@@ -19,7 +19,7 @@ use crate::wire::{MessageId, UserId};
 
 const MAX_EMOJI_BYTES: usize = 32;
 /// Distinct emoji one message may carry.
-const MAX_DISTINCT: u64 = 20;
+const MAX_DISTINCT: usize = 20;
 /// Reactors listed per emoji; `count` has them all.
 const SHOWN_REACTORS: i64 = 50;
 
@@ -75,12 +75,8 @@ async fn change(
         .await?;
     let stored = match (add, mine) {
         (true, None) => {
-            let known = reaction::Entity::find()
-                .filter(reaction::Column::MessageId.eq(message_id))
-                .filter(reaction::Column::Emoji.eq(emoji.as_str()))
-                .count(txn)
-                .await?;
-            if known == 0 && distinct_emoji(txn, message_id).await? >= MAX_DISTINCT {
+            let present = distinct_emoji(txn, message_id).await?;
+            if !present.contains(&emoji) && present.len() >= MAX_DISTINCT {
                 return Err(AppError::validation("emoji", "a message takes at most 20 different emoji"));
             }
             reaction::ActiveModel {
@@ -109,16 +105,16 @@ async fn change(
     Ok((Reactions { message_id, reactions }, frames))
 }
 
-async fn distinct_emoji(txn: &DatabaseTransaction, message_id: i64) -> Result<u64, DbErr> {
-    let emoji: Vec<String> = reaction::Entity::find()
+/// The different emoji on a message.
+async fn distinct_emoji(txn: &DatabaseTransaction, message_id: i64) -> Result<Vec<String>, DbErr> {
+    reaction::Entity::find()
         .select_only()
         .column(reaction::Column::Emoji)
         .distinct()
         .filter(reaction::Column::MessageId.eq(message_id))
         .into_tuple()
         .all(txn)
-        .await?;
-    Ok(emoji.len() as u64)
+        .await
 }
 
 /// Each message's reactions in first-reaction order, with the first 50 reactors of each

@@ -31,6 +31,7 @@ impl VapidKeys {
     pub async fn load(conn: &DatabaseConnection, settings: &PushSettings) -> Result<Self, DbErr> {
         let configured = settings.vapid_private_key.expose_secret();
         if !configured.is_empty() {
+            // Settings::validate has refused any other.
             return Self::from_base64(configured)
                 .ok_or_else(|| DbErr::Custom("push.vapid_private_key is not a base64url P-256 key".into()));
         }

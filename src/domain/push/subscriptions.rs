@@ -52,19 +52,21 @@ impl Subscription {
     /// server's own network unless `allow_insecure`), `keys.p256dh`, `keys.auth`.
     pub fn check(endpoint: String, keys: Keys, allow_insecure: bool) -> AppResult<Self> {
         check_endpoint(&endpoint, allow_insecure)?;
-        let p256dh = decode(&keys.p256dh)
-            .filter(|bytes| {
-                bytes.len() == 65 && bytes[0] == 4 && p256::PublicKey::from_sec1_bytes(bytes).is_ok()
-            })
-            .ok_or_else(|| {
-                AppError::validation("keys.p256dh", "p256dh must be base64url of an uncompressed P-256 point")
-            })?;
-        let auth = decode(&keys.auth)
-            .filter(|bytes| bytes.len() == 16)
-            .ok_or_else(|| AppError::validation("keys.auth", "auth must be base64url of 16 bytes"))?;
-        use base64::Engine;
-        let encode = |bytes: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
-        Ok(Self { endpoint, p256dh: encode(&p256dh), auth: encode(&auth) })
+        let point = |bytes: Vec<u8>| {
+            bytes.len() == 65 && bytes[0] == 4 && p256::PublicKey::from_sec1_bytes(&bytes).is_ok()
+        };
+        if !decode(&keys.p256dh).is_some_and(point) {
+            return Err(AppError::validation(
+                "keys.p256dh",
+                "p256dh must be base64url of an uncompressed P-256 point",
+            ));
+        }
+        if decode(&keys.auth).is_none_or(|bytes| bytes.len() != 16) {
+            return Err(AppError::validation("keys.auth", "auth must be base64url of 16 bytes"));
+        }
+        // Valid base64url: without its padding it is the canonical text.
+        let unpadded = |text: String| text.trim_end_matches('=').to_owned();
+        Ok(Self { endpoint, p256dh: unpadded(keys.p256dh), auth: unpadded(keys.auth) })
     }
 }
 
