@@ -8,6 +8,7 @@ pub mod error;
 pub mod extract;
 pub mod limits;
 pub mod metrics;
+pub mod outbound;
 pub mod realtime;
 pub mod redis_store;
 pub mod routes;

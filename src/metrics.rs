@@ -26,6 +26,9 @@ pub struct Metrics {
     pub delivery_seconds: Histogram,
     pub checkpoint_seconds: Histogram,
     pub wal_pages: IntGauge,
+    pub push_sent: IntCounter,
+    pub push_failed: IntCounter,
+    pub push_removed: IntCounter,
 }
 
 fn build() -> Result<Metrics, prometheus::Error> {
@@ -81,6 +84,15 @@ fn build() -> Result<Metrics, prometheus::Error> {
                 "switchboard_sqlite_wal_pages",
                 "SQLite: pages in the WAL at the last checkpoint; it keeps growing if checkpoints never finish.",
             )?,
+        )?,
+        push_sent: counter("switchboard_push_sent_total", "Web Push messages a push service accepted.")?,
+        push_failed: counter(
+            "switchboard_push_failed_total",
+            "Web Push messages given up: refused (413, other 4xx) or still failing after every retry.",
+        )?,
+        push_removed: counter(
+            "switchboard_push_subscriptions_removed_total",
+            "Push subscriptions deleted because their push service answered 404 or 410.",
         )?,
         registry,
     })

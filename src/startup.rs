@@ -19,7 +19,7 @@ use crate::db::Db;
 use crate::domain::events::live::LiveDomain;
 use crate::domain::events::writer::Writer;
 use crate::domain::files::attachments::Store;
-use crate::domain::push::VapidKeys;
+use crate::domain::push::{self, VapidKeys};
 use crate::error::{AppError, ErrorCode};
 use crate::extract::{not_found, path_error};
 use crate::limits::Limits;
@@ -49,6 +49,8 @@ pub struct AppState {
     pub metrics: metrics::Instance,
     /// Set while the instance drains; readiness turns to 503.
     pub draining: AtomicBool,
+    /// Dropped with the state: the push sender stops with its instance.
+    _push_stop: tokio::sync::watch::Sender<()>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -97,6 +99,17 @@ impl Application {
             .map_err(|source| StartupError::Listen { address: address.clone(), source })?;
         let port = listener.local_addr().map_err(|source| StartupError::Listen { address, source })?.port();
 
+        let (push_stop, stopped) = tokio::sync::watch::channel(());
+        if settings.push.enabled {
+            push::sender::start(
+                db.clone(),
+                writer.clone(),
+                presence.clone(),
+                vapid.clone(),
+                settings.push.clone(),
+                stopped,
+            );
+        }
         let state = web::Data::new(AppState {
             tokens: Tokens::new(&settings.auth),
             tickets: Tickets::new(store),
@@ -109,6 +122,7 @@ impl Application {
             vapid,
             metrics: instance_metrics,
             draining: AtomicBool::new(false),
+            _push_stop: push_stop,
             settings,
         });
         let shared = state.clone();

@@ -8,6 +8,7 @@ pub mod event;
 pub mod member;
 pub mod mention;
 pub mod message;
+pub mod push_delivery;
 pub mod push_subscription;
 pub mod reaction;
 pub mod server_key;

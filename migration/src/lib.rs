@@ -7,6 +7,7 @@ mod m20261122_000001_create_core;
 mod m20261122_000002_conversations_complete;
 mod m20261206_000003_reactions_replies_mentions_pins;
 mod m20261206_000004_push;
+mod m20261207_000005_push_deliveries;
 
 pub struct Migrator;
 
@@ -18,6 +19,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000002_conversations_complete::Migration),
             Box::new(m20261206_000003_reactions_replies_mentions_pins::Migration),
             Box::new(m20261206_000004_push::Migration),
+            Box::new(m20261207_000005_push_deliveries::Migration),
         ]
     }
 }

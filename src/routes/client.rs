@@ -8,6 +8,7 @@ use actix_web::http::header;
 const INDEX: &str = include_str!("../../web/index.html");
 const SCRIPT: &str = include_str!("../../web/app.js");
 const STYLE: &str = include_str!("../../web/app.css");
+const WORKER: &str = include_str!("../../web/sw.js");
 
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob:; \
                    connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'";
@@ -35,4 +36,11 @@ pub async fn script() -> HttpResponse {
 /// # GET /app.css
 pub async fn style() -> HttpResponse {
     asset("text/css; charset=utf-8", STYLE)
+}
+
+/// # GET /sw.js
+/// The service worker that shows Web Push notifications; served from the root so that its
+/// scope is the whole client.
+pub async fn service_worker() -> HttpResponse {
+    asset("text/javascript; charset=utf-8", WORKER)
 }

@@ -139,6 +139,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .service(resource("/", vec![on(Method::GET, client::index)]))
     .service(resource("/app.js", vec![on(Method::GET, client::script)]))
     .service(resource("/app.css", vec![on(Method::GET, client::style)]))
+    .service(resource("/sw.js", vec![on(Method::GET, client::service_worker)]))
     // Load balancers often probe with HEAD.
     .service(resource("/health/live", vec![on(Method::GET, health::live)]))
     .service(resource("/health/ready", vec![on(Method::GET, health::ready)]))

@@ -28,6 +28,7 @@ mod observability;
 mod openapi;
 mod pins;
 mod push;
+mod push_service;
 mod reactions;
 mod replies;
 mod search;

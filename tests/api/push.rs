@@ -8,8 +8,11 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::{Value, json};
 
+use std::time::{Duration, Instant, SystemTime};
+
 use crate::helpers::*;
 use crate::on_both_databases;
+use crate::push_service::{Answer, PushService, answer};
 
 on_both_databases!(
     the_vapid_public_key_is_a_p256_point_and_stays_the_same,
@@ -18,6 +21,12 @@ on_both_databases!(
     bad_subscriptions_are_422_naming_the_field_and_store_nothing,
     insecure_endpoints_only_where_the_config_allows_them,
     push_routes_need_a_token,
+    an_offline_member_gets_one_push_per_subscription_after_the_delay,
+    a_member_with_a_live_socket_gets_no_push,
+    a_message_read_within_the_delay_is_not_pushed,
+    conversation_settings_decide_what_is_pushed,
+    push_service_answers_decide_retries_and_removals,
+    without_preview_a_push_names_only_the_sender,
 );
 
 /// The P-256 generator point, uncompressed (0x04 || x || y), base64url without padding: a
@@ -367,4 +376,222 @@ async fn push_routes_need_a_token(backend: Backend) {
         assert!(!reply.error_code().is_empty(), "{what}");
     }
     assert_eq!(subscriptions(&app, &alice).await, [(id, phone)], "nothing changed");
+}
+
+// ---- delivery to a push service ----------------------------------------------------------
+
+/// Seconds from commit to push in these tests.
+const DELAY: u64 = 1;
+/// Long enough for a push that is due to have arrived: the delay, a tick, a request.
+const SETTLE: Duration = Duration::from_millis(2500);
+
+/// An app that pushes after `DELAY`, to the test's push service on loopback.
+async fn push_app(backend: Backend, customize: impl FnOnce(&mut switchboard::config::Settings)) -> TestApp {
+    spawn_app_with(backend, |settings| {
+        settings.push.delay_seconds = DELAY;
+        settings.push.allow_insecure_endpoints = true;
+        customize(settings);
+    })
+    .await
+}
+
+/// A push service that trusts `app`'s VAPID key.
+async fn push_service(app: &TestApp, user: &TestUser) -> PushService {
+    let reply = app.get(Some(&user.token), VAPID_KEY).await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    PushService::start(reply.body["public_key"].as_str().expect("public_key")).await
+}
+
+/// Subscribes `user` from a new browser named `browser` on `service`; returns the id.
+async fn subscribe_browser(app: &TestApp, service: &PushService, user: &TestUser, browser: &str) -> i64 {
+    let subscription = service.browser(browser);
+    let reply = subscribe_reply(app, user, &subscription.body).await;
+    assert_eq!(reply.status, 201, "subscribe {browser}: {}", reply.body);
+    id_of(&reply.body)
+}
+
+fn pushed_ids(service: &PushService, browser: &str) -> Vec<i64> {
+    service
+        .received_by(browser)
+        .iter()
+        .map(|push| push.payload["message_id"].as_i64().expect("message_id"))
+        .collect()
+}
+
+/// Someone whose tabs are closed learns of a message: one push per subscription (laptop and
+/// phone), with the contract's payload, no sooner than the delay, never to the sender, and
+/// not repeated.
+async fn an_offline_member_gets_one_push_per_subscription_after_the_delay(backend: Backend) {
+    let app = push_app(backend, |_| {}).await;
+    let alice = app.user("alice").await;
+    let bob = app.user("bob").await;
+    let service = push_service(&app, &bob).await;
+    subscribe_browser(&app, &service, &bob, "bob-laptop").await;
+    subscribe_browser(&app, &service, &bob, "bob-phone").await;
+    subscribe_browser(&app, &service, &alice, "alice-laptop").await;
+
+    let text = format!("Is the bike still for sale? {}", "I can pick it up today. ".repeat(5));
+    let sent_at = SystemTime::now();
+    let message = app.dm(&alice, &bob, &text).await;
+    let laptop = service.wait_for("bob-laptop", 1, Duration::from_secs(10)).await;
+    let phone = service.wait_for("bob-phone", 1, Duration::from_secs(10)).await;
+    assert_eq!((laptop.len(), phone.len()), (1, 1), "one push to each of bob's browsers");
+
+    let me = app.get(Some(&alice.token), "/api/users/me").await.body;
+    let expected = json!({
+        "type": "new_message",
+        "conversation_id": conversation_of(&message),
+        "message_id": id_of(&message),
+        "sender": {"id": alice.id, "username": alice.username, "display_name": me["display_name"]},
+        "preview": text.chars().take(100).collect::<String>(),
+    });
+    assert_eq!(laptop[0].payload, expected);
+    assert_eq!(phone[0].payload, expected);
+    assert_eq!(laptop[0].topic.as_deref(), Some(format!("m{}", id_of(&message)).as_str()));
+    let waited = laptop[0].at.duration_since(sent_at).unwrap_or_default();
+    assert!(waited >= Duration::from_millis(DELAY * 1000 - 50), "pushed after {waited:?}, before the delay");
+
+    tokio::time::sleep(SETTLE).await;
+    assert_eq!(service.received_by("bob-laptop").len(), 1, "not pushed twice");
+    assert_eq!(service.received_by("bob-phone").len(), 1, "not pushed twice");
+    assert_eq!(service.requests("alice-laptop"), 0, "the sender is not pushed her own message");
+    service.assert_all_verified();
+    let metrics =
+        app.client.get(app.url("/metrics")).send().await.expect("metrics").text().await.expect("text");
+    let sent = metrics
+        .lines()
+        .find_map(|line| line.strip_prefix("switchboard_push_sent_total "))
+        .and_then(|n| n.parse::<u64>().ok())
+        .unwrap_or(0);
+    assert!(sent >= 2, "the pushes are counted: {sent}");
+}
+
+/// A member with an open socket sees the message live: no push. Once the socket is closed,
+/// the next message is pushed (so the silence was not the push service's).
+async fn a_member_with_a_live_socket_gets_no_push(backend: Backend) {
+    let app = push_app(backend, |_| {}).await;
+    let alice = app.user("alice").await;
+    let bob = app.user("bob").await;
+    let service = push_service(&app, &bob).await;
+    subscribe_browser(&app, &service, &bob, "bob").await;
+
+    let mut socket = app.ws(&bob).await;
+    let first = app.dm(&alice, &bob, "you there?").await;
+    socket.next_of("new_message").await;
+    tokio::time::sleep(SETTLE).await;
+    assert_eq!(service.requests("bob"), 0, "online: no push");
+
+    drop(socket);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while app.presence(&alice, &bob).await["status"] != "offline" && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let second = app.dm(&alice, &bob, "ok, later then").await;
+    let pushed = service.wait_for("bob", 1, Duration::from_secs(10)).await;
+    tokio::time::sleep(SETTLE).await;
+    assert_eq!(pushed_ids(&service, "bob"), vec![id_of(&second)], "only the message sent while away");
+    assert_ne!(id_of(&first), id_of(&second));
+    assert_eq!(pushed.len(), 1);
+    service.assert_all_verified();
+}
+
+/// Reading a message on another device within the delay takes its push back.
+async fn a_message_read_within_the_delay_is_not_pushed(backend: Backend) {
+    let app = push_app(backend, |settings| settings.push.delay_seconds = 2).await;
+    let alice = app.user("alice").await;
+    let bob = app.user("bob").await;
+    let service = push_service(&app, &bob).await;
+    subscribe_browser(&app, &service, &bob, "bob").await;
+
+    let read = app.dm(&alice, &bob, "read me on your phone").await;
+    let reply = app.mark_read(&bob, conversation_of(&read), Some(id_of(&read))).await;
+    assert!(reply.status < 300, "{}", reply.body);
+    let unread = app.dm(&alice, &bob, "and this one you missed").await;
+    service.wait_for("bob", 1, Duration::from_secs(10)).await;
+    tokio::time::sleep(SETTLE).await;
+    assert_eq!(pushed_ids(&service, "bob"), vec![id_of(&unread)]);
+}
+
+/// `notify: mentions` pushes only mentions, `none` nothing, `muted_until` in the future
+/// nothing; a member with the defaults gets every message.
+async fn conversation_settings_decide_what_is_pushed(backend: Backend) {
+    let app = push_app(backend, |_| {}).await;
+    let alice = app.user("alice").await;
+    let bob = app.user("bob").await;
+    let carol = app.user("carol").await;
+    let dave = app.user("dave").await;
+    let erin = app.user("erin").await;
+    let group = app.create_group(&alice, "Climbing", &[&bob, &carol, &dave, &erin]).await;
+    let service = push_service(&app, &alice).await;
+    for user in [&bob, &carol, &dave, &erin] {
+        subscribe_browser(&app, &service, user, &user.username).await;
+    }
+    app.settings(&bob, group, &json!({"notify": "mentions"})).await;
+    app.settings(&carol, group, &json!({"notify": "none"})).await;
+    app.settings(&dave, group, &json!({"muted_until": "2099-01-01T00:00:00.000Z"})).await;
+
+    let plain = app.group_send(&alice, group, "Saturday at ten?").await;
+    let mention = app
+        .group_send(
+            &alice,
+            group,
+            &format!("@{} @{} @{} can you bring ropes?", bob.username, carol.username, dave.username),
+        )
+        .await;
+    service.wait_for(&erin.username, 2, Duration::from_secs(10)).await;
+    tokio::time::sleep(SETTLE).await;
+    assert_eq!(
+        pushed_ids(&service, &erin.username),
+        vec![id_of(&plain), id_of(&mention)],
+        "defaults: every message"
+    );
+    assert_eq!(pushed_ids(&service, &bob.username), vec![id_of(&mention)], "mentions: only the mention");
+    assert_eq!(service.requests(&carol.username), 0, "none: nothing");
+    assert_eq!(service.requests(&dave.username), 0, "muted: nothing");
+}
+
+/// 404/410 remove the subscription; 503 and 429 (after its `Retry-After`) are retried
+/// until the push is accepted, once; 413 is dropped without a retry.
+async fn push_service_answers_decide_retries_and_removals(backend: Backend) {
+    let app = push_app(backend, |_| {}).await;
+    let alice = app.user("alice").await;
+    let bob = app.user("bob").await;
+    let service = push_service(&app, &bob).await;
+    subscribe_browser(&app, &service, &bob, "gone").await;
+    let flaky = subscribe_browser(&app, &service, &bob, "flaky").await;
+    let too_large = subscribe_browser(&app, &service, &bob, "too-large").await;
+    service.script("gone", &[answer(410)]);
+    service.script("flaky", &[answer(503), Answer { status: 429, retry_after: Some(1) }, answer(201)]);
+    service.script("too-large", &[answer(413)]);
+
+    let message = app.dm(&alice, &bob, "three browsers, three answers").await;
+    let pushed = service.wait_for("flaky", 1, Duration::from_secs(20)).await;
+    assert_eq!(pushed.len(), 1, "retried until accepted");
+    assert_eq!(pushed[0].payload["message_id"], id_of(&message));
+    assert_eq!(service.requests("flaky"), 3, "503, 429, then 201");
+    assert_eq!(service.requests("gone"), 1);
+    assert_eq!(service.requests("too-large"), 1, "413 is not retried");
+    let listed: Vec<i64> = subscriptions(&app, &bob).await.into_iter().map(|(id, _)| id).collect();
+    assert_eq!(listed, vec![flaky, too_large], "the 410 subscription is gone");
+
+    app.dm(&alice, &bob, "again").await;
+    service.wait_for("flaky", 2, Duration::from_secs(10)).await;
+    tokio::time::sleep(SETTLE).await;
+    assert_eq!(service.requests("gone"), 1, "a removed subscription is not pushed again");
+    assert_eq!(service.received_by("too-large").len(), 1, "the next push goes through");
+    service.assert_all_verified();
+}
+
+/// `push.include_preview = false`: the push says who wrote, not what.
+async fn without_preview_a_push_names_only_the_sender(backend: Backend) {
+    let app = push_app(backend, |settings| settings.push.include_preview = false).await;
+    let alice = app.user("alice").await;
+    let bob = app.user("bob").await;
+    let service = push_service(&app, &bob).await;
+    subscribe_browser(&app, &service, &bob, "bob").await;
+    app.dm(&alice, &bob, "the door code is 4711").await;
+    let pushed = service.wait_for("bob", 1, Duration::from_secs(10)).await;
+    assert_eq!(pushed.len(), 1);
+    assert_eq!(pushed[0].payload["preview"], Value::Null);
+    assert_eq!(pushed[0].payload["sender"]["id"], alice.id);
 }

@@ -2,6 +2,7 @@
 //! key and the subscriptions browsers hand over.
 
 pub mod payload;
+pub mod sender;
 pub mod subscriptions;
 
 use base64::Engine;
@@ -18,6 +19,7 @@ use crate::config::PushSettings;
 const VAPID_KEY_NAME: &str = "vapid_private_key";
 
 /// The deployment's VAPID key pair.
+#[derive(Clone)]
 pub struct VapidKeys {
     /// The P-256 private scalar, base64url: what signs each push's VAPID token.
     pub private_key: SecretString,

@@ -9,7 +9,6 @@ use web_push::{
 };
 
 use super::VapidKeys;
-use crate::wire::views::UserView;
 
 /// How long a push service keeps an undelivered push: a day, then the chat itself has it.
 const TTL_SECONDS: u32 = 24 * 60 * 60;
@@ -39,7 +38,7 @@ impl Payload {
     pub fn new_message(
         conversation_id: i64,
         message_id: i64,
-        sender: &UserView,
+        sender: Sender,
         text: &str,
         preview: bool,
     ) -> Self {
@@ -47,11 +46,7 @@ impl Payload {
             kind: "new_message",
             conversation_id,
             message_id,
-            sender: Sender {
-                id: sender.id,
-                username: sender.username.clone(),
-                display_name: sender.display_name.clone(),
-            },
+            sender,
             preview: preview.then(|| text.chars().take(PREVIEW_CHARS).collect()),
         }
     }
@@ -133,14 +128,9 @@ mod tests {
         let auth = URL_SAFE_NO_PAD.encode(auth);
         let endpoint = "http://127.0.0.1:4567/push/abc";
         let target = Target { endpoint, p256dh: &p256dh, auth: &auth };
-        let sender = UserView {
-            id: 3,
-            username: "alice".into(),
-            display_name: "Alice".into(),
-            created_at: crate::time::now(),
-        };
+        let sender = Sender { id: 3, username: "alice".into(), display_name: "Alice".into() };
         let text = "é".repeat(150);
-        let payload = serde_json::to_vec(&Payload::new_message(9, 42, &sender, &text, true)).unwrap();
+        let payload = serde_json::to_vec(&Payload::new_message(9, 42, sender, &text, true)).unwrap();
         let keys = keys();
         let request = seal(&keys, "mailto:ops@example.com", &target, &payload).expect("sealed");
 
@@ -183,13 +173,8 @@ mod tests {
 
     #[test]
     fn without_preview_a_push_names_only_the_sender() {
-        let sender = UserView {
-            id: 1,
-            username: "bob".into(),
-            display_name: "Bob".into(),
-            created_at: crate::time::now(),
-        };
-        let payload = Payload::new_message(1, 2, &sender, "secret plans", false);
+        let sender = Sender { id: 1, username: "bob".into(), display_name: "Bob".into() };
+        let payload = Payload::new_message(1, 2, sender, "secret plans", false);
         assert_eq!(serde_json::to_value(&payload).unwrap()["preview"], serde_json::Value::Null);
     }
 }

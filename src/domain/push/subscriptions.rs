@@ -1,18 +1,17 @@
 //! Push subscriptions: validated before anything is stored, one row per endpoint.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-
 use entity::push_subscription;
 use sea_orm::prelude::*;
 use sea_orm::{IntoActiveModel, QueryOrder, Set};
 use serde::{Deserialize, Serialize};
-use url::{Host, Url};
+use url::Url;
 use utoipa::ToSchema;
 
 use super::decode;
 use crate::db::Db;
 use crate::domain::events::writer::Writer;
 use crate::error::{AppError, AppResult};
+use crate::outbound::host_is_internal;
 use crate::time::{self, Timestamp};
 use crate::wire::UserId;
 
@@ -82,50 +81,13 @@ fn check_endpoint(endpoint: &str, allow_insecure: bool) -> AppResult<()> {
     if !(secure || allow_insecure && url.scheme() == "http") {
         return refuse("must be an https:// URL");
     }
-    let inside = match url.host() {
-        None => return refuse("must name a host"),
-        Some(Host::Domain(name)) => {
-            let name = name.trim_end_matches('.').to_ascii_lowercase();
-            name == "localhost" || name.ends_with(".localhost")
-        }
-        Some(Host::Ipv4(ip)) => internal_v4(ip),
-        Some(Host::Ipv6(ip)) => internal(IpAddr::V6(ip)),
+    let Some(inside) = host_is_internal(&url) else {
+        return refuse("must name a host");
     };
     if inside && !allow_insecure {
         return refuse("must not be a loopback, private, link-local or unspecified address");
     }
     Ok(())
-}
-
-/// Addresses a push must never be sent to: the server's own network.
-pub fn internal(ip: IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(ip) => internal_v4(ip),
-        IpAddr::V6(ip) => match ip.to_ipv4_mapped() {
-            Some(v4) => internal_v4(v4),
-            None => internal_v6(ip),
-        },
-    }
-}
-
-fn internal_v4(ip: Ipv4Addr) -> bool {
-    let [a, b, ..] = ip.octets();
-    ip.is_loopback()
-        || ip.is_private()
-        || ip.is_link_local()
-        || ip.is_unspecified()
-        || ip.is_broadcast()
-        // 100.64.0.0/10, carrier-grade NAT: private in all but name.
-        || a == 100 && (64..128).contains(&b)
-}
-
-fn internal_v6(ip: Ipv6Addr) -> bool {
-    let first = ip.segments()[0];
-    ip.is_loopback()
-        || ip.is_unspecified()
-        // fc00::/7 unique local, fe80::/10 link-local.
-        || first & 0xfe00 == 0xfc00
-        || first & 0xffc0 == 0xfe80
 }
 
 /// Stores the subscription for `user`: `(id, created)`. An endpoint already stored is the
