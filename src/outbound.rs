@@ -79,9 +79,6 @@ impl Resolve for Guarded {
 /// resolver. A URL with a literal address skips resolution: check it with
 /// `host_is_internal` before sending.
 pub fn client(allow_private: bool, timeout: Duration) -> reqwest::Result<reqwest::Client> {
-    // reqwest is built without a crypto provider of its own: it uses ring, which sqlx's
-    // rustls already brings, rather than compiling aws-lc. Installed once per process.
-    let _ = rustls::crypto::ring::default_provider().install_default();
     let mut builder = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .timeout(timeout)

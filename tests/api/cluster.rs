@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::helpers::*;
+use crate::push_service::{PushService, answer};
 
 const PREFIX: &str = "sbtest:";
 /// Short, so a killed instance's users go offline within seconds.
@@ -509,4 +510,71 @@ async fn a_ws_ticket_issued_on_one_instance_opens_a_socket_on_another_once() {
     let socket = b.ws_at(&format!("/ws?ticket={ticket}")).await;
     assert_eq!(socket.hello["user_id"], alice.id);
     assert_eq!(a.get(None, &format!("/ws?ticket={ticket}")).await.status, 401, "used once, cluster-wide");
+}
+
+/// Three instances behind nginx share the push work. Pushes pending in every state (in a
+/// retry's backoff after a 503, or not yet planned) when an instance is killed still arrive,
+/// each exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pushes_pending_when_an_instance_is_killed_arrive_once() {
+    let redis = RedisServer::start().await;
+    let database_url = fresh_postgres_database().await;
+    let push =
+        [("SWITCHBOARD__PUSH__DELAY_SECONDS", "1"), ("SWITCHBOARD__PUSH__ALLOW_INSECURE_ENDPOINTS", "true")];
+    let mut instances = Vec::new();
+    for name in ["a", "b", "c"] {
+        instances.push(Instance::start_with(name, &database_url, &redis.url(), &push).await);
+    }
+    let ports: Vec<u16> = instances.iter().map(|instance| instance.port).collect();
+    let nginx = Nginx::start(&ports).await;
+    let app = nginx.app();
+    let sender = app.user("sender").await;
+    let key = app.get(Some(&sender.token), "/api/push/vapid-public-key").await.body;
+    let service = PushService::start(key["public_key"].as_str().expect("key")).await;
+    let mut recipients = Vec::new();
+    for _ in 0..24 {
+        let user = app.user("away").await;
+        let subscription = service.browser(&user.username);
+        let reply = app.post(Some(&user.token), "/api/push/subscriptions", &subscription.body).await;
+        assert_eq!(reply.status, 201, "{}", reply.body);
+        recipients.push(user);
+    }
+    let (first, second) = recipients.split_at(12);
+
+    // Every push of the first round is refused once, so all of them are waiting to be
+    // retried when instance a dies.
+    for user in first {
+        service.script(&user.username, &[answer(503)]);
+    }
+    let mut expected = HashMap::new();
+    for user in first {
+        expected.insert(user.username.clone(), id_of(&app.dm(&sender, user, "first round").await));
+    }
+    eventually(Duration::from_secs(15), "every first-round push tried once", async || {
+        first.iter().all(|user| service.requests(&user.username) >= 1)
+    })
+    .await;
+    instances[0].kill();
+
+    // The second round is sent and instance b killed before its delay has passed.
+    for user in second {
+        expected.insert(user.username.clone(), id_of(&app.dm(&sender, user, "second round").await));
+    }
+    instances[1].kill();
+
+    eventually(Duration::from_secs(45), "every push delivered", async || {
+        recipients.iter().all(|user| !service.received_by(&user.username).is_empty())
+    })
+    .await;
+    // Time for a duplicate to show, had anything been sent twice.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    for user in &recipients {
+        let pushed: Vec<i64> = service
+            .received_by(&user.username)
+            .iter()
+            .map(|push| push.payload["message_id"].as_i64().expect("message_id"))
+            .collect();
+        assert_eq!(pushed, vec![expected[&user.username]], "{}: exactly one push", user.username);
+    }
+    service.assert_all_verified();
 }
