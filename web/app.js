@@ -88,6 +88,7 @@ const state = {
   pinsOpen: false, // the pinned messages panel beside the chat
   pins: new Map(), // conversation id -> pinned messages, most recently pinned first
   muteOpen: false, // the notification settings menu
+  push: { id: null, busy: false, error: '' }, // Web Push here: `id` is the server's subscription id while on
 };
 
 // ---------------------------------------------------------------- HTTP
@@ -140,7 +141,15 @@ $('auth-form').addEventListener('submit', async (event) => {
 
 $('logout').addEventListener('click', () => logout());
 
-function logout() {
+let loggingOut = false;
+async function logout() {
+  // Also reached from a 401 inside the push clean-up below: once is enough.
+  if (loggingOut) return;
+  loggingOut = true;
+  $('logout').disabled = true;
+  // While the token still works: the next person using this browser must not get this
+  // user's pushes. Bounded, because a slow server must not keep anyone logged in.
+  await withTimeout(dropPush(), 3000).catch(() => {});
   // The other tabs hear of it through the storage event and reload too. The last event id
   // stays: logging in again replays what came meanwhile, which also acks it (delivered).
   localStorage.removeItem(TOKEN_KEY);
@@ -156,6 +165,7 @@ window.addEventListener('storage', (event) => {
 
 const eventKey = () => `sb.lastEvent.${state.me.id}`;
 const receiptsKey = () => `sb.receipts.${state.me.id}`;
+const pushKey = () => `sb.push.${state.me.id}`;
 
 function startSession(token, user) {
   state.token = token;
@@ -168,6 +178,7 @@ function startSession(token, user) {
   ackedEver = state.lastEventId; // as far as we know, the last page acked what it processed
   // Receipts too: the API has no other-member read pointer for direct conversations.
   state.receipts = new Map(JSON.parse(localStorage.getItem(receiptsKey()) || '[]'));
+  state.push.id = Number(localStorage.getItem(pushKey())) || null;
   $('auth-view').hidden = true;
   $('app-view').hidden = false;
   $('logout').hidden = false;
@@ -175,6 +186,7 @@ function startSession(token, user) {
   $('me').textContent = user.display_name;
   connect();
   loadSafety();
+  startPush();
   // Edit buttons expire and "Today" becomes "Yesterday": redraw now and then.
   setInterval(() => scheduleRender(), 30000);
 }
@@ -525,6 +537,225 @@ $('notify-dismiss').addEventListener('click', () => {
   scheduleRender();
 });
 
+// ---------------------------------------------------------------- push notifications
+
+// Web Push reaches this browser while no Switchboard tab is open: sw.js shows the
+// notification. Opt-in per user and browser; the server's subscription id is kept under
+// `pushKey()` while it is on.
+
+const pushSupported = () => 'serviceWorker' in navigator && 'PushManager' in window && canNotify();
+
+/** Rejects with a timeout error when `promise` has not settled within `ms`. */
+const withTimeout = (promise, ms) => Promise.race([promise,
+  new Promise((resolve, reject) => setTimeout(() => reject(apiError(0, 'timeout', 'This took too long, try again.')), ms))]);
+
+/** base64url (padded or not) to bytes: how the server hands out its VAPID public key. */
+function base64UrlBytes(text) {
+  const b64 = text.replace(/-/g, '+').replace(/_/g, '/');
+  return Uint8Array.from(atob(b64.padEnd(Math.ceil(b64.length / 4) * 4, '=')), (c) => c.charCodeAt(0));
+}
+
+/** Whether `sub` was made with `key`; true when the browser does not say (nothing to compare). */
+function sameServerKey(sub, key) {
+  const own = sub.options && sub.options.applicationServerKey;
+  if (!own) return true;
+  const bytes = new Uint8Array(own);
+  return bytes.length === key.length && bytes.every((b, i) => b === key[i]);
+}
+
+let workerRegistration = null; // promise of the registration, null where push is unsupported
+
+/** Registers sw.js and brings this browser's subscription in line with the server. */
+function startPush() {
+  if (!pushSupported() || workerRegistration) return;
+  workerRegistration = navigator.serviceWorker.register('/sw.js').catch((err) => {
+    console.warn('service worker registration failed', err);
+    return null;
+  });
+  syncPush();
+}
+
+/** The browser's current push subscription, if any; never throws. */
+async function browserSubscription() {
+  try {
+    const registration = await navigator.serviceWorker.getRegistration('/');
+    return registration ? await registration.pushManager.getSubscription() : null;
+  } catch (err) {
+    return null;
+  }
+}
+
+/**
+ * Subscribes this browser with the server's current key (reusing a subscription made with
+ * it) and stores the subscription on the server. Resolves to the server's id for it.
+ */
+async function subscribePush() {
+  if (!(await workerRegistration)) throw apiError(0, 'no_worker', 'Push notifications are unavailable right now.');
+  // subscribe() needs an active worker, which a first registration takes a moment to get.
+  const registration = await withTimeout(navigator.serviceWorker.ready, 10000);
+  const { public_key: publicKey } = await api('GET', '/api/push/vapid-public-key');
+  const applicationServerKey = base64UrlBytes(publicKey);
+  let sub = await registration.pushManager.getSubscription();
+  // A subscription made with a replaced key would be refused by the push service.
+  if (sub && !sameServerKey(sub, applicationServerKey)) {
+    await sub.unsubscribe();
+    sub = null;
+  }
+  if (!sub) sub = await registration.pushManager.subscribe({ userVisibleOnly: true, applicationServerKey });
+  const { endpoint, keys } = sub.toJSON();
+  // The same endpoint again is answered with its existing id: safe to repeat.
+  const { id } = await api('POST', '/api/push/subscriptions', { endpoint, keys: { p256dh: keys.p256dh, auth: keys.auth } });
+  return id;
+}
+
+function setPushId(id) {
+  state.push.id = id;
+  if (!state.me) return;
+  if (id === null) localStorage.removeItem(pushKey()); else localStorage.setItem(pushKey(), String(id));
+}
+
+/**
+ * On page load: browsers rotate subscriptions and the server's key can change, so the
+ * server's record is refreshed from what this browser holds now. The toggle waits for it.
+ */
+async function syncPush() {
+  const known = state.push.id;
+  state.push.busy = true;
+  scheduleRender();
+  try {
+    if (!known) {
+      // Not opted in here: a subscription left by someone else (a logout that could not
+      // finish) must not bring their pushes to this user.
+      const stale = await browserSubscription();
+      if (stale) await stale.unsubscribe();
+    } else if (Notification.permission !== 'granted') {
+      await dropPush(); // permission withdrawn in the browser's settings: nothing could show
+    } else {
+      const id = await subscribePush();
+      // A new subscription replaced the old one: its record would only collect failures.
+      if (id !== known) api('DELETE', `/api/push/subscriptions/${known}`).catch(() => {});
+      if (state.push.id === known) setPushId(id);
+    }
+  } catch (err) {
+    console.warn('push subscription not refreshed', err); // stays as it was: the next load tries again
+  } finally {
+    state.push.busy = false;
+    scheduleRender();
+  }
+}
+
+/** Turns push off here: the server forgets the subscription and the browser drops it. */
+async function dropPush() {
+  const id = state.push.id;
+  setPushId(null);
+  const sub = pushSupported() ? await browserSubscription() : null;
+  // Either one alone stops the pushes; failures are ignored (a dead endpoint is pruned by
+  // the server when its push service refuses it).
+  await Promise.allSettled([id ? api('DELETE', `/api/push/subscriptions/${id}`) : null, sub ? sub.unsubscribe() : null]);
+}
+
+async function enablePush() {
+  // Asked only from this click, like the banner's button.
+  if (Notification.permission === 'default') await Notification.requestPermission();
+  if (Notification.permission !== 'granted') return;
+  try {
+    setPushId(await subscribePush());
+  } catch (err) {
+    // Not stored on the server: a browser subscription alone would only mislead.
+    const sub = await browserSubscription();
+    if (sub) sub.unsubscribe().catch(() => {});
+    throw err;
+  }
+}
+
+// Turned on or off in another tab: the browser's subscription is shared, and so is its state.
+window.addEventListener('storage', (event) => {
+  if (!state.me || event.key !== pushKey()) return;
+  state.push.id = Number(event.newValue) || null;
+  scheduleRender();
+});
+
+$('push-toggle').addEventListener('click', async () => {
+  if (state.push.busy) return;
+  Object.assign(state.push, { busy: true, error: '' });
+  scheduleRender();
+  const turningOn = state.push.id === null;
+  try {
+    await (turningOn ? enablePush() : dropPush());
+  } catch (err) {
+    state.push.error = `Could not turn on push notifications: ${err.message || err.name}`;
+  } finally {
+    state.push.busy = false;
+    scheduleRender();
+  }
+});
+
+/** off, on, unsupported or denied: what the toggle shows (and its data-state says). */
+function pushState() {
+  if (!pushSupported()) return 'unsupported';
+  if (Notification.permission === 'denied') return 'denied';
+  return state.push.id !== null ? 'on' : 'off';
+}
+
+const PUSH_TEXT = {
+  off: 'Get notified of new messages even when Switchboard is closed.',
+  on: 'Push notifications on',
+  denied: 'Notifications are blocked for this site. Allow them in your browser’s site settings to get push notifications.',
+  unsupported: '',
+};
+
+function renderPush() {
+  const status = pushState();
+  const toggle = $('push-toggle');
+  $('push-settings').hidden = status === 'unsupported';
+  $('push-settings').dataset.state = status;
+  toggle.dataset.state = status;
+  toggle.hidden = status === 'unsupported' || status === 'denied';
+  toggle.disabled = state.push.busy;
+  toggle.setAttribute('aria-busy', String(state.push.busy));
+  toggle.textContent = status === 'on' ? 'Turn off' : 'Enable push notifications';
+  if (status === 'on') toggle.setAttribute('aria-label', 'Turn off push notifications'); else toggle.removeAttribute('aria-label');
+  $('push-status').textContent = PUSH_TEXT[status];
+  $('push-error').textContent = state.push.error;
+}
+
+// ---------------------------------------------------------------- opening from a notification
+
+/** `#conversation=N`: how sw.js opens a conversation in a new window. */
+function hashTarget() {
+  const match = /^#conversation=(\d+)$/.exec(location.hash);
+  return match ? Number(match[1]) : null;
+}
+
+let pendingOpen = hashTarget(); // a conversation to open once the list has loaded
+
+function openFromOutside(id) {
+  pendingOpen = id;
+  if (state.listLoaded) openPending();
+}
+
+async function openPending() {
+  const id = pendingOpen;
+  pendingOpen = null;
+  // Consumed: a reload should not jump back to it.
+  if (hashTarget() !== null) history.replaceState(null, '', location.pathname + location.search);
+  if (!state.convs.has(id)) await refreshConv(id);
+  if (state.convs.has(id)) openConversation(id);
+}
+
+window.addEventListener('hashchange', () => {
+  const id = hashTarget();
+  if (id !== null) openFromOutside(id);
+});
+
+// A notification clicked while this window was open: sw.js focuses it and says which chat.
+if ('serviceWorker' in navigator) {
+  navigator.serviceWorker.addEventListener('message', (event) => {
+    const data = event.data;
+    if (data && data.type === 'open-conversation' && Number.isInteger(data.conversation_id)) openFromOutside(data.conversation_id);
+  });
+}
+
 // ---------------------------------------------------------------- state helpers
 
 function receipts(conversationId) {
@@ -612,7 +843,8 @@ async function loadConversations() {
     // The list holds every message up to the hello: this device has them (delivered).
     scheduleAck();
     const reopen = Number(sessionStorage.getItem(OPEN_KEY));
-    if (reopen && state.convs.has(reopen) && !state.openId) openConversation(reopen);
+    if (pendingOpen !== null) openPending();
+    else if (reopen && state.convs.has(reopen) && !state.openId) openConversation(reopen);
   } catch (err) {
     if (err.status !== 401) setTimeout(loadConversations, 3000);
   }
@@ -1620,6 +1852,7 @@ function render(hints) {
   const total = unreadTotal();
   document.title = total ? `(${total}) Switchboard` : 'Switchboard';
   renderBanner();
+  renderPush();
   renderList();
   renderSearch();
   renderContacts();

@@ -19,7 +19,11 @@ use serde_json::{Value, json};
 use crate::helpers::{Backend, PASSWORD, TestApp, TestUser, spawn_app};
 use crate::on_both_databases;
 
-on_both_databases!(two_users_chat_in_headless_chromium, reactions_replies_mentions_pins_in_headless_chromium);
+on_both_databases!(
+    two_users_chat_in_headless_chromium,
+    reactions_replies_mentions_pins_in_headless_chromium,
+    web_push_opt_in_service_worker_and_logout_in_headless_chromium,
+);
 
 /// One browser test at a time: four Chromium processes beside the rest of the suite on two
 /// cores are slow enough already.
@@ -1236,4 +1240,126 @@ async fn reactions_replies_mentions_pins_in_headless_chromium(backend: Backend) 
         "browser test (reactions, replies, mentions, pins) took {:.1} s",
         started.elapsed().as_secs_f64()
     );
+}
+
+/// Headless Chromium reaches no real push service, so `PushManager.subscribe` is the one part
+/// replaced: it hands back a subscription with a real P-256 key (made by WebCrypto) and records
+/// the VAPID key it was asked to use. Everything else is the browser's own.
+const STUB_PUSH_MANAGER: &str = "
+    const pair = await crypto.subtle.generateKey({name: 'ECDH', namedCurve: 'P-256'}, true, ['deriveBits']);
+    const raw = new Uint8Array(await crypto.subtle.exportKey('raw', pair.publicKey));
+    const b64url = (bytes) => btoa(String.fromCharCode(...bytes)).replace(/\\+/g, '-').replace(/\\//g, '_').replace(/=+$/, '');
+    let current = null;
+    PushManager.prototype.getSubscription = async function () { return current; };
+    PushManager.prototype.subscribe = async function (options) {
+      window.__serverKey = b64url(new Uint8Array(options.applicationServerKey));
+      current = {
+        endpoint: 'https://push.example.net/send/headless-1',
+        options: {applicationServerKey: options.applicationServerKey},
+        toJSON() { return {endpoint: this.endpoint, keys: {p256dh: b64url(raw), auth: b64url(crypto.getRandomValues(new Uint8Array(16)))}}; },
+        async unsubscribe() { current = null; return true; },
+      };
+      return current;
+    };";
+
+/// Web Push in the browser: the service worker registers at `/`, the opt-in subscribes with
+/// the server's VAPID key and stores the subscription, a push event shows a notification
+/// naming the sender with the preview, `#conversation=N` (what a click opens) opens that
+/// chat, and logging out deletes the subscription on the server.
+async fn web_push_opt_in_service_worker_and_logout_in_headless_chromium(backend: Backend) {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let app = spawn_app(backend).await;
+    let alice = app.register("alice").await;
+    let driver = Chromedriver::start();
+    let browser = driver.browser().await;
+    let grant = json!({"cmd": "Browser.grantPermissions",
+                       "params": {"origin": app.address, "permissions": ["notifications"]}});
+    driver_command(&driver, &browser, reqwest::Method::POST, "goog/cdp/execute", Some(grant)).await;
+    register(&browser, &app, "bob", "Bob").await;
+    let login = app.post(None, "/api/auth/login", &json!({"username": "bob", "password": PASSWORD})).await;
+    let bob = TestUser {
+        id: login.body["user"]["id"].as_i64().expect("id"),
+        username: "bob".into(),
+        token: login.body["token"].as_str().expect("token").to_owned(),
+    };
+
+    // The worker: registered for the whole client, active.
+    browser
+        .execute(
+            "navigator.serviceWorker.ready.then((r) => { window.__worker = {scope: r.scope, script: r.active.scriptURL}; }); return true;",
+            vec![],
+        )
+        .await
+        .unwrap();
+    let worker = wait_js(&browser, "the service worker", "return window.__worker;").await;
+    assert_eq!(
+        worker,
+        json!({"scope": format!("{}/", app.address), "script": format!("{}/sw.js", app.address)})
+    );
+
+    // Opting in.
+    wait_js(&browser, "the push toggle", "return document.getElementById('push-toggle').dataset.state === 'off' && !document.getElementById('push-toggle').disabled;").await;
+    browser
+        .execute_async(
+            &format!(
+                "const done = arguments[0]; (async () => {{ {STUB_PUSH_MANAGER} }})().then(() => done(true));"
+            ),
+            vec![],
+        )
+        .await
+        .unwrap();
+    click(&browser, &testid("push-toggle")).await;
+    wait_js(&browser, "push on", "return document.getElementById('push-toggle').dataset.state === 'on';")
+        .await;
+    let vapid = app.get(Some(&bob.token), "/api/push/vapid-public-key").await.body;
+    let asked = browser.execute("return window.__serverKey;", vec![]).await.unwrap();
+    assert_eq!(asked, vapid["public_key"], "subscribed with the server's VAPID key");
+    let stored = app.get(Some(&bob.token), "/api/push/subscriptions").await.body;
+    let endpoints: Vec<&str> =
+        stored["subscriptions"].as_array().unwrap().iter().filter_map(|s| s["endpoint"].as_str()).collect();
+    assert_eq!(endpoints, vec!["https://push.example.net/send/headless-1"]);
+
+    // A push arrives: the worker shows it. DevTools delivers it to the registration (a fresh
+    // profile's first one is number 0).
+    let message = app.dm(&alice, &bob, "Is the bike still for sale?").await;
+    let conversation = message["conversation_id"].as_i64().unwrap();
+    let payload = json!({"type": "new_message", "conversation_id": conversation, "message_id": message["id"],
+                         "sender": {"id": alice.id, "username": "alice", "display_name": "alice"},
+                         "preview": "Is the bike still for sale?"});
+    let enable = json!({"cmd": "ServiceWorker.enable", "params": {}});
+    driver_command(&driver, &browser, reqwest::Method::POST, "goog/cdp/execute", Some(enable)).await;
+    let push = json!({"cmd": "ServiceWorker.deliverPushMessage",
+                      "params": {"origin": app.address, "registrationId": "0", "data": payload.to_string()}});
+    driver_command(&driver, &browser, reqwest::Method::POST, "goog/cdp/execute", Some(push)).await;
+    let shown = wait_js(
+        &browser,
+        "the notification",
+        "navigator.serviceWorker.ready.then((r) => r.getNotifications()).then((all) => {
+             window.__shown = all.map((n) => ({title: n.title, body: n.body, tag: n.tag, data: n.data})); });
+         return window.__shown;",
+    )
+    .await;
+    assert_eq!(
+        shown,
+        json!([{"title": "alice", "body": "Is the bike still for sale?", "tag": format!("sb-conv-{conversation}"),
+                "data": {"conversation_id": conversation, "message_id": message["id"]}}])
+    );
+
+    // A click on it opens `/#conversation=N` when no window is open: that chat opens.
+    browser.goto(&format!("{}/#conversation={conversation}", app.address)).await.unwrap();
+    wait_js(
+        &browser,
+        "the conversation opened from the notification",
+        &format!("return document.querySelector('[data-testid=conv-item][aria-current=true]')?.dataset.conversationId === '{conversation}';"),
+    )
+    .await;
+
+    // Logging out takes the subscription off the server.
+    wait_js(&browser, "push still on", "return document.getElementById('push-toggle').dataset.state === 'on' && !document.getElementById('push-toggle').disabled;").await;
+    click(&browser, &testid("logout")).await;
+    wait_js(&browser, "the login form", "return !document.getElementById('auth-view').hidden;").await;
+    let stored = app.get(Some(&bob.token), "/api/push/subscriptions").await.body;
+    assert_eq!(stored, json!({"subscriptions": []}), "logout unsubscribes");
+    let errors = console_errors(&driver, &browser).await;
+    assert!(errors.is_empty(), "{errors:#?}");
 }
