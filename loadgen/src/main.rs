@@ -13,12 +13,14 @@
 //! - `idle`: the server's memory per open, quiet socket, from worker processes.
 //! - `reconnect`: sockets opened and closed in a loop by users with a history: connects/s
 //!   and connect→hello latency.
+//! - `push`: Web Push to a push service in this process: pushes/s and commit→push delay.
 //!
 //! `--csv FILE` appends each result as a row; `plot` draws the README's SVG plots from them.
 
 mod bench;
 mod idle;
 mod plot;
+mod push;
 mod reconnect;
 
 use std::collections::HashMap;
@@ -142,6 +144,22 @@ enum Scenario {
         #[arg(long, default_value_t = 10)]
         duration: u64,
     },
+    /// Web Push: `users` offline recipients with a subscription each on a push service in
+    /// this process, one message each; pushes/s and the delay beyond `push.delay_seconds`.
+    Push {
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        url: String,
+        #[arg(long, default_value_t = 2000)]
+        users: usize,
+        /// Messages per second; 0 sends them all at once.
+        #[arg(long, default_value_t = 0)]
+        rate: u32,
+        /// The server's `push.delay_seconds`.
+        #[arg(long, default_value_t = 5)]
+        delay: u64,
+        #[arg(long)]
+        pid: Option<u32>,
+    },
     Fanout {
         #[command(flatten)]
         common: Common,
@@ -218,6 +236,10 @@ async fn main() -> Result<(), String> {
             return bench::search(url, *messages, (*senders).max(1), *queries).await;
         }
         Scenario::Upload { url, megabytes, count } => return bench::upload(url, *megabytes, *count).await,
+        Scenario::Push { url, users, rate, delay, pid } => {
+            let plan = push::Plan { users: (*users).max(1), rate: *rate, delay: *delay, pid: *pid };
+            return push::run(url, plan).await;
+        }
         Scenario::Idle { url, pid, sockets, step, users, csv, label } => {
             let csv = csv.as_deref().map(|path| (path, label.as_str()));
             return idle::run(url, *pid, *sockets, (*step).max(1), (*users).max(1), csv).await;
@@ -258,6 +280,7 @@ async fn main() -> Result<(), String> {
         Scenario::Search { .. }
         | Scenario::Reconnect { .. }
         | Scenario::Upload { .. }
+        | Scenario::Push { .. }
         | Scenario::Idle { .. }
         | Scenario::IdleWorker { .. }
         | Scenario::Plot { .. } => {
@@ -333,6 +356,7 @@ async fn main() -> Result<(), String> {
         Scenario::Search { .. }
         | Scenario::Reconnect { .. }
         | Scenario::Upload { .. }
+        | Scenario::Push { .. }
         | Scenario::Idle { .. }
         | Scenario::IdleWorker { .. }
         | Scenario::Plot { .. } => {}

@@ -1,11 +1,15 @@
 //! One push, ready to POST: the contract's payload, encrypted for the subscription
 //! (RFC 8291 `aes128gcm`) and signed for the push service (RFC 8292 VAPID), by `web-push`.
 
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
 use secrecy::ExposeSecret;
 use serde::Serialize;
 use web_push::{
-    ContentEncoding, SubscriptionInfo, Urgency, VapidSignatureBuilder, WebPushError, WebPushMessageBuilder,
-    request_builder,
+    ContentEncoding, SubscriptionInfo, Urgency, VapidSignature, VapidSignatureBuilder, WebPushError,
+    WebPushMessageBuilder, request_builder,
 };
 
 use super::VapidKeys;
@@ -14,6 +18,10 @@ use super::VapidKeys;
 const TTL_SECONDS: u32 = 24 * 60 * 60;
 /// Characters of the message text a push carries.
 const PREVIEW_CHARS: usize = 100;
+/// How long one VAPID token is used: `web-push` makes them good for twelve hours.
+const SIGNATURE_REUSE: Duration = Duration::from_secs(60 * 60);
+/// Push service origins remembered; a deployment sees a handful (one per browser vendor).
+const SIGNATURE_ORIGINS: usize = 1024;
 
 /// What a push says, before encryption (the contract's payload).
 #[derive(Debug, Serialize)]
@@ -67,26 +75,57 @@ pub struct PushRequest {
     pub body: Vec<u8>,
 }
 
+/// VAPID tokens by push service origin. Signing one costs two P-256 scalar multiplications,
+/// most of a push's CPU; a token names only the origin, so one per origin an hour serves
+/// every push to it.
+pub struct Signatures {
+    keys: VapidKeys,
+    subject: String,
+    tokens: Mutex<HashMap<String, (Instant, VapidSignature)>>,
+}
+
+impl Signatures {
+    pub fn new(keys: VapidKeys, subject: String) -> Self {
+        Self { keys, subject, tokens: Mutex::new(HashMap::new()) }
+    }
+
+    fn for_origin(&self, audience: String, info: &SubscriptionInfo) -> Result<VapidSignature, WebPushError> {
+        if let Ok(tokens) = self.tokens.lock()
+            && let Some((made, token)) = tokens.get(&audience)
+            && made.elapsed() < SIGNATURE_REUSE
+        {
+            return Ok(token.clone());
+        }
+        let mut vapid = VapidSignatureBuilder::from_base64(self.keys.private_key.expose_secret(), info)?;
+        vapid.add_claim("aud", audience.as_str());
+        vapid.add_claim("sub", self.subject.as_str());
+        let token = vapid.build()?;
+        if let Ok(mut tokens) = self.tokens.lock() {
+            if tokens.len() >= SIGNATURE_ORIGINS {
+                tokens.clear();
+            }
+            tokens.insert(audience, (Instant::now(), token.clone()));
+        }
+        Ok(token)
+    }
+}
+
 /// Encrypts `payload` for `target` and signs the request with the deployment's key.
 pub fn seal(
-    keys: &VapidKeys,
-    subject: &str,
+    signatures: &Signatures,
     target: &Target<'_>,
     payload: &[u8],
 ) -> Result<PushRequest, WebPushError> {
     let info = SubscriptionInfo::new(target.endpoint, target.p256dh, target.auth);
-    let mut vapid = VapidSignatureBuilder::from_base64(keys.private_key.expose_secret(), &info)?;
     // The origin with its port: web-push's own `aud` leaves a non-default port out.
     let audience = url::Url::parse(target.endpoint)
         .map(|url| url.origin().ascii_serialization())
         .map_err(|_| WebPushError::InvalidUri)?;
-    vapid.add_claim("aud", audience);
-    vapid.add_claim("sub", subject);
     let mut message = WebPushMessageBuilder::new(&info);
     message.set_payload(ContentEncoding::Aes128Gcm, payload);
     message.set_ttl(TTL_SECONDS);
     message.set_urgency(Urgency::High);
-    message.set_vapid_signature(vapid.build()?);
+    message.set_vapid_signature(signatures.for_origin(audience, &info)?);
     let request = request_builder::build_request::<Vec<u8>>(message.build()?);
     let headers = request
         .headers()
@@ -132,7 +171,8 @@ mod tests {
         let text = "é".repeat(150);
         let payload = serde_json::to_vec(&Payload::new_message(9, 42, sender, &text, true)).unwrap();
         let keys = keys();
-        let request = seal(&keys, "mailto:ops@example.com", &target, &payload).expect("sealed");
+        let signatures = Signatures::new(keys.clone(), "mailto:ops@example.com".into());
+        let request = seal(&signatures, &target, &payload).expect("sealed");
 
         assert_eq!(request.endpoint, endpoint);
         assert_eq!(header(&request, "content-encoding"), "aes128gcm");

@@ -28,7 +28,7 @@ use sea_orm::{ExprTrait, FromQueryResult, QueryOrder, QuerySelect, Set};
 use tokio::sync::{Semaphore, watch};
 
 use super::VapidKeys;
-use super::payload::{self, Payload, Sender as PayloadSender, Target};
+use super::payload::{self, Payload, Sender as PayloadSender, Signatures, Target};
 use crate::config::PushSettings;
 use crate::db::{self, Db};
 use crate::domain::events::writer::Writer;
@@ -41,12 +41,13 @@ use crate::wire::UserId;
 
 /// The `server_keys` row holding the last message id planned.
 const CURSOR: &str = "push_cursor";
-/// How often an idle sender looks for work: the push's lateness beyond the delay.
+/// How often an idle sender looks for new messages and due retries.
 const TICK: Duration = Duration::from_millis(200);
 /// Messages planned per transaction.
 const PLAN_BATCH: u64 = 512;
-/// Requests in flight per instance.
-const IN_FLIGHT: usize = 64;
+/// Requests in flight per instance: enough that a few push services answering slowly do not
+/// hold up the others.
+const IN_FLIGHT: usize = 256;
 /// A push service's whole answer, connection included.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a lease outlives a request that never answers.
@@ -65,7 +66,7 @@ pub struct PushSender {
     db: Db,
     writer: Writer,
     presence: Arc<Presence>,
-    keys: VapidKeys,
+    signatures: Signatures,
     settings: PushSettings,
 }
 
@@ -80,7 +81,8 @@ pub fn start(
     settings: PushSettings,
     stop: watch::Receiver<()>,
 ) {
-    let sender = PushSender { db, writer, presence, keys, settings };
+    let signatures = Signatures::new(keys, settings.subject.clone());
+    let sender = PushSender { db, writer, presence, signatures, settings };
     actix::Arbiter::new().spawn(async move {
         let client = match outbound::client(sender.settings.allow_insecure_endpoints, REQUEST_TIMEOUT) {
             Ok(client) => client,
@@ -126,6 +128,15 @@ struct Candidate {
     mentioned: Option<i64>,
 }
 
+/// What one planning pass did.
+#[derive(Default)]
+struct Planned {
+    /// Messages planned.
+    messages: usize,
+    /// When the oldest message not yet due falls due.
+    next_due: Option<Timestamp>,
+}
+
 enum Outcome {
     /// The push service has it.
     Sent,
@@ -145,28 +156,31 @@ impl PushSender {
             tracing::warn!(error = %err, "push: cannot read the cursor yet");
         }
         let slots = Arc::new(Semaphore::new(IN_FLIGHT));
-        let mut tick = tokio::time::interval(TICK);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut next_due = None;
         loop {
+            // The next message falls due at a known time: wake then, not a tick later.
+            let wait = next_due.map_or(TICK, |at: Timestamp| {
+                // Already past: no wait at all.
+                (at - time::now()).to_std().unwrap_or(Duration::ZERO).min(TICK)
+            });
             tokio::select! {
-                _ = tick.tick() => {}
+                _ = tokio::time::sleep(wait) => {}
                 changed = stop.changed() => if changed.is_err() { break },
             }
             // Catch up without waiting for the next tick while there is a backlog.
             loop {
                 let planned = self.plan().await.unwrap_or_else(|err| {
                     tracing::warn!(error = %err, "push: planning failed; retrying");
-                    0
+                    Planned::default()
                 });
+                next_due = planned.next_due;
+                // Every slot busy: the next push to finish frees one.
+                drop(slots.acquire().await);
                 let leased = self.send_due(&client, &slots).await.unwrap_or_else(|err| {
                     tracing::warn!(error = %err, "push: leasing failed; retrying");
                     0
                 });
-                if planned < PLAN_BATCH as usize && leased == 0 {
-                    break;
-                }
-                if leased > 0 && slots.available_permits() == 0 {
-                    // Every slot busy: the next tick comes soon enough.
+                if planned.messages < PLAN_BATCH as usize && leased == 0 {
                     break;
                 }
             }
@@ -197,12 +211,11 @@ impl PushSender {
             .await
     }
 
-    /// Plans the pushes of messages now `delay_seconds` old; returns how many messages it
-    /// planned.
-    async fn plan(&self) -> AppResult<usize> {
+    /// Plans the pushes of messages now `delay_seconds` old.
+    async fn plan(&self) -> AppResult<Planned> {
         let Some(row) = server_key::Entity::find_by_id(CURSOR).one(&self.db.read).await? else {
             self.start_cursor().await?;
-            return Ok(0);
+            return Ok(Planned::default());
         };
         let cursor: i64 = row.value.parse().unwrap_or(0);
         let delay =
@@ -219,8 +232,9 @@ impl PushSender {
             .all(&self.db.read)
             .await?;
         let due = pending.iter().take_while(|(_, at)| *at <= cutoff).count();
+        let next_due = pending.get(due).map(|(_, at)| *at + delay);
         let Some(upto) = due.checked_sub(1).map(|last| pending[last].0) else {
-            return Ok(0);
+            return Ok(Planned { messages: 0, next_due });
         };
         let now = time::now();
         let mut wanted: Vec<Candidate> = self
@@ -281,10 +295,10 @@ impl PushSender {
             })
             .await?;
         if !moved {
-            return Ok(0);
+            return Ok(Planned { messages: 0, next_due });
         }
         tracing::debug!(from = cursor, to = upto, pushes = wanted.len(), "push: planned");
-        Ok(due)
+        Ok(Planned { messages: due, next_due })
     }
 
     /// Members of the messages in `(after, upto]` who have a subscription and have not read
@@ -412,7 +426,7 @@ impl PushSender {
         );
         let Ok(json) = serde_json::to_vec(&payload) else { return Outcome::Failed };
         let target = Target { endpoint: &row.endpoint, p256dh: &row.p256dh, auth: &row.auth };
-        let request = match payload::seal(&self.keys, &self.settings.subject, &target, &json) {
+        let request = match payload::seal(&self.signatures, &target, &json) {
             Ok(request) => request,
             Err(err) => {
                 tracing::warn!(error = %err, subscription = row.subscription_id, "push: cannot encrypt");

@@ -1,0 +1,210 @@
+//! `push`: Web Push from one server to a push service in this process. `users` recipients
+//! each subscribe an endpoint here and never open a socket; `users` senders each write to
+//! their own recipient (a first message: it opens the conversation). Reports the pushes per
+//! second the server sends and the delay from each message's commit (its 201) to its push,
+//! minus the server's `push.delay_seconds`.
+//!
+//! The server must run with `SWITCHBOARD__PUSH__ALLOW_INSECURE_ENDPOINTS=true` (this push
+//! service is plain HTTP on loopback). The push service answers 201 without decrypting: the
+//! integration tests check the encryption; here its cost would only be the receiver's.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use http_body_util::{BodyExt, Empty};
+use hyper::body::{Bytes, Incoming};
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use tokio::sync::{Mutex, Semaphore};
+
+use crate::{percentile, register};
+
+/// A valid `p256dh`: the P-256 generator point, uncompressed, base64url.
+const P256DH: &str =
+    "BGsX0fLhLEJH-Lzm5WOkQPJ3A32BLeszoPShOUXYmMKWT-NC4v4af5uO5-tKfA-eFivOM1drMV7Oy7ZAaDe_UfU";
+const AUTH: &str = "AAECAwQFBgcICQoLDA0ODw";
+
+pub struct Plan {
+    pub users: usize,
+    /// Messages per second; 0 sends them all at once (64 in flight) to find the ceiling.
+    pub rate: u32,
+    /// The server's `push.delay_seconds`.
+    pub delay: u64,
+    pub pid: Option<u32>,
+}
+
+/// Arrivals by message id (the `Topic` header, `m<id>`).
+type Arrivals = Arc<Mutex<HashMap<i64, (Instant, usize)>>>;
+
+pub async fn run(url: &str, plan: Plan) -> Result<(), String> {
+    let arrivals: Arrivals = Arc::default();
+    let port = serve(arrivals.clone()).await?;
+    let http = reqwest::Client::builder().pool_max_idle_per_host(256).build().map_err(|e| e.to_string())?;
+    eprintln!("registering {} users…", plan.users * 2);
+    let accounts = register(&http, url, plan.users * 2).await?;
+    let (senders, recipients) = accounts.split_at(plan.users);
+    for (n, recipient) in recipients.iter().enumerate() {
+        let body = serde_json::json!({
+            "endpoint": format!("http://127.0.0.1:{port}/push/{n}"),
+            "keys": {"p256dh": P256DH, "auth": AUTH},
+        });
+        let response = http
+            .post(format!("{url}/api/push/subscriptions"))
+            .bearer_auth(&recipient.token)
+            .json(&body)
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        if !response.status().is_success() {
+            return Err(format!("subscribe: {} (is push.allow_insecure_endpoints on?)", response.status()));
+        }
+    }
+
+    eprintln!("sending {} messages…", plan.users);
+    let committed: Arc<Mutex<HashMap<i64, Instant>>> = Arc::default();
+    let in_flight = Arc::new(Semaphore::new(64));
+    let cpu_before = plan.pid.and_then(crate::cpu_ticks);
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for (n, (sender, recipient)) in senders.iter().zip(recipients).enumerate() {
+        if plan.rate > 0 {
+            let due = started + Duration::from_secs_f64(n as f64 / f64::from(plan.rate));
+            tokio::time::sleep_until(due.into()).await;
+        }
+        let permit = in_flight.clone().acquire_owned().await.map_err(|e| e.to_string())?;
+        let (http, url, committed) = (http.clone(), url.to_owned(), committed.clone());
+        let body =
+            serde_json::json!({"recipient_id": recipient.id, "message": format!("push {n}: are you there?")});
+        let token = sender.token.clone();
+        tasks.push(tokio::spawn(async move {
+            let response =
+                http.post(format!("{url}/api/messages")).bearer_auth(token).json(&body).send().await;
+            let at = Instant::now();
+            drop(permit);
+            let message: serde_json::Value = match response {
+                Ok(response) if response.status().is_success() => response.json().await.unwrap_or_default(),
+                _ => return false,
+            };
+            match message["id"].as_i64() {
+                Some(id) => {
+                    committed.lock().await.insert(id, at);
+                    true
+                }
+                None => false,
+            }
+        }));
+    }
+    let mut failed = 0;
+    for task in tasks {
+        if !task.await.unwrap_or(false) {
+            failed += 1;
+        }
+    }
+    let sent = committed.lock().await.len();
+    eprintln!(
+        "{sent} sent ({failed} failed) in {:.2} s; waiting for the pushes…",
+        started.elapsed().as_secs_f64()
+    );
+
+    // Every push, or 30 s of silence.
+    let mut last_count = 0;
+    let mut quiet_since = Instant::now();
+    loop {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let count = arrivals.lock().await.len();
+        if count >= sent {
+            break;
+        }
+        if count != last_count {
+            (last_count, quiet_since) = (count, Instant::now());
+        } else if quiet_since.elapsed() > Duration::from_secs(30) {
+            break;
+        }
+    }
+    let cpu = plan.pid.and_then(crate::cpu_ticks).zip(cpu_before).map(|(after, before)| after - before);
+    let wall = started.elapsed().as_secs_f64();
+
+    let committed = committed.lock().await;
+    let arrivals = arrivals.lock().await;
+    let delay = Duration::from_secs(plan.delay);
+    let mut late: Vec<f64> = Vec::new();
+    let (mut first, mut last) = (None::<Instant>, None::<Instant>);
+    let mut duplicates = 0;
+    for (id, (at, count)) in arrivals.iter() {
+        duplicates += count - 1;
+        first = Some(first.map_or(*at, |f| f.min(*at)));
+        last = Some(last.map_or(*at, |l| l.max(*at)));
+        if let Some(commit) = committed.get(id) {
+            let waited = at.saturating_duration_since(*commit);
+            late.push((waited.as_secs_f64() - delay.as_secs_f64()) * 1000.0);
+        }
+    }
+    late.sort_by(f64::total_cmp);
+    let span = match (first, last) {
+        (Some(first), Some(last)) => last.duration_since(first).as_secs_f64(),
+        _ => 0.0,
+    };
+    let pushes_per_second = if span > 0.0 { arrivals.len() as f64 / span } else { f64::NAN };
+    println!(
+        "push users={} rate={} delay={}s: {} sent, {} pushed, {} missing, {} duplicates; \
+         {:.0} pushes/s (first to last push, {:.2} s); beyond the delay p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        plan.users,
+        plan.rate,
+        plan.delay,
+        sent,
+        arrivals.len(),
+        sent.saturating_sub(arrivals.len()),
+        duplicates,
+        pushes_per_second,
+        span,
+        percentile(&late, 0.50),
+        percentile(&late, 0.99),
+        late.last().copied().unwrap_or(f64::NAN),
+    );
+    if let Some(ticks) = cpu {
+        println!("server CPU: {:.2} cores over the run", ticks as f64 / crate::clock_ticks() / wall);
+    }
+    Ok(())
+}
+
+/// The push service: records each push's arrival by its `Topic` and answers 201.
+async fn serve(arrivals: Arrivals) -> Result<u16, String> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(|e| e.to_string())?;
+    let port = listener.local_addr().map_err(|e| e.to_string())?.port();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let arrivals = arrivals.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |request: Request<Incoming>| {
+                    let arrivals = arrivals.clone();
+                    async move {
+                        let at = Instant::now();
+                        let topic =
+                            request.headers().get("topic").and_then(|v| v.to_str().ok()).map(str::to_owned);
+                        // The encrypted body is read (as a push service must) and dropped.
+                        let _ = request.into_body().collect().await;
+                        if let Some(id) =
+                            topic.and_then(|t| t.strip_prefix('m').and_then(|id| id.parse().ok()))
+                        {
+                            arrivals
+                                .lock()
+                                .await
+                                .entry(id)
+                                .and_modify(|e: &mut (Instant, usize)| e.1 += 1)
+                                .or_insert((at, 1));
+                        }
+                        let mut response = Response::new(Empty::<Bytes>::new());
+                        *response.status_mut() = hyper::StatusCode::CREATED;
+                        Ok::<_, Infallible>(response)
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    Ok(port)
+}
