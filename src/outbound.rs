@@ -54,6 +54,17 @@ pub fn host_is_internal(url: &Url) -> Option<bool> {
     })
 }
 
+/// Whether `url`'s host is a name that resolves now to an address inside the network. A
+/// name that does not resolve (in time) is not refused here: every connection checks again.
+pub async fn resolves_inside(url: &Url) -> bool {
+    let Some(Host::Domain(name)) = url.host() else { return false };
+    let lookup = tokio::net::lookup_host((name, 0));
+    match tokio::time::timeout(Duration::from_secs(2), lookup).await {
+        Ok(Ok(found)) => found.into_iter().any(|addr| internal(addr.ip())),
+        _ => false,
+    }
+}
+
 /// A resolver that refuses a name with any address inside the network (one internal answer
 /// among public ones is how DNS rebinding gets in).
 struct Guarded;

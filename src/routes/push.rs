@@ -61,7 +61,8 @@ pub async fn subscribe(
     body: JsonBody<SubscribeBody>,
 ) -> AppResult<HttpResponse> {
     let JsonBody(SubscribeBody { endpoint, keys }) = body;
-    let checked = Subscription::check(endpoint, keys, state.settings.push.allow_insecure_endpoints)?;
+    let allow = state.settings.push.allow_insecure_endpoints;
+    let checked = Subscription::check(endpoint, keys, allow)?.check_resolved(allow).await?;
     let (id, created) = subscriptions::subscribe(&state.writer, caller.user(), checked).await?;
     let mut reply = if created { HttpResponse::Created() } else { HttpResponse::Ok() };
     Ok(reply.json(Subscribed { id }))

@@ -345,6 +345,11 @@ async fn insecure_endpoints_only_where_the_config_allows_them(backend: Backend) 
     let reply = subscribe_reply(&strict, &alice, &subscription(LOCAL)).await;
     assert_invalid(&reply, "endpoint", "a local http endpoint by default");
     assert_eq!(subscriptions(&strict, &alice).await, none(), "nothing stored");
+    // A name that resolves to loopback (from /etc/hosts) is refused like the address.
+    let name = loopback_name();
+    let reply = subscribe_reply(&strict, &alice, &subscription(&format!("https://{name}/push/abc"))).await;
+    assert_invalid(&reply, "endpoint", "a name resolving to loopback");
+    assert_eq!(subscriptions(&strict, &alice).await, none(), "nothing stored");
 
     let relaxed = spawn_app_with(backend, |settings| settings.push.allow_insecure_endpoints = true).await;
     let bob = relaxed.user("bob").await;
@@ -356,6 +361,23 @@ async fn insecure_endpoints_only_where_the_config_allows_them(backend: Backend) 
     let reply = subscribe_reply(&relaxed, &bob, &subscription("not a url")).await;
     assert_invalid(&reply, "endpoint", "not a url, even when insecure endpoints are allowed");
     assert_eq!(subscriptions(&relaxed, &bob).await, [(id, LOCAL.to_owned())], "nothing more stored");
+}
+
+/// A host name other than `localhost` that /etc/hosts maps to a loopback address.
+fn loopback_name() -> String {
+    let hosts = std::fs::read_to_string("/etc/hosts").expect("/etc/hosts");
+    hosts
+        .lines()
+        .filter_map(|line| line.split('#').next())
+        .filter_map(|line| {
+            let mut fields = line.split_whitespace();
+            let address: std::net::IpAddr = fields.next()?.parse().ok()?;
+            address
+                .is_loopback()
+                .then(|| fields.find(|name| !name.contains("localhost")).map(str::to_owned))?
+        })
+        .next()
+        .expect("the test needs a name besides localhost for a loopback address in /etc/hosts")
 }
 
 /// Subscriptions belong to a user; none of the push routes work anonymously.

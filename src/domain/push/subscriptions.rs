@@ -11,7 +11,7 @@ use super::decode;
 use crate::db::Db;
 use crate::domain::events::writer::Writer;
 use crate::error::{AppError, AppResult};
-use crate::outbound::host_is_internal;
+use crate::outbound::{host_is_internal, resolves_inside};
 use crate::time::{self, Timestamp};
 use crate::wire::UserId;
 
@@ -66,6 +66,25 @@ impl Subscription {
         // Valid base64url: without its padding it is the canonical text.
         let unpadded = |text: String| text.trim_end_matches('=').to_owned();
         Ok(Self { endpoint, p256dh: unpadded(keys.p256dh), auth: unpadded(keys.auth) })
+    }
+}
+
+impl Subscription {
+    /// The endpoint's host name, resolved now: 422 if it points inside the network (unless
+    /// allowed). Every push checks it again as it connects.
+    pub async fn check_resolved(self, allow_insecure: bool) -> AppResult<Self> {
+        if allow_insecure {
+            return Ok(self);
+        }
+        let url = Url::parse(&self.endpoint)
+            .map_err(|_| AppError::validation("endpoint", "endpoint must be an https:// URL"))?;
+        if resolves_inside(&url).await {
+            return Err(AppError::validation(
+                "endpoint",
+                "endpoint must not resolve to a loopback, private, link-local or unspecified address",
+            ));
+        }
+        Ok(self)
     }
 }
 
