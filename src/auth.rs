@@ -94,6 +94,14 @@ impl Tokens {
 
     /// The user a valid token names; 401 when no such user exists.
     pub async fn authenticate(&self, db: &Db, token: &str) -> AppResult<AuthUser> {
+        // A bot's token is looked up every time: rotating or deleting the bot revokes it at
+        // once, on every instance.
+        if crate::domain::bots::is_bot_token(token) {
+            return match crate::domain::bots::authenticate(db, token).await? {
+                Some(id) => Ok(AuthUser { id }),
+                None => Err(AppError::unauthorized(ErrorCode::InvalidToken, "the token is not valid")),
+            };
+        }
         let id = self.verify(token)?;
         if self.known_users.read().is_ok_and(|known| known.contains(&id)) {
             return Ok(AuthUser { id });

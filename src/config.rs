@@ -31,6 +31,9 @@ pub struct Settings {
     pub websocket: WebSocketSettings,
     pub messaging: MessagingSettings,
     pub push: PushSettings,
+    pub bots: BotSettings,
+    pub away: AwaySettings,
+    pub assistant: AssistantSettings,
     pub attachments: AttachmentSettings,
     pub limits: LimitSettings,
     pub log: LogSettings,
@@ -110,6 +113,63 @@ impl Default for PushSettings {
             delay_seconds: 5,
             include_preview: true,
             allow_insecure_endpoints: false,
+        }
+    }
+}
+
+/// Bots' outgoing webhooks.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BotSettings {
+    /// A hook's whole answer, connection included.
+    pub webhook_timeout_seconds: u64,
+    /// Failed requests in a row after which a hook is disabled (its owner is told).
+    pub max_consecutive_failures: u32,
+    /// Accepts webhook URLs on loopback or private addresses (tests, or bots on the same
+    /// host); otherwise a webhook could make the server call into its own network.
+    pub allow_private_urls: bool,
+}
+
+impl Default for BotSettings {
+    fn default() -> Self {
+        Self { webhook_timeout_seconds: 10, max_consecutive_failures: 10, allow_private_urls: false }
+    }
+}
+
+/// Away replies ("AI mode").
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AwaySettings {
+    pub delay_seconds: u64,
+}
+
+impl Default for AwaySettings {
+    fn default() -> Self {
+        Self { delay_seconds: 30 }
+    }
+}
+
+/// The built-in assistant: any OpenAI-compatible chat completions API.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AssistantSettings {
+    /// The API's root, `/v1` included (`https://api.openai.com/v1`,
+    /// `http://127.0.0.1:11434/v1` for Ollama); empty: no assistant bots.
+    pub base_url: String,
+    pub api_key: SecretString,
+    pub model: String,
+    pub system_prompt: String,
+    pub timeout_seconds: u64,
+}
+
+impl Default for AssistantSettings {
+    fn default() -> Self {
+        Self {
+            base_url: String::new(),
+            api_key: SecretString::from(""),
+            model: "gpt-4o-mini".into(),
+            system_prompt: "You are a helpful assistant in a chat. Answer briefly.".into(),
+            timeout_seconds: 30,
         }
     }
 }
@@ -360,6 +420,21 @@ impl Settings {
             "push.subject",
             "must start with mailto: or https://",
         )?;
+        require(self.bots.webhook_timeout_seconds > 0, "bots.webhook_timeout_seconds", "must be at least 1")?;
+        require(
+            self.bots.max_consecutive_failures > 0,
+            "bots.max_consecutive_failures",
+            "must be at least 1",
+        )?;
+        let assistant = &self.assistant;
+        require(
+            assistant.base_url.is_empty()
+                || url::Url::parse(&assistant.base_url)
+                    .is_ok_and(|url| matches!(url.scheme(), "http" | "https")),
+            "assistant.base_url",
+            "must be empty or an http(s):// URL",
+        )?;
+        require(assistant.timeout_seconds > 0, "assistant.timeout_seconds", "must be at least 1")?;
         let files = &self.attachments;
         require(!files.dir.is_empty(), "attachments.dir", "must not be empty")?;
         require(files.url_ttl_seconds > 0, "attachments.url_ttl_seconds", "must be at least 1")?;

@@ -177,3 +177,12 @@ pub fn path_error(err: actix_web::error::PathError, _: &HttpRequest) -> actix_we
 pub async fn not_found() -> Result<actix_web::HttpResponse, AppError> {
     Err(AppError::not_found("no such route"))
 }
+
+/// A field that is there, `null` included: `Some(None)` for null, `None` when left out.
+pub fn present<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::Deserialize<'de>,
+{
+    T::deserialize(deserializer).map(Some)
+}

@@ -49,7 +49,7 @@ pub struct AppState {
     pub metrics: metrics::Instance,
     /// Set while the instance drains; readiness turns to 503.
     pub draining: AtomicBool,
-    /// Dropped with the state: the push sender stops with its instance.
+    /// Dropped with the state: the push and webhook senders stop with their instance.
     _push_stop: tokio::sync::watch::Sender<()>,
 }
 
@@ -107,9 +107,18 @@ impl Application {
                 presence.clone(),
                 vapid.clone(),
                 settings.push.clone(),
-                stopped,
-            );
+                stopped.clone(),
+            )
+            .await;
         }
+        crate::domain::bots::webhooks::start(
+            db.clone(),
+            writer.clone(),
+            settings.bots.clone(),
+            settings.assistant.clone(),
+            stopped,
+        )
+        .await;
         let state = web::Data::new(AppState {
             tokens: Tokens::new(&settings.auth),
             tickets: Tickets::new(store),

@@ -2,6 +2,7 @@
 
 pub mod attachment;
 pub mod block;
+pub mod bot;
 pub mod contact_request;
 pub mod conversation;
 pub mod event;
@@ -13,3 +14,4 @@ pub mod push_subscription;
 pub mod reaction;
 pub mod server_key;
 pub mod user;
+pub mod webhook_delivery;

@@ -12,6 +12,8 @@ pub struct Model {
     /// Argon2id PHC string; never leaves the server.
     pub password_hash: String,
     pub created_at: DateTimeUtc,
+    /// A bot: owned by a user (`bots`), signs in with its token only.
+    pub is_bot: bool,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -8,6 +8,7 @@ mod m20261122_000002_conversations_complete;
 mod m20261206_000003_reactions_replies_mentions_pins;
 mod m20261206_000004_push;
 mod m20261207_000005_push_deliveries;
+mod m20261207_000006_bots;
 
 pub struct Migrator;
 
@@ -20,6 +21,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261206_000003_reactions_replies_mentions_pins::Migration),
             Box::new(m20261206_000004_push::Migration),
             Box::new(m20261207_000005_push_deliveries::Migration),
+            Box::new(m20261207_000006_bots::Migration),
         ]
     }
 }

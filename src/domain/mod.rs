@@ -2,6 +2,7 @@
 //! persisted events to the live side. Routes call these; actors never do (they reach the
 //! domain only through `realtime::port`, implemented in `events::live`).
 
+pub mod bots;
 pub mod conversations;
 pub mod events;
 pub mod files;

@@ -44,7 +44,7 @@ fn validate_password(password: &str) -> AppResult<()> {
 /// the username.
 pub const DISPLAY_NAME: Trimmed = Trimmed { min: 0, max: 64, banned: text::CONTROL, visible: false };
 
-fn validate_display_name(display_name: Option<&str>, username: &str) -> AppResult<String> {
+pub fn validate_display_name(display_name: Option<&str>, username: &str) -> AppResult<String> {
     let name = match display_name.map(|name| DISPLAY_NAME.check(name)) {
         None | Some(Ok("")) => username,
         Some(Ok(name)) => name,
@@ -71,6 +71,7 @@ pub async fn register(db: &Db, input: Registration) -> AppResult<UserView> {
         display_name: Set(display_name),
         password_hash: Set(password_hash),
         created_at: Set(time::now()),
+        is_bot: Set(false),
         ..Default::default()
     }
     .insert(&db.write)

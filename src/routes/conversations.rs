@@ -233,20 +233,11 @@ pub async fn sync(
 pub struct SettingsBody {
     notify: Option<Notify>,
     /// RFC 3339; `null` unmutes, leaving it out keeps the current value.
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "crate::extract::present")]
     // The pattern is the shape of an RFC 3339 time (the format alone lets tools send any
     // string); the calendar (month 13) is the server's to check.
     #[schema(value_type = Option<String>, format = DateTime, pattern = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?([Zz]|[+-][0-9]{2}:?[0-9]{2})$")]
     muted_until: Option<Option<chrono::DateTime<chrono::Utc>>>,
-}
-
-/// A field that is there, `null` included: `Some(None)` for null, `None` when left out.
-fn present<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
-where
-    D: serde::Deserializer<'de>,
-    T: Deserialize<'de>,
-{
-    T::deserialize(deserializer).map(Some)
 }
 
 /// # PUT /api/conversations/{id}/settings

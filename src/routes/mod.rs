@@ -2,6 +2,7 @@
 
 mod attachments;
 mod auth;
+mod bots;
 mod client;
 mod conversations;
 mod groups;
@@ -73,6 +74,12 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .service(resource("/auth/register", vec![on(Method::POST, auth::register)]))
             .service(resource("/auth/login", vec![on(Method::POST, auth::login)]))
             .service(resource("/users/me", vec![on(Method::GET, users::me)]))
+            .service(resource("/bots", vec![on(Method::GET, bots::list), on(Method::POST, bots::create)]))
+            .service(resource(
+                "/bots/{id}",
+                vec![on(Method::PATCH, bots::update), on(Method::DELETE, bots::delete)],
+            ))
+            .service(resource("/bots/{id}/token", vec![on(Method::POST, bots::rotate)]))
             .service(resource("/users/search", vec![on(Method::GET, users::search)]))
             .service(resource("/users/{id}", vec![on(Method::GET, users::get)]))
             .service(resource("/users/{id}/presence", vec![on(Method::GET, users::presence)]))

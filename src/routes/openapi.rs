@@ -8,7 +8,9 @@ use utoipa::openapi::schema::{Object, ObjectBuilder, SchemaType, Type};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{attachments, auth, conversations, groups, health, messages, push, reactions, safety, users, ws};
+use super::{
+    attachments, auth, bots, conversations, groups, health, messages, push, reactions, safety, users, ws,
+};
 use crate::domain;
 
 #[derive(OpenApi)]
@@ -24,6 +26,11 @@ use crate::domain;
         users::search,
         users::get,
         users::presence,
+        bots::create,
+        bots::list,
+        bots::update,
+        bots::rotate,
+        bots::delete,
         messages::send,
         messages::search,
         messages::edit,

@@ -15,6 +15,9 @@ pub struct UserView {
     #[serde(serialize_with = "time::serialize")]
     #[schema(value_type = String, format = DateTime)]
     pub created_at: Timestamp,
+    /// v1.1; defaults when absent, so events stored before it still read.
+    #[serde(default)]
+    pub is_bot: bool,
 }
 
 impl From<user::Model> for UserView {
@@ -24,6 +27,7 @@ impl From<user::Model> for UserView {
             username: row.username,
             display_name: row.display_name,
             created_at: row.created_at,
+            is_bot: row.is_bot,
         }
     }
 }

@@ -100,7 +100,10 @@ async fn the_openapi_document_describes_every_contract_route_and_shape() {
             "muted_until"
         ])
     );
-    assert_eq!(properties(&document, "UserView"), sorted(&["id", "username", "display_name", "created_at"]));
+    assert_eq!(
+        properties(&document, "UserView"),
+        sorted(&["id", "username", "display_name", "created_at", "is_bot"])
+    );
     assert_eq!(properties(&document, "AttachmentView"), sorted(&["id", "filename", "mime_type", "size"]));
     assert_eq!(properties(&document, "ErrorDetail"), sorted(&["code", "message", "field"]));
     let created = &document["paths"]["/api/messages"]["post"]["responses"]["201"];
@@ -285,6 +288,6 @@ async fn schemathesis_finds_the_server_answering_exactly_as_documented() {
     // phase) is the tool's error, and that operation is still fuzzed.
     assert!(report.contains("Test cases:"), "schemathesis did not run:\n{report}");
     assert!(!report.contains("Failures:"), "schemathesis found failures:\n{report}");
-    assert!(report.contains("Tested: 47"), "every operation but /ws was tested:\n{report}");
+    assert!(report.contains("Tested: 52"), "every operation but /ws was tested:\n{report}");
     drop(instance);
 }

@@ -73,7 +73,7 @@ pub struct PushSender {
 /// Starts the sender on its own thread. It stops when `stop`'s sender is dropped (the
 /// instance stopped); what it had not sent waits in the database for another instance or
 /// the next start.
-pub fn start(
+pub async fn start(
     db: Db,
     writer: Writer,
     presence: Arc<Presence>,
@@ -83,6 +83,11 @@ pub fn start(
 ) {
     let signatures = Signatures::new(keys, settings.subject.clone());
     let sender = PushSender { db, writer, presence, signatures, settings };
+    // Before the instance takes requests: a message sent meanwhile would fall behind a
+    // cursor started later.
+    if let Err(err) = sender.start_cursor().await {
+        tracing::warn!(error = %err, "push: cannot start the cursor yet");
+    }
     actix::Arbiter::new().spawn(async move {
         let client = match outbound::client(sender.settings.allow_insecure_endpoints, REQUEST_TIMEOUT) {
             Ok(client) => client,
@@ -152,9 +157,6 @@ enum Outcome {
 
 impl PushSender {
     async fn run(self: Arc<Self>, client: reqwest::Client, mut stop: watch::Receiver<()>) {
-        if let Err(err) = self.start_cursor().await {
-            tracing::warn!(error = %err, "push: cannot read the cursor yet");
-        }
         let slots = Arc::new(Semaphore::new(IN_FLIGHT));
         let mut next_due = None;
         loop {

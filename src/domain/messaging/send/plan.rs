@@ -252,7 +252,13 @@ mod tests {
     use crate::wire::views::UserView;
 
     fn user(id: i64) -> UserView {
-        UserView { id, username: format!("u{id}"), display_name: format!("U{id}"), created_at: time::now() }
+        UserView {
+            id,
+            username: format!("u{id}"),
+            display_name: format!("U{id}"),
+            created_at: time::now(),
+            is_bot: false,
+        }
     }
 
     fn send(sender_id: i64, target: Target, client_id: Option<&str>) -> PendingMessage {
