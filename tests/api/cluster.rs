@@ -12,6 +12,7 @@ use serde_json::{Value, json};
 
 use crate::helpers::*;
 use crate::push_service::{PushService, answer};
+use crate::webhook_receiver::{Answer as WebhookAnswer, Receiver, reply as webhook_reply};
 
 const PREFIX: &str = "sbtest:";
 /// Short, so a killed instance's users go offline within seconds.
@@ -577,4 +578,85 @@ async fn pushes_pending_when_an_instance_is_killed_arrive_once() {
         assert_eq!(pushed, vec![expected[&user.username]], "{}: exactly one push", user.username);
     }
     service.assert_all_verified();
+}
+
+/// Webhook deliveries are kept in the database: an instance killed with a request in flight
+/// (and more queued behind it) is replaced, and every event reaches the hook, in order, with
+/// each reply posted once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_deliveries_survive_a_killed_instance_in_order_with_each_reply_once() {
+    let redis = RedisServer::start().await;
+    let database_url = fresh_postgres_database().await;
+    let hooks = [
+        ("SWITCHBOARD__BOTS__ALLOW_PRIVATE_URLS", "true"),
+        ("SWITCHBOARD__BOTS__WEBHOOK_TIMEOUT_SECONDS", "1"),
+    ];
+    let mut first = Instance::start_with("a", &database_url, &redis.url(), &hooks).await;
+    let app = first.app();
+    let receiver = Receiver::start().await;
+    let alice = app.user("alice").await;
+    let created = app
+        .post(
+            Some(&alice.token),
+            "/api/bots",
+            &json!({"username": "steady_bot", "webhook_url": receiver.url("steady")}),
+        )
+        .await;
+    assert_eq!(created.status, 201, "{}", created.body);
+    receiver.trust("steady", created.body["webhook_secret"].as_str().unwrap());
+    let bot = TestUser {
+        id: created.body["bot"]["id"].as_i64().unwrap(),
+        username: "steady_bot".into(),
+        token: created.body["token"].as_str().unwrap().into(),
+    };
+    // The first request hangs past the timeout: the instance is killed while it waits.
+    receiver.script(
+        "steady",
+        vec![
+            WebhookAnswer { status: 200, body: String::new(), delay: Duration::from_secs(3) },
+            webhook_reply("one"),
+            webhook_reply("two"),
+            webhook_reply("three"),
+        ],
+    );
+    let sent: Vec<Value> = vec![
+        app.dm(&alice, &bot, "first").await,
+        app.dm(&alice, &bot, "second").await,
+        app.dm(&alice, &bot, "third").await,
+    ];
+    receiver.wait_for("steady", 1, Duration::from_secs(10)).await;
+    first.kill();
+
+    let second = Instance::start_with("b", &database_url, &redis.url(), &hooks).await;
+    let calls = receiver.wait_for("steady", 4, Duration::from_secs(30)).await;
+    let events: Vec<i64> = calls.iter().map(|call| call.event_id).collect();
+    assert_eq!(events.len(), 4, "{events:?}");
+    assert_eq!(events[0], events[1], "the request in flight is made again");
+    assert!(events[1] < events[2] && events[2] < events[3], "in event order: {events:?}");
+    let messages: Vec<i64> = calls.iter().map(|call| call.body["message"]["id"].as_i64().unwrap()).collect();
+    assert_eq!(&messages[1..], &sent.iter().map(id_of).collect::<Vec<_>>()[..]);
+
+    let app = second.app();
+    let conversation = conversation_of(&sent[0]);
+    eventually(Duration::from_secs(10), "three replies", async || {
+        app.all_messages(&alice, conversation).await.len() >= 6
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let history = app.all_messages(&alice, conversation).await;
+    let replies: Vec<(String, i64)> = history
+        .iter()
+        .filter(|m| m["sender_id"] == bot.id)
+        .map(|m| (m["message"].as_str().unwrap().to_owned(), m["reply_to"]["id"].as_i64().unwrap()))
+        .collect();
+    assert_eq!(
+        replies,
+        vec![
+            ("one".to_owned(), id_of(&sent[0])),
+            ("two".to_owned(), id_of(&sent[1])),
+            ("three".to_owned(), id_of(&sent[2]))
+        ],
+        "each reply once, to its message"
+    );
+    receiver.assert_all_verified();
 }
