@@ -876,6 +876,9 @@ function userName(id) {
   return '…';
 }
 
+/** Marks a bot, so nobody takes its answers for a person's. */
+const botBadge = () => el('span', { class: 'bot-badge', testid: 'bot-badge', title: 'Bot' }, 'BOT');
+
 const convName = (conv) => (conv.kind === 'group' ? conv.name : conv.other_user ? conv.other_user.display_name : 'Conversation');
 const activity = (conv) => (conv.last_message ? conv.last_message.created_at : conv.created_at);
 /** The tab title's count: what may notify. A muted or `none` conversation adds nothing, a
@@ -1964,6 +1967,7 @@ function convItem(conv) {
   el('span', { class: 'conv-text' },
     el('span', { class: 'conv-top' },
       el('span', { class: 'conv-name', testid: 'conv-name' }, name),
+      conv.other_user && conv.other_user.is_bot ? botBadge() : null,
       muted ? el('span', { class: 'muted-icon', testid: 'muted-icon', role: 'img', 'aria-label': 'Muted', title: 'Muted' }, icon(MUTED_ICON)) : null,
       el('time', { class: 'conv-time', datetime: activity(conv) }, shortTime(activity(conv)))),
     el('span', { class: 'conv-bottom' },

@@ -22,7 +22,7 @@ use crate::on_both_databases;
 on_both_databases!(
     two_users_chat_in_headless_chromium,
     reactions_replies_mentions_pins_in_headless_chromium,
-    web_push_opt_in_service_worker_and_logout_in_headless_chromium,
+    web_push_opt_in_service_worker_logout_and_bot_badge_in_headless_chromium,
 );
 
 /// One browser test at a time: four Chromium processes beside the rest of the suite on two
@@ -1266,7 +1266,7 @@ const STUB_PUSH_MANAGER: &str = "
 /// the server's VAPID key and stores the subscription, a push event shows a notification
 /// naming the sender with the preview, `#conversation=N` (what a click opens) opens that
 /// chat, and logging out deletes the subscription on the server.
-async fn web_push_opt_in_service_worker_and_logout_in_headless_chromium(backend: Backend) {
+async fn web_push_opt_in_service_worker_logout_and_bot_badge_in_headless_chromium(backend: Backend) {
     let _turn = ONE_AT_A_TIME.lock().await;
     let app = spawn_app(backend).await;
     let alice = app.register("alice").await;
@@ -1353,6 +1353,29 @@ async fn web_push_opt_in_service_worker_and_logout_in_headless_chromium(backend:
         &format!("return document.querySelector('[data-testid=conv-item][aria-current=true]')?.dataset.conversationId === '{conversation}';"),
     )
     .await;
+
+    // A bot is marked as one in the list.
+    let created = app
+        .post(Some(&alice.token), "/api/bots", &json!({"username": "helper_bot", "display_name": "Helper"}))
+        .await;
+    assert_eq!(created.status, 201, "{}", created.body);
+    let helper = TestUser {
+        id: created.body["bot"]["id"].as_i64().unwrap(),
+        username: "helper_bot".into(),
+        token: created.body["token"].as_str().unwrap().into(),
+    };
+    app.dm(&helper, &bob, "I am a bot").await;
+    wait_js(
+        &browser,
+        "the bot's badge",
+        "return document.querySelector('[data-testid=conv-item][data-name=\"Helper\"] [data-testid=bot-badge]')?.textContent;",
+    )
+    .await;
+    let person = browser
+        .execute("return document.querySelector('[data-testid=conv-item][data-name=\"alice\"] [data-testid=bot-badge]');", vec![])
+        .await
+        .unwrap();
+    assert_eq!(person, Value::Null, "a person has no badge");
 
     // Logging out takes the subscription off the server.
     wait_js(&browser, "push still on", "return document.getElementById('push-toggle').dataset.state === 'on' && !document.getElementById('push-toggle').disabled;").await;
