@@ -14,10 +14,13 @@
 //! - `reconnect`: sockets opened and closed in a loop by users with a history: connects/s
 //!   and connect→hello latency.
 //! - `push`: Web Push to a push service in this process: pushes/s and commit→push delay.
+//! - `hooks`: bots' webhooks called on a receiver in this process: deliveries/s and
+//!   commit→request time.
 //!
 //! `--csv FILE` appends each result as a row; `plot` draws the README's SVG plots from them.
 
 mod bench;
+mod hooks;
 mod idle;
 mod plot;
 mod push;
@@ -160,6 +163,19 @@ enum Scenario {
         #[arg(long)]
         pid: Option<u32>,
     },
+    /// Webhooks: `bots` bots with their hook on a receiver in this process; `messages`
+    /// direct messages to them; deliveries/s and commit→request time.
+    Hooks {
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        url: String,
+        #[arg(long, default_value_t = 50)]
+        bots: usize,
+        #[arg(long, default_value_t = 5000)]
+        messages: usize,
+        /// Messages per second; 0 sends them all at once.
+        #[arg(long, default_value_t = 0)]
+        rate: u32,
+    },
     Fanout {
         #[command(flatten)]
         common: Common,
@@ -236,6 +252,10 @@ async fn main() -> Result<(), String> {
             return bench::search(url, *messages, (*senders).max(1), *queries).await;
         }
         Scenario::Upload { url, megabytes, count } => return bench::upload(url, *megabytes, *count).await,
+        Scenario::Hooks { url, bots, messages, rate } => {
+            let plan = hooks::Plan { bots: (*bots).max(1), messages: *messages, rate: *rate };
+            return hooks::run(url, plan).await;
+        }
         Scenario::Push { url, users, rate, delay, pid } => {
             let plan = push::Plan { users: (*users).max(1), rate: *rate, delay: *delay, pid: *pid };
             return push::run(url, plan).await;
@@ -281,6 +301,7 @@ async fn main() -> Result<(), String> {
         | Scenario::Reconnect { .. }
         | Scenario::Upload { .. }
         | Scenario::Push { .. }
+        | Scenario::Hooks { .. }
         | Scenario::Idle { .. }
         | Scenario::IdleWorker { .. }
         | Scenario::Plot { .. } => {
@@ -357,6 +378,7 @@ async fn main() -> Result<(), String> {
         | Scenario::Reconnect { .. }
         | Scenario::Upload { .. }
         | Scenario::Push { .. }
+        | Scenario::Hooks { .. }
         | Scenario::Idle { .. }
         | Scenario::IdleWorker { .. }
         | Scenario::Plot { .. } => {}

@@ -22,7 +22,7 @@ use sea_orm::sea_query::Expr;
 use sea_orm::{ExprTrait, FromQueryResult, QueryOrder, QuerySelect, Set};
 use serde::Serialize;
 use sha2::Sha256;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{Notify, Semaphore, watch};
 
 use crate::config::{AssistantSettings, BotSettings};
 use crate::db::{self, Db};
@@ -86,7 +86,8 @@ pub async fn start(
                 return;
             }
         };
-        let hooks = Arc::new(Hooks { db, writer, bots, assistant, client, model_client });
+        let hooks =
+            Arc::new(Hooks { db, writer, bots, assistant, client, model_client, settled: Notify::new() });
         hooks.run(stop).await;
     });
 }
@@ -98,6 +99,8 @@ struct Hooks {
     assistant: AssistantSettings,
     client: reqwest::Client,
     model_client: reqwest::Client,
+    /// A delivery finished: its bot's next one may be ready now, not at the next tick.
+    settled: Notify,
 }
 
 #[derive(Debug, FromQueryResult)]
@@ -147,6 +150,7 @@ impl Hooks {
         loop {
             tokio::select! {
                 _ = tokio::time::sleep(TICK) => {}
+                _ = self.settled.notified() => {}
                 changed = stop.changed() => if changed.is_err() { break },
             }
             loop {
@@ -308,6 +312,7 @@ impl Hooks {
                     tracing::warn!(error = %err, delivery = delivery.id, "webhooks: cannot record the outcome");
                 }
                 drop(permit);
+                hooks.settled.notify_one();
             });
         }
         Ok(count)

@@ -1,0 +1,178 @@
+//! `hooks`: webhook deliveries from one server to a receiver in this process. `bots` bots
+//! (each owned by its own user) have their webhook here; `bots` senders each write
+//! `messages / bots` direct messages to their bot. Reports the deliveries per second and the
+//! time from each message's commit (its 201) to its webhook request.
+//!
+//! The server must run with `SWITCHBOARD__BOTS__ALLOW_PRIVATE_URLS=true` (the receiver is on
+//! loopback). The receiver answers 200 without a reply and does not check signatures (the
+//! integration tests do).
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use http_body_util::{BodyExt, Empty};
+use hyper::body::{Bytes, Incoming};
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use tokio::sync::{Mutex, Semaphore};
+
+use crate::{percentile, register};
+
+pub struct Plan {
+    pub bots: usize,
+    pub messages: usize,
+    /// Messages per second; 0 sends them all at once (64 in flight).
+    pub rate: u32,
+}
+
+/// Arrivals by message id: when, and how many times.
+type Arrivals = Arc<Mutex<HashMap<i64, (Instant, usize)>>>;
+
+pub async fn run(url: &str, plan: Plan) -> Result<(), String> {
+    let arrivals: Arrivals = Arc::default();
+    let port = serve(arrivals.clone()).await?;
+    let http = reqwest::Client::builder().pool_max_idle_per_host(256).build().map_err(|e| e.to_string())?;
+    eprintln!("registering {} owners and creating their bots…", plan.bots);
+    let owners = register(&http, url, plan.bots).await?;
+    let prefix: u32 = rand::random();
+    let mut bots = Vec::with_capacity(plan.bots);
+    for (n, owner) in owners.iter().enumerate() {
+        let body = serde_json::json!({
+            "username": format!("hk{prefix:08x}{n}"),
+            "webhook_url": format!("http://127.0.0.1:{port}/hook/{n}"),
+        });
+        let response = http
+            .post(format!("{url}/api/bots"))
+            .bearer_auth(&owner.token)
+            .json(&body)
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        if !response.status().is_success() {
+            return Err(format!("create bot: {} (is bots.allow_private_urls on?)", response.status()));
+        }
+        let created: serde_json::Value = response.json().await.map_err(|e| e.to_string())?;
+        bots.push(created["bot"]["id"].as_i64().ok_or("no bot id")?);
+    }
+
+    eprintln!("sending {} messages to {} bots…", plan.messages, plan.bots);
+    let committed: Arc<Mutex<HashMap<i64, Instant>>> = Arc::default();
+    let in_flight = Arc::new(Semaphore::new(64));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for n in 0..plan.messages {
+        if plan.rate > 0 {
+            let due = started + Duration::from_secs_f64(n as f64 / f64::from(plan.rate));
+            tokio::time::sleep_until(due.into()).await;
+        }
+        let permit = in_flight.clone().acquire_owned().await.map_err(|e| e.to_string())?;
+        let (http, url, committed) = (http.clone(), url.to_owned(), committed.clone());
+        let body = serde_json::json!({"recipient_id": bots[n % bots.len()], "message": format!("hook {n}")});
+        let token = owners[n % owners.len()].token.clone();
+        tasks.push(tokio::spawn(async move {
+            let response =
+                http.post(format!("{url}/api/messages")).bearer_auth(token).json(&body).send().await;
+            let at = Instant::now();
+            drop(permit);
+            let message: serde_json::Value = match response {
+                Ok(response) if response.status().is_success() => response.json().await.unwrap_or_default(),
+                _ => return false,
+            };
+            let Some(id) = message["id"].as_i64() else { return false };
+            committed.lock().await.insert(id, at);
+            true
+        }));
+    }
+    let mut failed = 0;
+    for task in tasks {
+        if !task.await.unwrap_or(false) {
+            failed += 1;
+        }
+    }
+    let sent = committed.lock().await.len();
+    eprintln!(
+        "{sent} sent ({failed} failed) in {:.2} s; waiting for the deliveries…",
+        started.elapsed().as_secs_f64()
+    );
+    let mut last_count = 0;
+    let mut quiet_since = Instant::now();
+    loop {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let count = arrivals.lock().await.len();
+        if count >= sent {
+            break;
+        }
+        if count != last_count {
+            (last_count, quiet_since) = (count, Instant::now());
+        } else if quiet_since.elapsed() > Duration::from_secs(30) {
+            break;
+        }
+    }
+    let committed = committed.lock().await;
+    let arrivals = arrivals.lock().await;
+    let mut waits: Vec<f64> = Vec::new();
+    let (mut first, mut last) = (None::<Instant>, None::<Instant>);
+    let mut duplicates = 0;
+    for (id, (at, count)) in arrivals.iter() {
+        duplicates += count - 1;
+        first = Some(first.map_or(*at, |f| f.min(*at)));
+        last = Some(last.map_or(*at, |l| l.max(*at)));
+        if let Some(commit) = committed.get(id) {
+            waits.push(at.saturating_duration_since(*commit).as_secs_f64() * 1000.0);
+        }
+    }
+    waits.sort_by(f64::total_cmp);
+    let span = match (first, last) {
+        (Some(first), Some(last)) => last.duration_since(first).as_secs_f64(),
+        _ => 0.0,
+    };
+    println!(
+        "hooks bots={} messages={} rate={}: {} sent, {} delivered, {} missing, {} duplicates; \
+         {:.0} deliveries/s (first to last, {:.2} s); commit to webhook request p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        plan.bots,
+        plan.messages,
+        plan.rate,
+        sent,
+        arrivals.len(),
+        sent.saturating_sub(arrivals.len()),
+        duplicates,
+        if span > 0.0 { arrivals.len() as f64 / span } else { f64::NAN },
+        span,
+        percentile(&waits, 0.50),
+        percentile(&waits, 0.99),
+        waits.last().copied().unwrap_or(f64::NAN),
+    );
+    Ok(())
+}
+
+/// The receiver: records each delivery's message id and answers 200.
+async fn serve(arrivals: Arrivals) -> Result<u16, String> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(|e| e.to_string())?;
+    let port = listener.local_addr().map_err(|e| e.to_string())?.port();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let arrivals = arrivals.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |request: Request<Incoming>| {
+                    let arrivals = arrivals.clone();
+                    async move {
+                        let at = Instant::now();
+                        let body =
+                            request.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+                        let event: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+                        if let Some(id) = event["message"]["id"].as_i64() {
+                            arrivals.lock().await.entry(id).and_modify(|e| e.1 += 1).or_insert((at, 1));
+                        }
+                        Ok::<_, Infallible>(Response::new(Empty::<Bytes>::new()))
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    Ok(port)
+}
