@@ -161,6 +161,10 @@ async fn a_body_that_does_not_arrive_in_time_is_408_and_its_connection_closed() 
     )
     .await;
     let app = instance.app();
+    // Warmed first: the database pools open their connections as requests and the push and
+    // webhook senders' polls need them, which is no leak.
+    let user = app.user("patient").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
     let before = instance.open_files();
     let mut slow = Vec::new();
     for _ in 0..500 {
@@ -174,7 +178,6 @@ async fn a_body_that_does_not_arrive_in_time_is_408_and_its_connection_closed() 
     let started = Instant::now();
     // Others are served while the slow bodies are held.
     assert_eq!(app.get(None, "/health/live").await.status, 200);
-    let user = app.user("patient").await;
     assert_eq!(app.get(Some(&user.token), "/api/users/me").await.status, 200);
 
     let answers = futures_util::future::join_all(slow.iter_mut().map(|stream| async move {
@@ -198,11 +201,13 @@ async fn a_body_that_does_not_arrive_in_time_is_408_and_its_connection_closed() 
     assert!(started.elapsed() < Duration::from_secs(15), "closed after {:?}", started.elapsed());
     drop(slow);
     let deadline = Instant::now() + Duration::from_secs(5);
-    while instance.open_files() > before + 5 && Instant::now() < deadline {
+    // Slack for the database pools (a SQLite connection holds three files), not for sockets:
+    // a leak here would be hundreds.
+    while instance.open_files() > before + 20 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(
-        instance.open_files() <= before + 5,
+        instance.open_files() <= before + 20,
         "descriptors came back: {before} → {}",
         instance.open_files()
     );
