@@ -65,6 +65,13 @@ pub async fn resolves_inside(url: &Url) -> bool {
     }
 }
 
+/// `Retry-After` in seconds (the form push services and webhooks use), as milliseconds,
+/// at most an hour.
+pub fn retry_after_ms(answer: &reqwest::Response) -> Option<i64> {
+    let seconds: i64 = answer.headers().get("retry-after")?.to_str().ok()?.trim().parse().ok()?;
+    Some(seconds.clamp(1, 3600) * 1000)
+}
+
 /// A resolver that refuses a name with any address inside the network (one internal answer
 /// among public ones is how DNS rebinding gets in).
 struct Guarded;

@@ -10,6 +10,12 @@ pub fn now() -> Timestamp {
     Utc::now().trunc_subsecs(3)
 }
 
+/// Unix milliseconds: how delivery queues store times, compared the same way on both
+/// databases.
+pub fn unix_ms(at: Timestamp) -> i64 {
+    at.timestamp_millis()
+}
+
 pub fn format(at: &Timestamp) -> String {
     at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }

@@ -18,6 +18,7 @@ use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use tokio::sync::{Mutex, Semaphore};
 
+use crate::arrivals::{self, Arrivals};
 use crate::{percentile, register};
 
 pub struct Plan {
@@ -26,9 +27,6 @@ pub struct Plan {
     /// Messages per second; 0 sends them all at once (64 in flight).
     pub rate: u32,
 }
-
-/// Arrivals by message id: when, and how many times.
-type Arrivals = Arc<Mutex<HashMap<i64, (Instant, usize)>>>;
 
 pub async fn run(url: &str, plan: Plan) -> Result<(), String> {
     let arrivals: Arrivals = Arc::default();
@@ -96,38 +94,9 @@ pub async fn run(url: &str, plan: Plan) -> Result<(), String> {
         "{sent} sent ({failed} failed) in {:.2} s; waiting for the deliveries…",
         started.elapsed().as_secs_f64()
     );
-    let mut last_count = 0;
-    let mut quiet_since = Instant::now();
-    loop {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        let count = arrivals.lock().await.len();
-        if count >= sent {
-            break;
-        }
-        if count != last_count {
-            (last_count, quiet_since) = (count, Instant::now());
-        } else if quiet_since.elapsed() > Duration::from_secs(30) {
-            break;
-        }
-    }
+    arrivals::wait_all(&arrivals, sent).await;
     let committed = committed.lock().await;
-    let arrivals = arrivals.lock().await;
-    let mut waits: Vec<f64> = Vec::new();
-    let (mut first, mut last) = (None::<Instant>, None::<Instant>);
-    let mut duplicates = 0;
-    for (id, (at, count)) in arrivals.iter() {
-        duplicates += count - 1;
-        first = Some(first.map_or(*at, |f| f.min(*at)));
-        last = Some(last.map_or(*at, |l| l.max(*at)));
-        if let Some(commit) = committed.get(id) {
-            waits.push(at.saturating_duration_since(*commit).as_secs_f64() * 1000.0);
-        }
-    }
-    waits.sort_by(f64::total_cmp);
-    let span = match (first, last) {
-        (Some(first), Some(last)) => last.duration_since(first).as_secs_f64(),
-        _ => 0.0,
-    };
+    let summary = arrivals::summarize(&arrivals, &committed, Duration::ZERO).await;
     println!(
         "hooks bots={} messages={} rate={}: {} sent, {} delivered, {} missing, {} duplicates; \
          {:.0} deliveries/s (first to last, {:.2} s); commit to webhook request p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
@@ -135,14 +104,14 @@ pub async fn run(url: &str, plan: Plan) -> Result<(), String> {
         plan.messages,
         plan.rate,
         sent,
-        arrivals.len(),
-        sent.saturating_sub(arrivals.len()),
-        duplicates,
-        if span > 0.0 { arrivals.len() as f64 / span } else { f64::NAN },
-        span,
-        percentile(&waits, 0.50),
-        percentile(&waits, 0.99),
-        waits.last().copied().unwrap_or(f64::NAN),
+        summary.arrived,
+        sent.saturating_sub(summary.arrived),
+        summary.duplicates,
+        summary.per_second,
+        summary.span_seconds,
+        percentile(&summary.waits, 0.50),
+        percentile(&summary.waits, 0.99),
+        summary.waits.last().copied().unwrap_or(f64::NAN),
     );
     Ok(())
 }
@@ -163,7 +132,7 @@ async fn serve(arrivals: Arrivals) -> Result<u16, String> {
                             request.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
                         let event: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
                         if let Some(id) = event["message"]["id"].as_i64() {
-                            arrivals.lock().await.entry(id).and_modify(|e| e.1 += 1).or_insert((at, 1));
+                            arrivals::record(&arrivals, id, at).await;
                         }
                         Ok::<_, Infallible>(Response::new(Empty::<Bytes>::new()))
                     }

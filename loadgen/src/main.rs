@@ -19,6 +19,7 @@
 //!
 //! `--csv FILE` appends each result as a row; `plot` draws the README's SVG plots from them.
 
+mod arrivals;
 mod bench;
 mod hooks;
 mod idle;

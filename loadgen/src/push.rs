@@ -19,6 +19,7 @@ use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use tokio::sync::{Mutex, Semaphore};
 
+use crate::arrivals::{self, Arrivals};
 use crate::{percentile, register};
 
 /// A valid `p256dh`: the P-256 generator point, uncompressed, base64url.
@@ -34,9 +35,6 @@ pub struct Plan {
     pub delay: u64,
     pub pid: Option<u32>,
 }
-
-/// Arrivals by message id (the `Topic` header, `m<id>`).
-type Arrivals = Arc<Mutex<HashMap<i64, (Instant, usize)>>>;
 
 pub async fn run(url: &str, plan: Plan) -> Result<(), String> {
     let arrivals: Arrivals = Arc::default();
@@ -108,45 +106,13 @@ pub async fn run(url: &str, plan: Plan) -> Result<(), String> {
         started.elapsed().as_secs_f64()
     );
 
-    // Every push, or 30 s of silence.
-    let mut last_count = 0;
-    let mut quiet_since = Instant::now();
-    loop {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        let count = arrivals.lock().await.len();
-        if count >= sent {
-            break;
-        }
-        if count != last_count {
-            (last_count, quiet_since) = (count, Instant::now());
-        } else if quiet_since.elapsed() > Duration::from_secs(30) {
-            break;
-        }
-    }
+    arrivals::wait_all(&arrivals, sent).await;
     let cpu = plan.pid.and_then(crate::cpu_ticks).zip(cpu_before).map(|(after, before)| after - before);
     let wall = started.elapsed().as_secs_f64();
 
     let committed = committed.lock().await;
-    let arrivals = arrivals.lock().await;
-    let delay = Duration::from_secs(plan.delay);
-    let mut late: Vec<f64> = Vec::new();
-    let (mut first, mut last) = (None::<Instant>, None::<Instant>);
-    let mut duplicates = 0;
-    for (id, (at, count)) in arrivals.iter() {
-        duplicates += count - 1;
-        first = Some(first.map_or(*at, |f| f.min(*at)));
-        last = Some(last.map_or(*at, |l| l.max(*at)));
-        if let Some(commit) = committed.get(id) {
-            let waited = at.saturating_duration_since(*commit);
-            late.push((waited.as_secs_f64() - delay.as_secs_f64()) * 1000.0);
-        }
-    }
-    late.sort_by(f64::total_cmp);
-    let span = match (first, last) {
-        (Some(first), Some(last)) => last.duration_since(first).as_secs_f64(),
-        _ => 0.0,
-    };
-    let pushes_per_second = if span > 0.0 { arrivals.len() as f64 / span } else { f64::NAN };
+    let summary = arrivals::summarize(&arrivals, &committed, Duration::from_secs(plan.delay)).await;
+    let late = &summary.waits;
     println!(
         "push users={} rate={} delay={}s: {} sent, {} pushed, {} missing, {} duplicates; \
          {:.0} pushes/s (first to last push, {:.2} s); beyond the delay p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
@@ -154,13 +120,13 @@ pub async fn run(url: &str, plan: Plan) -> Result<(), String> {
         plan.rate,
         plan.delay,
         sent,
-        arrivals.len(),
-        sent.saturating_sub(arrivals.len()),
-        duplicates,
-        pushes_per_second,
-        span,
-        percentile(&late, 0.50),
-        percentile(&late, 0.99),
+        summary.arrived,
+        sent.saturating_sub(summary.arrived),
+        summary.duplicates,
+        summary.per_second,
+        summary.span_seconds,
+        percentile(late, 0.50),
+        percentile(late, 0.99),
         late.last().copied().unwrap_or(f64::NAN),
     );
     if let Some(ticks) = cpu {

@@ -76,16 +76,21 @@ pub async fn register(db: &Db, input: Registration) -> AppResult<UserView> {
     }
     .insert(&db.write)
     .await
-    .map_err(|err| match err.sql_err() {
-        // The unique index decides, so two racing registrations cannot both win.
+    .map_err(username_taken)?;
+    Ok(row.into())
+}
+
+/// 409 `username_taken` where the insert broke the unique index on usernames (which decides,
+/// so two racing registrations cannot both win); other errors as they are.
+pub fn username_taken(err: sea_orm::DbErr) -> AppError {
+    match err.sql_err() {
         Some(SqlErr::UniqueConstraintViolation(_)) => AppError::Conflict {
             code: ErrorCode::UsernameTaken,
             message: "that username is taken".into(),
             field: Some("username".into()),
         },
         _ => err.into(),
-    })?;
-    Ok(row.into())
+    }
 }
 
 /// The user for these credentials; the same 401 for an unknown user and a wrong password.

@@ -6,7 +6,7 @@ pub mod webhooks;
 
 use entity::{bot, user, webhook_delivery};
 use sea_orm::prelude::*;
-use sea_orm::{QueryOrder, Set, SqlErr, TransactionTrait};
+use sea_orm::{QueryOrder, Set, TransactionTrait};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use url::Url;
@@ -14,8 +14,8 @@ use utoipa::ToSchema;
 
 use crate::config::Settings;
 use crate::db::Db;
-use crate::domain::users::{normalize_username, validate_display_name};
-use crate::error::{AppError, AppResult, ErrorCode};
+use crate::domain::users::{normalize_username, username_taken, validate_display_name};
+use crate::error::{AppError, AppResult};
 use crate::outbound::{host_is_internal, resolves_inside};
 use crate::time;
 use crate::wire::views::UserView;
@@ -166,14 +166,7 @@ pub async fn create(db: &Db, settings: &Settings, owner: i64, input: NewBot) -> 
     }
     .insert(&txn)
     .await
-    .map_err(|err| match err.sql_err() {
-        Some(SqlErr::UniqueConstraintViolation(_)) => AppError::Conflict {
-            code: ErrorCode::UsernameTaken,
-            message: "that username is taken".into(),
-            field: Some("username".into()),
-        },
-        _ => err.into(),
-    })?;
+    .map_err(username_taken)?;
     bot::ActiveModel {
         user_id: Set(row.id),
         owner_id: Set(owner),

@@ -15,7 +15,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use entity::{bot, message, server_key, webhook_delivery};
+use entity::{bot, message, webhook_delivery};
 use hmac::{Hmac, Mac};
 use sea_orm::prelude::*;
 use sea_orm::sea_query::Expr;
@@ -27,6 +27,7 @@ use tokio::sync::{Notify, Semaphore, watch};
 use crate::config::{AssistantSettings, BotSettings};
 use crate::db::{self, Db};
 use crate::domain::conversations;
+use crate::domain::events::queue;
 use crate::domain::events::writer::Writer;
 use crate::domain::messaging::messages::{self, NewMessage, Target};
 use crate::domain::messaging::views;
@@ -172,11 +173,10 @@ impl Hooks {
 
     /// Plans the deliveries of the events past the cursor; returns how many events it read.
     async fn plan(&self) -> AppResult<usize> {
-        let Some(row) = server_key::Entity::find_by_id(CURSOR).one(&self.db.read).await? else {
+        let Some(cursor) = queue::cursor(&self.db, CURSOR).await? else {
             start_cursor(&self.db, &self.writer).await?;
             return Ok(0);
         };
-        let cursor: i64 = row.value.parse().unwrap_or(0);
         let ids: Vec<i64> = entity::event::Entity::find()
             .select_only()
             .column(entity::event::Column::Id)
@@ -205,7 +205,7 @@ impl Hooks {
         let planned = Planned::find_by_statement(db::statement(self.db.backend, sql, values))
             .all(&self.db.read)
             .await?;
-        let now = unix_ms(time::now());
+        let now = time::unix_ms(time::now());
         let rows: Vec<webhook_delivery::ActiveModel> = planned
             .iter()
             .map(|p| webhook_delivery::ActiveModel {
@@ -220,17 +220,10 @@ impl Hooks {
                 ..Default::default()
             })
             .collect();
-        let (from, to) = (cursor.to_string(), upto.to_string());
         self.writer
             .write(move |txn| {
                 Box::pin(async move {
-                    let moved = server_key::Entity::update_many()
-                        .col_expr(server_key::Column::Value, Expr::value(to))
-                        .filter(server_key::Column::Name.eq(CURSOR))
-                        .filter(server_key::Column::Value.eq(from))
-                        .exec(txn)
-                        .await?;
-                    if moved.rows_affected == 1 && !rows.is_empty() {
+                    if queue::advance(txn, CURSOR, cursor, upto).await? && !rows.is_empty() {
                         webhook_delivery::Entity::insert_many(rows)
                             .on_conflict_do_nothing_on([
                                 webhook_delivery::Column::BotId,
@@ -253,7 +246,7 @@ impl Hooks {
         if free == 0 {
             return Ok(0);
         }
-        let now = unix_ms(time::now());
+        let now = time::unix_ms(time::now());
         // Only a bot's oldest delivery is ever sent: the next waits for it, retries included.
         let sql = "SELECT d.id FROM webhook_deliveries d \
                    JOIN bots b ON b.user_id = d.bot_id \
@@ -277,25 +270,7 @@ impl Hooks {
         let lease_until = now
             + i64::try_from(self.bots.webhook_timeout_seconds * 1000).unwrap_or(i64::MAX / 4)
             + LEASE_MARGIN_MS;
-        let claimed = ids.clone();
-        self.writer
-            .write(move |txn| {
-                Box::pin(async move {
-                    webhook_delivery::Entity::update_many()
-                        .col_expr(webhook_delivery::Column::LeaseUntil, Expr::value(lease_until))
-                        .col_expr(webhook_delivery::Column::LeaseToken, Expr::value(token))
-                        .col_expr(
-                            webhook_delivery::Column::Attempts,
-                            Expr::col(webhook_delivery::Column::Attempts).add(1),
-                        )
-                        .filter(webhook_delivery::Column::Id.is_in(claimed))
-                        .filter(webhook_delivery::Column::LeaseUntil.lt(now))
-                        .exec(txn)
-                        .await?;
-                    Ok(((), Vec::new()))
-                })
-            })
-            .await?;
+        queue::lease(&self.writer, "webhook_deliveries", ids.clone(), now, lease_until, token).await?;
         let leased: Vec<Leased> = webhook_delivery::Entity::find()
             .filter(webhook_delivery::Column::Id.is_in(ids))
             .filter(webhook_delivery::Column::LeaseToken.eq(token))
@@ -410,7 +385,7 @@ impl Hooks {
         match status {
             200..=299 => {}
             429 | 500..=599 => {
-                let after = retry_after(&answer);
+                let after = outbound::retry_after_ms(&answer);
                 return Outcome::Retry { after_ms: after, why: format!("model: HTTP {status}") };
             }
             _ => return Outcome::Refused(format!("model: HTTP {status}")),
@@ -453,7 +428,7 @@ impl Hooks {
         match status {
             200..=299 => {}
             429 | 500..=599 => {
-                let after = retry_after(&answer);
+                let after = outbound::retry_after_ms(&answer);
                 return Outcome::Retry { after_ms: after, why: format!("HTTP {status}") };
             }
             _ => return Outcome::Refused(format!("HTTP {status}")),
@@ -500,7 +475,7 @@ impl Hooks {
         };
         let retry_at = match &outcome {
             Outcome::Retry { after_ms, .. } if (delivery.attempts as usize) <= BACKOFF_MS.len() => {
-                Some(unix_ms(time::now()) + after_ms.unwrap_or_else(|| backoff_ms(delivery.attempts)))
+                Some(time::unix_ms(time::now()) + after_ms.unwrap_or_else(|| backoff_ms(delivery.attempts)))
             }
             _ => None,
         };
@@ -604,19 +579,7 @@ async fn start_cursor(db: &Db, writer: &Writer) -> AppResult<()> {
         .one(&db.read)
         .await?
         .flatten();
-    let value = newest.unwrap_or(0).to_string();
-    writer
-        .write(move |txn| {
-            Box::pin(async move {
-                let row = server_key::ActiveModel { name: Set(CURSOR.into()), value: Set(value) };
-                server_key::Entity::insert(row)
-                    .on_conflict_do_nothing_on([server_key::Column::Name])
-                    .exec(txn)
-                    .await?;
-                Ok(((), Vec::new()))
-            })
-        })
-        .await
+    queue::start_cursor(writer, CURSOR, newest.unwrap_or(0)).await
 }
 
 /// The reply text of a hook's answer: a JSON object with a non-empty string `reply`.
@@ -651,19 +614,10 @@ fn without_url(err: reqwest::Error) -> String {
     err.without_url().to_string()
 }
 
-fn retry_after(answer: &reqwest::Response) -> Option<i64> {
-    let seconds: i64 = answer.headers().get("retry-after")?.to_str().ok()?.trim().parse().ok()?;
-    Some(seconds.clamp(1, 3600) * 1000)
-}
-
 /// The wait after `attempts` requests, jittered by ±20%.
 fn backoff_ms(attempts: i32) -> i64 {
     let index = usize::try_from(attempts.saturating_sub(1)).unwrap_or(0).min(BACKOFF_MS.len() - 1);
     (BACKOFF_MS[index] as f64 * rand::random_range(0.8..=1.2)) as i64
-}
-
-fn unix_ms(at: crate::time::Timestamp) -> i64 {
-    at.timestamp_millis()
 }
 
 #[cfg(test)]

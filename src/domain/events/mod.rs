@@ -13,6 +13,7 @@
 //! delivery produce the same shapes.
 
 pub mod live;
+pub mod queue;
 pub mod writer;
 
 use std::collections::{HashMap, HashSet};

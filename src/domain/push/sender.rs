@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use entity::member::Notify;
-use entity::{message, push_delivery, push_subscription, server_key};
+use entity::{message, push_delivery, push_subscription};
 use futures_util::future::join_all;
 use sea_orm::prelude::*;
 use sea_orm::sea_query::Expr;
@@ -31,6 +31,7 @@ use super::VapidKeys;
 use super::payload::{self, Payload, Sender as PayloadSender, Signatures, Target};
 use crate::config::PushSettings;
 use crate::db::{self, Db};
+use crate::domain::events::queue;
 use crate::domain::events::writer::Writer;
 use crate::error::AppResult;
 use crate::metrics;
@@ -57,8 +58,6 @@ const MAX_ATTEMPTS: i32 = 8;
 /// The first retry's delay; each later one doubles, with jitter.
 const BACKOFF_BASE_MS: f64 = 2_000.0;
 const BACKOFF_CAP_MS: f64 = 600_000.0;
-/// The longest `Retry-After` honoured.
-const RETRY_AFTER_CAP_MS: i64 = 3_600_000;
 /// A push older than this is dropped: the push service would not keep it either.
 const EXPIRES_MS: i64 = 24 * 60 * 60 * 1000;
 
@@ -198,28 +197,15 @@ impl PushSender {
             .one(&self.db.read)
             .await?
             .flatten();
-        let value = newest.unwrap_or(0).to_string();
-        self.writer
-            .write(move |txn| {
-                Box::pin(async move {
-                    let row = server_key::ActiveModel { name: Set(CURSOR.into()), value: Set(value) };
-                    server_key::Entity::insert(row)
-                        .on_conflict_do_nothing_on([server_key::Column::Name])
-                        .exec(txn)
-                        .await?;
-                    Ok(((), Vec::new()))
-                })
-            })
-            .await
+        queue::start_cursor(&self.writer, CURSOR, newest.unwrap_or(0)).await
     }
 
     /// Plans the pushes of messages now `delay_seconds` old.
     async fn plan(&self) -> AppResult<Planned> {
-        let Some(row) = server_key::Entity::find_by_id(CURSOR).one(&self.db.read).await? else {
+        let Some(cursor) = queue::cursor(&self.db, CURSOR).await? else {
             self.start_cursor().await?;
             return Ok(Planned::default());
         };
-        let cursor: i64 = row.value.parse().unwrap_or(0);
         let delay =
             chrono::Duration::seconds(i64::try_from(self.settings.delay_seconds).unwrap_or(i64::MAX / 1000));
         let cutoff = time::now() - delay;
@@ -255,7 +241,7 @@ impl PushSender {
         let online: HashSet<i64> =
             users.iter().zip(online).filter(|(_, online)| *online).map(|(user, _)| *user).collect();
         wanted.retain(|c| !online.contains(&c.user_id));
-        let due_at = unix_ms(now);
+        let due_at = time::unix_ms(now);
         let rows: Vec<push_delivery::ActiveModel> = wanted
             .iter()
             .map(|c| push_delivery::ActiveModel {
@@ -268,18 +254,11 @@ impl PushSender {
                 ..Default::default()
             })
             .collect();
-        let (from, to) = (cursor.to_string(), upto.to_string());
         let moved = self
             .writer
             .write(move |txn| {
                 Box::pin(async move {
-                    let moved = server_key::Entity::update_many()
-                        .col_expr(server_key::Column::Value, Expr::value(to))
-                        .filter(server_key::Column::Name.eq(CURSOR))
-                        .filter(server_key::Column::Value.eq(from))
-                        .exec(txn)
-                        .await?;
-                    if moved.rows_affected == 0 {
+                    if !queue::advance(txn, CURSOR, cursor, upto).await? {
                         // Another instance planned these first.
                         return Ok((false, Vec::new()));
                     }
@@ -348,7 +327,7 @@ impl PushSender {
     }
 
     async fn lease(&self, limit: u64) -> AppResult<Vec<(Leased, i64)>> {
-        let now = unix_ms(time::now());
+        let now = time::unix_ms(time::now());
         let ids: Vec<i64> = push_delivery::Entity::find()
             .select_only()
             .column(push_delivery::Column::Id)
@@ -363,25 +342,7 @@ impl PushSender {
             return Ok(Vec::new());
         }
         let token = rand::random::<i64>() | 1;
-        let claimed = ids.clone();
-        self.writer
-            .write(move |txn| {
-                Box::pin(async move {
-                    push_delivery::Entity::update_many()
-                        .col_expr(push_delivery::Column::LeaseUntil, Expr::value(now + LEASE_MS))
-                        .col_expr(push_delivery::Column::LeaseToken, Expr::value(token))
-                        .col_expr(
-                            push_delivery::Column::Attempts,
-                            Expr::col(push_delivery::Column::Attempts).add(1),
-                        )
-                        .filter(push_delivery::Column::Id.is_in(claimed))
-                        .filter(push_delivery::Column::LeaseUntil.lt(now))
-                        .exec(txn)
-                        .await?;
-                    Ok(((), Vec::new()))
-                })
-            })
-            .await?;
+        queue::lease(&self.writer, "push_deliveries", ids.clone(), now, now + LEASE_MS, token).await?;
         let ids = db::padded(ids);
         let sql = format!(
             "SELECT d.id, d.attempts, d.message_id, d.subscription_id, s.endpoint, s.p256dh, s.auth, \
@@ -405,7 +366,7 @@ impl PushSender {
 
     async fn send(&self, client: &reqwest::Client, (row, _): &(Leased, i64)) -> Outcome {
         let read = row.last_read_message_id.is_none_or(|read| read >= row.message_id);
-        let expired = unix_ms(time::now()) - unix_ms(row.created_at) > EXPIRES_MS;
+        let expired = time::unix_ms(time::now()) - time::unix_ms(row.created_at) > EXPIRES_MS;
         if row.deleted_at.is_some() || row.left_event_id.is_some() || read || expired {
             return Outcome::Moot;
         }
@@ -452,8 +413,8 @@ impl PushSender {
         match status {
             200..=299 => Outcome::Sent,
             404 | 410 => Outcome::Gone,
-            429 => Outcome::Retry { after_ms: retry_after(&answer) },
-            500..=599 => Outcome::Retry { after_ms: retry_after(&answer) },
+            429 => Outcome::Retry { after_ms: outbound::retry_after_ms(&answer) },
+            500..=599 => Outcome::Retry { after_ms: outbound::retry_after_ms(&answer) },
             413 => {
                 tracing::error!(subscription = row.subscription_id, "push: payload too large (413); dropped");
                 Outcome::Failed
@@ -470,7 +431,7 @@ impl PushSender {
         let (id, token, subscription) = (row.id, *token, row.subscription_id);
         let retry_at = match outcome {
             Outcome::Retry { after_ms } if row.attempts < MAX_ATTEMPTS => {
-                Some(unix_ms(time::now()) + after_ms.unwrap_or_else(|| backoff_ms(row.attempts)))
+                Some(time::unix_ms(time::now()) + after_ms.unwrap_or_else(|| backoff_ms(row.attempts)))
             }
             _ => None,
         };
@@ -520,22 +481,12 @@ fn host_inside(url: &url::Url) -> bool {
         && outbound::host_is_internal(url) == Some(true)
 }
 
-/// `Retry-After` in seconds (the form push services use), capped.
-fn retry_after(answer: &reqwest::Response) -> Option<i64> {
-    let seconds: i64 = answer.headers().get("retry-after")?.to_str().ok()?.trim().parse().ok()?;
-    Some(seconds.clamp(1, RETRY_AFTER_CAP_MS / 1000) * 1000)
-}
-
 /// The wait after `attempts` requests: doubling from two seconds, jittered down by up to
 /// half so that a push service's outage does not end in a stampede.
 fn backoff_ms(attempts: i32) -> i64 {
     let exponent = attempts.clamp(1, 20) - 1;
     let full = (BACKOFF_BASE_MS * 2f64.powi(exponent)).min(BACKOFF_CAP_MS);
     (full * rand::random_range(0.5..=1.0)) as i64
-}
-
-fn unix_ms(at: Timestamp) -> i64 {
-    at.timestamp_millis()
 }
 
 #[cfg(test)]

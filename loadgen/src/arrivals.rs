@@ -1,0 +1,65 @@
+//! What the `push` and `hooks` scenarios share: requests the server makes to a receiver in
+//! this process, matched by message id to the sends that caused them.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::Mutex;
+
+/// Each message id's first arrival, and how many times it came.
+pub type Arrivals = Arc<Mutex<HashMap<i64, (Instant, usize)>>>;
+
+pub async fn record(arrivals: &Arrivals, message_id: i64, at: Instant) {
+    arrivals.lock().await.entry(message_id).and_modify(|entry| entry.1 += 1).or_insert((at, 1));
+}
+
+/// Waits for `expected` arrivals, or 30 s without a new one.
+pub async fn wait_all(arrivals: &Arrivals, expected: usize) {
+    let mut last_count = 0;
+    let mut quiet_since = Instant::now();
+    loop {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let count = arrivals.lock().await.len();
+        if count >= expected {
+            return;
+        }
+        if count != last_count {
+            (last_count, quiet_since) = (count, Instant::now());
+        } else if quiet_since.elapsed() > Duration::from_secs(30) {
+            return;
+        }
+    }
+}
+
+pub struct Summary {
+    pub arrived: usize,
+    pub duplicates: usize,
+    /// Arrivals per second from the first to the last.
+    pub per_second: f64,
+    pub span_seconds: f64,
+    /// Milliseconds from each send's commit to its arrival, less `minus`, sorted.
+    pub waits: Vec<f64>,
+}
+
+pub async fn summarize(arrivals: &Arrivals, committed: &HashMap<i64, Instant>, minus: Duration) -> Summary {
+    let arrivals = arrivals.lock().await;
+    let mut waits = Vec::with_capacity(arrivals.len());
+    let (mut first, mut last) = (None::<Instant>, None::<Instant>);
+    let mut duplicates = 0;
+    for (id, (at, count)) in arrivals.iter() {
+        duplicates += count - 1;
+        first = Some(first.map_or(*at, |f| f.min(*at)));
+        last = Some(last.map_or(*at, |l| l.max(*at)));
+        if let Some(commit) = committed.get(id) {
+            waits.push((at.saturating_duration_since(*commit).as_secs_f64() - minus.as_secs_f64()) * 1000.0);
+        }
+    }
+    waits.sort_by(f64::total_cmp);
+    let span_seconds = match (first, last) {
+        (Some(first), Some(last)) => last.duration_since(first).as_secs_f64(),
+        _ => 0.0,
+    };
+    let per_second = if span_seconds > 0.0 { arrivals.len() as f64 / span_seconds } else { f64::NAN };
+    Summary { arrived: arrivals.len(), duplicates, per_second, span_seconds, waits }
+}
