@@ -2,9 +2,14 @@
 //! this process, matched by message id to the sends that caused them.
 
 use std::collections::HashMap;
+use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use http_body_util::{BodyExt, Empty};
+use hyper::body::{Bytes, Incoming};
+use hyper::{HeaderMap, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
 use tokio::sync::Mutex;
 
 /// Each message id's first arrival, and how many times it came.
@@ -62,4 +67,41 @@ pub async fn summarize(arrivals: &Arrivals, committed: &HashMap<i64, Instant>, m
     };
     let per_second = if span_seconds > 0.0 { arrivals.len() as f64 / span_seconds } else { f64::NAN };
     Summary { arrived: arrivals.len(), duplicates, per_second, span_seconds, waits }
+}
+
+/// A receiver on a free loopback port: reads each request whole, records the message id
+/// `message_id` finds in its headers or body, and answers `status`.
+pub async fn serve(
+    arrivals: Arrivals,
+    status: StatusCode,
+    message_id: fn(&HeaderMap, &[u8]) -> Option<i64>,
+) -> Result<u16, String> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(|e| e.to_string())?;
+    let port = listener.local_addr().map_err(|e| e.to_string())?.port();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let arrivals = arrivals.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |request: Request<Incoming>| {
+                    let arrivals = arrivals.clone();
+                    async move {
+                        let at = Instant::now();
+                        let headers = request.headers().clone();
+                        let body =
+                            request.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+                        if let Some(id) = message_id(&headers, &body) {
+                            record(&arrivals, id, at).await;
+                        }
+                        let mut response = Response::new(Empty::<Bytes>::new());
+                        *response.status_mut() = status;
+                        Ok::<_, Infallible>(response)
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    Ok(port)
 }

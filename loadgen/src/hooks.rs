@@ -8,14 +8,9 @@
 //! integration tests do).
 
 use std::collections::HashMap;
-use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use http_body_util::{BodyExt, Empty};
-use hyper::body::{Bytes, Incoming};
-use hyper::{Request, Response};
-use hyper_util::rt::TokioIo;
 use tokio::sync::{Mutex, Semaphore};
 
 use crate::arrivals::{self, Arrivals};
@@ -30,7 +25,7 @@ pub struct Plan {
 
 pub async fn run(url: &str, plan: Plan) -> Result<(), String> {
     let arrivals: Arrivals = Arc::default();
-    let port = serve(arrivals.clone()).await?;
+    let port = arrivals::serve(arrivals.clone(), hyper::StatusCode::OK, message_id).await?;
     let http = reqwest::Client::builder().pool_max_idle_per_host(256).build().map_err(|e| e.to_string())?;
     eprintln!("registering {} owners and creating their bots…", plan.bots);
     let owners = register(&http, url, plan.bots).await?;
@@ -116,32 +111,7 @@ pub async fn run(url: &str, plan: Plan) -> Result<(), String> {
     Ok(())
 }
 
-/// The receiver: records each delivery's message id and answers 200.
-async fn serve(arrivals: Arrivals) -> Result<u16, String> {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(|e| e.to_string())?;
-    let port = listener.local_addr().map_err(|e| e.to_string())?.port();
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            let arrivals = arrivals.clone();
-            tokio::spawn(async move {
-                let service = hyper::service::service_fn(move |request: Request<Incoming>| {
-                    let arrivals = arrivals.clone();
-                    async move {
-                        let at = Instant::now();
-                        let body =
-                            request.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-                        let event: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
-                        if let Some(id) = event["message"]["id"].as_i64() {
-                            arrivals::record(&arrivals, id, at).await;
-                        }
-                        Ok::<_, Infallible>(Response::new(Empty::<Bytes>::new()))
-                    }
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-            });
-        }
-    });
-    Ok(port)
+/// A delivery's message id, from its body.
+fn message_id(_headers: &hyper::HeaderMap, body: &[u8]) -> Option<i64> {
+    serde_json::from_slice::<serde_json::Value>(body).ok()?["message"]["id"].as_i64()
 }

@@ -9,14 +9,9 @@
 //! integration tests check the encryption; here its cost would only be the receiver's.
 
 use std::collections::HashMap;
-use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use http_body_util::{BodyExt, Empty};
-use hyper::body::{Bytes, Incoming};
-use hyper::{Request, Response};
-use hyper_util::rt::TokioIo;
 use tokio::sync::{Mutex, Semaphore};
 
 use crate::arrivals::{self, Arrivals};
@@ -38,7 +33,7 @@ pub struct Plan {
 
 pub async fn run(url: &str, plan: Plan) -> Result<(), String> {
     let arrivals: Arrivals = Arc::default();
-    let port = serve(arrivals.clone()).await?;
+    let port = arrivals::serve(arrivals.clone(), hyper::StatusCode::CREATED, topic_id).await?;
     let http = reqwest::Client::builder().pool_max_idle_per_host(256).build().map_err(|e| e.to_string())?;
     eprintln!("registering {} users…", plan.users * 2);
     let accounts = register(&http, url, plan.users * 2).await?;
@@ -135,42 +130,8 @@ pub async fn run(url: &str, plan: Plan) -> Result<(), String> {
     Ok(())
 }
 
-/// The push service: records each push's arrival by its `Topic` and answers 201.
-async fn serve(arrivals: Arrivals) -> Result<u16, String> {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(|e| e.to_string())?;
-    let port = listener.local_addr().map_err(|e| e.to_string())?.port();
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            let arrivals = arrivals.clone();
-            tokio::spawn(async move {
-                let service = hyper::service::service_fn(move |request: Request<Incoming>| {
-                    let arrivals = arrivals.clone();
-                    async move {
-                        let at = Instant::now();
-                        let topic =
-                            request.headers().get("topic").and_then(|v| v.to_str().ok()).map(str::to_owned);
-                        // The encrypted body is read (as a push service must) and dropped.
-                        let _ = request.into_body().collect().await;
-                        if let Some(id) =
-                            topic.and_then(|t| t.strip_prefix('m').and_then(|id| id.parse().ok()))
-                        {
-                            arrivals
-                                .lock()
-                                .await
-                                .entry(id)
-                                .and_modify(|e: &mut (Instant, usize)| e.1 += 1)
-                                .or_insert((at, 1));
-                        }
-                        let mut response = Response::new(Empty::<Bytes>::new());
-                        *response.status_mut() = hyper::StatusCode::CREATED;
-                        Ok::<_, Infallible>(response)
-                    }
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-            });
-        }
-    });
-    Ok(port)
+/// A push's message id, from its `Topic` (`m<id>`); the encrypted body is read, as a push
+/// service must, and dropped.
+fn topic_id(headers: &hyper::HeaderMap, _body: &[u8]) -> Option<i64> {
+    headers.get("topic")?.to_str().ok()?.strip_prefix('m')?.parse().ok()
 }
