@@ -32,7 +32,6 @@ pub struct Settings {
     pub messaging: MessagingSettings,
     pub push: PushSettings,
     pub bots: BotSettings,
-    pub away: AwaySettings,
     pub assistant: AssistantSettings,
     pub attachments: AttachmentSettings,
     pub limits: LimitSettings,
@@ -133,19 +132,6 @@ pub struct BotSettings {
 impl Default for BotSettings {
     fn default() -> Self {
         Self { webhook_timeout_seconds: 10, max_consecutive_failures: 10, allow_private_urls: false }
-    }
-}
-
-/// Away replies ("AI mode").
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct AwaySettings {
-    pub delay_seconds: u64,
-}
-
-impl Default for AwaySettings {
-    fn default() -> Self {
-        Self { delay_seconds: 30 }
     }
 }
 

@@ -54,6 +54,12 @@ pub fn host_is_internal(url: &Url) -> Option<bool> {
     })
 }
 
+/// Whether `url` names a literal address inside the network: what the resolver never sees,
+/// so what a sender checks before each request.
+pub fn literal_inside(url: &Url) -> bool {
+    matches!(url.host(), Some(Host::Ipv4(_) | Host::Ipv6(_))) && host_is_internal(url) == Some(true)
+}
+
 /// Whether `url`'s host is a name that resolves now to an address inside the network. A
 /// name that does not resolve (in time) is not refused here: every connection checks again.
 pub async fn resolves_inside(url: &Url) -> bool {

@@ -1,16 +1,14 @@
 use sea_orm::entity::prelude::*;
 
-/// An event still to be delivered to a bot (or an away reply still to be made). Deleted once
-/// delivered, or given up.
+/// An event still to be delivered to a bot. Deleted once delivered, or given up.
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
 #[sea_orm(table_name = "webhook_deliveries")]
 pub struct Model {
     #[sea_orm(primary_key)]
     pub id: i64,
-    /// The bot called; for a fixed-text away reply, the away user.
     pub bot_id: i64,
     pub event_id: i64,
-    /// `new_message`, `away_request` or `away_text`.
+    /// What the hook is told of: `new_message`.
     pub kind: String,
     pub message_id: i64,
     /// Unix milliseconds: not sent before.

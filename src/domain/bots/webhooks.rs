@@ -402,10 +402,7 @@ impl Hooks {
     /// POSTs `body`, signed; reads the answer.
     async fn post(&self, url: &str, secret: &str, event_id: i64, body: Vec<u8>) -> Outcome {
         let Ok(parsed) = url::Url::parse(url) else { return Outcome::Refused("not a URL".into()) };
-        if !self.bots.allow_private_urls
-            && matches!(parsed.host(), Some(url::Host::Ipv4(_) | url::Host::Ipv6(_)))
-            && outbound::host_is_internal(&parsed) == Some(true)
-        {
+        if !self.bots.allow_private_urls && outbound::literal_inside(&parsed) {
             return Outcome::Refused("an address inside the server's network".into());
         }
         let timestamp = time::now().timestamp();
@@ -511,13 +508,20 @@ impl Hooks {
                     if !counts {
                         return Ok((None, Vec::new()));
                     }
+                    if failed.is_none() {
+                        // The usual case, one statement and no read: a success ends a run of failures.
+                        bot::Entity::update_many()
+                            .col_expr(bot::Column::Failures, Expr::value(0))
+                            .filter(bot::Column::UserId.eq(bot_id))
+                            .filter(bot::Column::Failures.ne(0))
+                            .exec(txn)
+                            .await?;
+                        return Ok((None, Vec::new()));
+                    }
                     let Some(bot) = bot::Entity::find_by_id(bot_id).one(txn).await? else {
                         return Ok((None, Vec::new()));
                     };
-                    let failures = if failed.is_some() { bot.failures.saturating_add(1) } else { 0 };
-                    if failures == bot.failures {
-                        return Ok((None, Vec::new()));
-                    }
+                    let failures = bot.failures.saturating_add(1);
                     let disable = failures >= max && bot.webhook_enabled && bot.kind != "assistant";
                     let owner = bot.owner_id;
                     let mut active: bot::ActiveModel = bot.into();

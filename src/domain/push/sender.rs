@@ -371,7 +371,7 @@ impl PushSender {
             return Outcome::Moot;
         }
         let Ok(url) = url::Url::parse(&row.endpoint) else { return Outcome::Failed };
-        if !self.settings.allow_insecure_endpoints && host_inside(&url) {
+        if !self.settings.allow_insecure_endpoints && outbound::literal_inside(&url) {
             tracing::warn!(subscription = row.subscription_id, "push: endpoint inside the network; not sent");
             return Outcome::Failed;
         }
@@ -473,12 +473,6 @@ impl PushSender {
         }
         Ok(())
     }
-}
-
-fn host_inside(url: &url::Url) -> bool {
-    // Names are checked as they resolve; literal addresses here.
-    matches!(url.host(), Some(url::Host::Ipv4(_) | url::Host::Ipv6(_)))
-        && outbound::host_is_internal(url) == Some(true)
 }
 
 /// The wait after `attempts` requests: doubling from two seconds, jittered down by up to
