@@ -213,24 +213,29 @@ async fn owned<C: ConnectionTrait>(conn: &C, owner: i64, id: i64) -> AppResult<b
 
 pub async fn update(db: &Db, settings: &Settings, owner: i64, id: i64, change: Change) -> AppResult<BotView> {
     owned(&db.read, owner, id).await?;
-    let display_name = match &change.display_name {
-        Some(name) => {
-            let user = user::Entity::find_by_id(id)
-                .one(&db.read)
-                .await?
-                .ok_or_else(|| AppError::not_found("bot not found"))?;
-            Some(validate_display_name(Some(name), &user.username)?)
-        }
-        None => None,
-    };
+    let user = user::Entity::find_by_id(id)
+        .one(&db.read)
+        .await?
+        .ok_or_else(|| AppError::not_found("bot not found"))?;
+    let display_name = change
+        .display_name
+        .as_deref()
+        .map(|name| validate_display_name(Some(name), &user.username))
+        .transpose()?;
     if let Some(Some(url)) = &change.webhook_url {
         check_webhook_url(url, settings.bots.allow_private_urls).await?;
     }
     let txn = db.write.begin().await?;
+    // Again inside: the bot may have been deleted meanwhile.
     let bot = owned(&txn, owner, id).await?;
-    if let Some(name) = display_name {
-        user::ActiveModel { id: Set(id), display_name: Set(name), ..Default::default() }.update(&txn).await?;
-    }
+    let user = match display_name {
+        Some(name) => {
+            user::ActiveModel { id: Set(id), display_name: Set(name), ..Default::default() }
+                .update(&txn)
+                .await?
+        }
+        None => user,
+    };
     let bot = match change.webhook_url {
         Some(url) => {
             let mut active: bot::ActiveModel = bot.into();
@@ -242,8 +247,6 @@ pub async fn update(db: &Db, settings: &Settings, owner: i64, id: i64, change: C
         }
         None => bot,
     };
-    let user =
-        user::Entity::find_by_id(id).one(&txn).await?.ok_or_else(|| AppError::not_found("bot not found"))?;
     txn.commit().await?;
     Ok(view(user, bot))
 }
