@@ -32,6 +32,7 @@ pub struct Settings {
     pub messaging: MessagingSettings,
     pub push: PushSettings,
     pub bots: BotSettings,
+    pub away: AwaySettings,
     pub assistant: AssistantSettings,
     pub attachments: AttachmentSettings,
     pub limits: LimitSettings,
@@ -132,6 +133,20 @@ pub struct BotSettings {
 impl Default for BotSettings {
     fn default() -> Self {
         Self { webhook_timeout_seconds: 10, max_consecutive_failures: 10, allow_private_urls: false }
+    }
+}
+
+/// Away replies (`PUT /api/users/me/away`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AwaySettings {
+    /// A direct message still unread this long after it was sent gets the away reply.
+    pub delay_seconds: u64,
+}
+
+impl Default for AwaySettings {
+    fn default() -> Self {
+        Self { delay_seconds: 30 }
     }
 }
 

@@ -111,14 +111,15 @@ impl Application {
             )
             .await;
         }
-        crate::domain::bots::webhooks::start(
-            db.clone(),
-            writer.clone(),
-            settings.bots.clone(),
-            settings.assistant.clone(),
-            stopped,
-        )
-        .await;
+        let hooks = crate::domain::bots::webhooks::Setup {
+            db: db.clone(),
+            writer: writer.clone(),
+            presence: presence.clone(),
+            bots: settings.bots.clone(),
+            away: settings.away.clone(),
+            assistant: settings.assistant.clone(),
+        };
+        crate::domain::bots::webhooks::start(hooks, stopped).await;
         let state = web::Data::new(AppState {
             tokens: Tokens::new(&settings.auth),
             tickets: Tickets::new(store),

@@ -1,6 +1,7 @@
 //! sea-orm entities for Switchboard's tables. The schema itself lives in `migration/`.
 
 pub mod attachment;
+pub mod away_setting;
 pub mod block;
 pub mod bot;
 pub mod contact_request;

@@ -20,6 +20,10 @@ pub struct Model {
     pub reply_to_id: Option<i64>,
     /// Set while pinned; orders the conversation's pins, most recent first.
     pub pinned_at: Option<DateTimeUtc>,
+    /// Posted by the sender's away setting, not typed by them.
+    pub auto_reply: bool,
+    /// The assistant bot that wrote an auto reply; null for the fixed text.
+    pub auto_reply_bot_id: Option<i64>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

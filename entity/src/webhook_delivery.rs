@@ -8,7 +8,7 @@ pub struct Model {
     pub id: i64,
     pub bot_id: i64,
     pub event_id: i64,
-    /// What the hook is told of: `new_message`.
+    /// What the hook is told of: `new_message` or `away_request`.
     pub kind: String,
     pub message_id: i64,
     /// Unix milliseconds: not sent before.
@@ -17,6 +17,9 @@ pub struct Model {
     pub lease_until: i64,
     pub lease_token: i64,
     pub attempts: i32,
+    /// For an `away_request`: the away period it answers in (unix ms of the user's last
+    /// disconnect, 0 if never seen); 0 otherwise.
+    pub away_period: i64,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -9,6 +9,7 @@ mod m20261206_000003_reactions_replies_mentions_pins;
 mod m20261206_000004_push;
 mod m20261207_000005_push_deliveries;
 mod m20261207_000006_bots;
+mod m20261208_000007_away;
 
 pub struct Migrator;
 
@@ -22,6 +23,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261206_000004_push::Migration),
             Box::new(m20261207_000005_push_deliveries::Migration),
             Box::new(m20261207_000006_bots::Migration),
+            Box::new(m20261208_000007_away::Migration),
         ]
     }
 }

@@ -94,7 +94,8 @@ impl Presence {
         PresenceView { user_id: user_id.0, status: if online { "online" } else { "offline" }, last_seen }
     }
 
-    async fn last_seen(&self, user_id: UserId) -> Option<Timestamp> {
+    /// When `user_id` last had no socket left on some instance; `None` if never seen.
+    pub async fn last_seen(&self, user_id: UserId) -> Option<Timestamp> {
         if let Some(store) = &self.redis {
             let mut conn = store.connection().await?;
             let at: Option<String> =

@@ -74,6 +74,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .service(resource("/auth/register", vec![on(Method::POST, auth::register)]))
             .service(resource("/auth/login", vec![on(Method::POST, auth::login)]))
             .service(resource("/users/me", vec![on(Method::GET, users::me)]))
+            .service(resource(
+                "/users/me/away",
+                vec![on(Method::GET, users::away), on(Method::PUT, users::set_away)],
+            ))
             .service(resource("/bots", vec![on(Method::GET, bots::list), on(Method::POST, bots::create)]))
             .service(resource(
                 "/bots/{id}",

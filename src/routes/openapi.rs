@@ -23,6 +23,8 @@ use crate::domain;
         auth::register,
         auth::login,
         users::me,
+        users::away,
+        users::set_away,
         users::search,
         users::get,
         users::presence,

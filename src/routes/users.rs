@@ -3,10 +3,11 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::AuthUser;
-use crate::domain::{conversations, users};
+use crate::domain::bots::away::AwayView;
+use crate::domain::{bots, conversations, users};
 use crate::error::ErrorBody;
 use crate::error::{AppError, AppResult, ErrorCode};
-use crate::extract::{Id, Query};
+use crate::extract::{Id, JsonBody, Query};
 use crate::realtime::UserId;
 use crate::startup::AppState;
 use crate::wire::views::UserView;
@@ -116,4 +117,41 @@ pub async fn presence(
     }
     let user = users::get(&state.db, user_id).await?;
     Ok(HttpResponse::Ok().json(state.presence.view(UserId(user.id)).await))
+}
+
+#[derive(Deserialize, ToSchema)]
+pub struct AwayBody {
+    enabled: bool,
+    /// One of the caller's bots: it writes the replies.
+    assistant_bot_id: Option<i64>,
+    /// The fixed reply (1–2000 characters), used without a bot or when the bot fails.
+    #[schema(min_length = 1, max_length = 2000)]
+    message: Option<String>,
+}
+
+/// # GET /api/users/me/away
+/// The caller's away replies; off when never set.
+#[utoipa::path(get, path = "/api/users/me/away", responses((status = 200, body = AwayView)), security(("bearer" = [])))]
+pub async fn away(state: web::Data<AppState>, caller: AuthUser) -> AppResult<HttpResponse> {
+    Ok(HttpResponse::Ok().json(bots::away::get(&state.db, caller.id).await?))
+}
+
+/// # PUT /api/users/me/away
+/// Replaces the caller's away replies: while on and the caller has no live socket, a direct
+/// message still unread after `away.delay_seconds` gets one reply per sender and away period.
+#[utoipa::path(
+    put,
+    path = "/api/users/me/away",
+    request_body = AwayBody,
+    responses((status = 200, body = AwayView)),
+    security(("bearer" = []))
+)]
+pub async fn set_away(
+    state: web::Data<AppState>,
+    caller: AuthUser,
+    body: JsonBody<AwayBody>,
+) -> AppResult<HttpResponse> {
+    let JsonBody(AwayBody { enabled, assistant_bot_id, message }) = body;
+    let setting = AwayView { enabled, assistant_bot_id, message };
+    Ok(HttpResponse::Ok().json(bots::away::put(&state.db, caller.id, setting).await?))
 }

@@ -66,6 +66,15 @@ pub struct MessageView {
     pub reactions: Vec<ReactionView>,
     #[serde(default)]
     pub pinned: bool,
+    /// Set on a message its sender's away setting posted; null on everything typed.
+    #[serde(default)]
+    pub auto_reply: Option<AutoReply>,
+}
+
+/// The marker of an away reply: the assistant bot that wrote it, or null for the fixed text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct AutoReply {
+    pub bot_id: Option<i64>,
 }
 
 impl MessageView {
@@ -137,6 +146,7 @@ impl From<message::Model> for MessageView {
             mentions: Vec::new(),
             reactions: Vec::new(),
             pinned: row.pinned_at.is_some() && !deleted,
+            auto_reply: row.auto_reply.then_some(AutoReply { bot_id: row.auto_reply_bot_id }),
         }
     }
 }

@@ -23,7 +23,7 @@ on_both_databases!(
 );
 
 /// Creates a bot owned by `owner`; asserts 201 and returns (bot as a user, webhook secret).
-async fn create_bot(
+pub async fn create_bot(
     app: &TestApp,
     owner: &TestUser,
     name: &str,
@@ -300,9 +300,9 @@ async fn a_hook_that_keeps_failing_is_disabled_and_its_owner_told(backend: Backe
 
 /// An OpenAI-compatible `chat/completions` for the tests: records each request (body and
 /// Authorization) and answers from a script: `Some(text)` a completion, `None` a 400.
-struct Model {
-    port: u16,
-    requests: Requests,
+pub struct Model {
+    pub port: u16,
+    pub requests: Requests,
     handle: actix_web::dev::ServerHandle,
 }
 
@@ -314,7 +314,7 @@ impl Drop for Model {
 
 type Script = Arc<Mutex<Vec<Option<&'static str>>>>;
 /// Each request's body and Authorization header.
-type Requests = Arc<Mutex<Vec<(Value, Option<String>)>>>;
+pub type Requests = Arc<Mutex<Vec<(Value, Option<String>)>>>;
 
 async fn completions(
     request: HttpRequest,
@@ -338,7 +338,7 @@ async fn completions(
 }
 
 impl Model {
-    async fn start(script: Vec<Option<&'static str>>) -> Model {
+    pub async fn start(script: Vec<Option<&'static str>>) -> Model {
         let requests = Arc::new(Mutex::new(Vec::new()));
         let state = web::Data::new((requests.clone(), Arc::new(Mutex::new(script))));
         let (tx, rx) = tokio::sync::oneshot::channel();

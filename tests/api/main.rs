@@ -9,6 +9,7 @@ mod helpers;
 
 mod attachments;
 mod auth;
+mod away;
 mod blocks;
 mod bots;
 mod browser;

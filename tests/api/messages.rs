@@ -5,7 +5,7 @@ use crate::helpers::*;
 use crate::on_both_databases;
 
 /// The contract's message fields, v1.1's last.
-pub const CONTRACT_FIELDS: [&str; 14] = [
+pub const CONTRACT_FIELDS: [&str; 15] = [
     "id",
     "conversation_id",
     "sender_id",
@@ -20,6 +20,7 @@ pub const CONTRACT_FIELDS: [&str; 14] = [
     "mentions",
     "reactions",
     "pinned",
+    "auto_reply",
 ];
 
 /// The ids of every message in a conversation, oldest first.

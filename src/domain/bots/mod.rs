@@ -2,9 +2,10 @@
 //! revokes, reached through a webhook (or the built-in assistant). They read and write through
 //! the same API as anyone, so blocks, policies, masking and rate limits apply to them.
 
+pub mod away;
 pub mod webhooks;
 
-use entity::{bot, user, webhook_delivery};
+use entity::{away_setting, bot, user, webhook_delivery};
 use sea_orm::prelude::*;
 use sea_orm::{QueryOrder, Set, TransactionTrait};
 use serde::{Deserialize, Serialize};
@@ -275,6 +276,12 @@ pub async fn delete(db: &Db, owner: i64, id: i64) -> AppResult<()> {
         return Err(AppError::not_found("bot not found"));
     }
     webhook_delivery::Entity::delete_many().filter(webhook_delivery::Column::BotId.eq(id)).exec(&txn).await?;
+    // Away replies it wrote fall back to the owner's fixed text.
+    away_setting::Entity::update_many()
+        .col_expr(away_setting::Column::AssistantBotId, sea_orm::sea_query::Expr::value(Option::<i64>::None))
+        .filter(away_setting::Column::AssistantBotId.eq(id))
+        .exec(&txn)
+        .await?;
     txn.commit().await?;
     Ok(())
 }

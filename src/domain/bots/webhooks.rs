@@ -11,6 +11,8 @@
 //!   failed requests in a row the hook is disabled and its owner told.
 //! - **Replies.** `{"reply": "text"}` is posted by the bot as a reply to the message, with a
 //!   `client_id` derived from the event id: once, however often the hook was called.
+//! - **Away requests** (`away.rs` plans them) go through the same queue: the answer is posted
+//!   as the bot's owner, marked `auto_reply`, once per away period.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,7 +26,8 @@ use serde::Serialize;
 use sha2::Sha256;
 use tokio::sync::{Notify, Semaphore, watch};
 
-use crate::config::{AssistantSettings, BotSettings};
+use super::away::{self, AWAY_REQUEST};
+use crate::config::{AssistantSettings, AwaySettings, BotSettings};
 use crate::db::{self, Db};
 use crate::domain::conversations;
 use crate::domain::events::queue;
@@ -33,6 +36,8 @@ use crate::domain::messaging::messages::{self, NewMessage, Target};
 use crate::domain::messaging::views;
 use crate::error::{AppError, AppResult};
 use crate::outbound;
+use crate::realtime::UserId;
+use crate::realtime::presence::Presence;
 use crate::time;
 use crate::wire::views::{ConversationView, MessageView};
 
@@ -55,19 +60,33 @@ const ASSISTANT_CONTEXT: u64 = 20;
 /// What an assistant bot says when its model could not answer: from the bot, never as
 /// anyone else's words.
 const ASSISTANT_FAILED: &str = "Sorry, I cannot answer right now: the model did not respond.";
+/// Told to the model when it answers for a user who is away.
+const AWAY_INSTRUCTION: &str = "You are answering on behalf of the user whose messages are yours here: \
+     they are away. Say so, answer briefly if you can, and never promise anything for them.";
 
-/// Starts the webhook sender on its own thread; it stops when `stop`'s sender is dropped.
-pub async fn start(
-    db: Db,
-    writer: Writer,
-    bots: BotSettings,
-    assistant: AssistantSettings,
-    stop: watch::Receiver<()>,
-) {
+/// What the webhook sender is given.
+pub struct Setup {
+    pub db: Db,
+    pub writer: Writer,
+    pub presence: Arc<Presence>,
+    pub bots: BotSettings,
+    pub away: AwaySettings,
+    pub assistant: AssistantSettings,
+}
+
+/// Starts the webhook sender (and the away replies' planner) on its own thread; it stops
+/// when `stop`'s sender is dropped.
+pub async fn start(setup: Setup, stop: watch::Receiver<()>) {
+    let Setup { db, writer, presence, bots, away, assistant } = setup;
+    let delay = chrono::Duration::seconds(i64::try_from(away.delay_seconds).unwrap_or(i64::MAX / 1000));
+    let away = away::Planner { db: db.clone(), writer: writer.clone(), presence, delay };
     // Before the instance takes requests: an event appended meanwhile would fall behind a
     // cursor started later.
     if let Err(err) = start_cursor(&db, &writer).await {
         tracing::warn!(error = %err, "webhooks: cannot start the cursor yet");
+    }
+    if let Err(err) = away.start_cursor().await {
+        tracing::warn!(error = %err, "away: cannot start the cursor yet");
     }
     actix::Arbiter::new().spawn(async move {
         let timeout = Duration::from_secs(bots.webhook_timeout_seconds);
@@ -87,8 +106,16 @@ pub async fn start(
                 return;
             }
         };
-        let hooks =
-            Arc::new(Hooks { db, writer, bots, assistant, client, model_client, settled: Notify::new() });
+        let hooks = Arc::new(Hooks {
+            db,
+            writer,
+            away,
+            bots,
+            assistant,
+            client,
+            model_client,
+            settled: Notify::new(),
+        });
         hooks.run(stop).await;
     });
 }
@@ -96,6 +123,7 @@ pub async fn start(
 struct Hooks {
     db: Db,
     writer: Writer,
+    away: away::Planner,
     bots: BotSettings,
     assistant: AssistantSettings,
     client: reqwest::Client,
@@ -119,6 +147,7 @@ struct Leased {
     kind: String,
     message_id: i64,
     attempts: i32,
+    away_period: i64,
 }
 
 /// What a hook is sent.
@@ -130,6 +159,22 @@ struct Delivery<'a> {
     bot_id: i64,
     message: &'a MessageView,
     conversation: &'a ConversationView,
+}
+
+/// What a user's assistant bot is sent when a direct message waits for them while away.
+#[derive(Serialize)]
+struct AwayRequest<'a> {
+    event_id: i64,
+    #[serde(rename = "type")]
+    kind: &'a str,
+    bot_id: i64,
+    /// The away user the reply is posted as.
+    user_id: i64,
+    message: &'a MessageView,
+    conversation: &'a ConversationView,
+    /// The conversation's last 20 messages as the user sees them, oldest first, the
+    /// message included.
+    messages: &'a [MessageView],
 }
 
 enum Outcome {
@@ -148,9 +193,14 @@ enum Outcome {
 impl Hooks {
     async fn run(self: Arc<Self>, mut stop: watch::Receiver<()>) {
         let slots = Arc::new(Semaphore::new(IN_FLIGHT));
+        let mut next_due = None;
         loop {
+            // An away reply falls due at a known time: wake then, not a tick later.
+            let wait = next_due.map_or(TICK, |at: time::Timestamp| {
+                (at - time::now()).to_std().unwrap_or(Duration::ZERO).min(TICK)
+            });
             tokio::select! {
-                _ = tokio::time::sleep(TICK) => {}
+                _ = tokio::time::sleep(wait) => {}
                 _ = self.settled.notified() => {}
                 changed = stop.changed() => if changed.is_err() { break },
             }
@@ -159,12 +209,17 @@ impl Hooks {
                     tracing::warn!(error = %err, "webhooks: planning failed; retrying");
                     0
                 });
+                let away = self.away.plan().await.unwrap_or_else(|err| {
+                    tracing::warn!(error = %err, "away: planning failed; retrying");
+                    away::Planned::default()
+                });
+                next_due = away.next_due;
                 drop(slots.acquire().await);
                 let leased = self.send_due(&slots).await.unwrap_or_else(|err| {
                     tracing::warn!(error = %err, "webhooks: leasing failed; retrying");
                     0
                 });
-                if planned < PLAN_BATCH as usize && leased == 0 {
+                if planned < PLAN_BATCH as usize && away.events < PLAN_BATCH as usize && leased == 0 {
                     break;
                 }
             }
@@ -282,8 +337,8 @@ impl Hooks {
             let Ok(permit) = slots.clone().acquire_owned().await else { break };
             let hooks = self.clone();
             actix::spawn(async move {
-                let (outcome, assistant) = hooks.deliver(&delivery).await;
-                if let Err(err) = hooks.settle(&delivery, token, outcome, assistant).await {
+                let (outcome, bot) = hooks.deliver(&delivery).await;
+                if let Err(err) = hooks.settle(&delivery, token, outcome, bot.as_ref()).await {
                     tracing::warn!(error = %err, delivery = delivery.id, "webhooks: cannot record the outcome");
                 }
                 drop(permit);
@@ -293,22 +348,24 @@ impl Hooks {
         Ok(count)
     }
 
-    /// Calls the bot's hook (or its model); also says whether the bot is an assistant.
-    async fn deliver(&self, delivery: &Leased) -> (Outcome, bool) {
+    /// Calls the bot's hook (or its model); also gives the bot, if it still exists.
+    async fn deliver(&self, delivery: &Leased) -> (Outcome, Option<bot::Model>) {
         let Ok(Some(bot)) = bot::Entity::find_by_id(delivery.bot_id).one(&self.db.read).await else {
-            return (Outcome::Moot, false);
+            return (Outcome::Moot, None);
         };
-        let assistant = bot.kind == "assistant";
-        let outcome = self.call(delivery, bot).await;
-        (outcome, assistant)
+        let outcome = self.call(delivery, &bot).await;
+        (outcome, Some(bot))
     }
 
-    async fn call(&self, delivery: &Leased, bot: bot::Model) -> Outcome {
+    async fn call(&self, delivery: &Leased, bot: &bot::Model) -> Outcome {
         let Ok(Some(row)) = message::Entity::find_by_id(delivery.message_id).one(&self.db.read).await else {
             return Outcome::Moot;
         };
         if row.deleted_at.is_some() {
             return Outcome::Moot;
+        }
+        if delivery.kind == AWAY_REQUEST {
+            return self.away_request(delivery, bot, row).await;
         }
         let (message, conversation) = match self.views(bot.user_id, row).await {
             Ok(Some(views)) => views,
@@ -316,7 +373,10 @@ impl Hooks {
             Err(err) => return Outcome::Retry { after_ms: None, why: err.to_string() },
         };
         if bot.kind == "assistant" {
-            return self.ask_model(bot.user_id, &message).await;
+            return match self.recent(bot.user_id, &message).await {
+                Ok(history) => self.ask_model(bot.user_id, &history, None).await,
+                Err(outcome) => outcome,
+            };
         }
         let body = Delivery {
             event_id: delivery.event_id,
@@ -328,6 +388,54 @@ impl Hooks {
         let Ok(body) = serde_json::to_vec(&body) else { return Outcome::Refused("unserializable".into()) };
         let Some(url) = bot.webhook_url.as_deref() else { return Outcome::Moot };
         self.post(url, &bot.webhook_secret, delivery.event_id, body).await
+    }
+
+    /// Asks the owner's assistant bot for an away reply, unless the owner is back, has read
+    /// the message meanwhile, or the period has its reply.
+    async fn away_request(&self, delivery: &Leased, bot: &bot::Model, row: message::Model) -> Outcome {
+        let owner = bot.owner_id;
+        if self.away.presence.is_online(UserId(owner)).await {
+            return Outcome::Moot;
+        }
+        let (message, conversation) = match self.views(owner, row).await {
+            Ok(Some(views)) => views,
+            Ok(None) => return Outcome::Moot,
+            Err(err) => return Outcome::Retry { after_ms: None, why: err.to_string() },
+        };
+        if conversation.last_read_message_id.is_some_and(|read| read >= message.id) {
+            return Outcome::Moot;
+        }
+        let history = match self.recent(owner, &message).await {
+            Ok(history) => history,
+            Err(outcome) => return outcome,
+        };
+        if bot.kind == "assistant" {
+            return self.ask_model(owner, &history, Some(AWAY_INSTRUCTION)).await;
+        }
+        let body = AwayRequest {
+            event_id: delivery.event_id,
+            kind: AWAY_REQUEST,
+            bot_id: bot.user_id,
+            user_id: owner,
+            message: &message,
+            conversation: &conversation,
+            messages: &history,
+        };
+        let Ok(body) = serde_json::to_vec(&body) else { return Outcome::Refused("unserializable".into()) };
+        let Some(url) = bot.webhook_url.as_deref() else { return Outcome::Moot };
+        self.post(url, &bot.webhook_secret, delivery.event_id, body).await
+    }
+
+    /// The conversation's last messages up to `message` as `viewer` sees them, oldest first.
+    async fn recent(&self, viewer: i64, message: &MessageView) -> Result<Vec<MessageView>, Outcome> {
+        let window = conversations::Window::Before(message.id.saturating_add(1));
+        let conversation = crate::wire::ConversationId(message.conversation_id);
+        match conversations::history(&self.db, UserId(viewer), conversation, window, ASSISTANT_CONTEXT).await
+        {
+            Ok((history, _)) => Ok(history),
+            Err(AppError::NotFound { .. }) => Err(Outcome::Moot),
+            Err(err) => Err(Outcome::Retry { after_ms: None, why: err.to_string() }),
+        }
     }
 
     /// The message and its conversation as the bot sees them now; `None` once it may not.
@@ -345,29 +453,19 @@ impl Hooks {
     }
 
     /// The built-in assistant: the conversation's recent messages to an OpenAI-compatible
-    /// `chat/completions`, the answer's first choice as the reply.
-    async fn ask_model(&self, bot_id: i64, message: &MessageView) -> Outcome {
+    /// `chat/completions`, the answer's first choice as the reply. `speaker`'s messages are
+    /// the model's own.
+    async fn ask_model(&self, speaker: i64, history: &[MessageView], instruction: Option<&str>) -> Outcome {
         let settings = &self.assistant;
         if settings.base_url.is_empty() {
             return Outcome::Refused("assistant.base_url is not set".into());
         }
-        let window = conversations::Window::Before(message.id.saturating_add(1));
-        let context = conversations::history(
-            &self.db,
-            crate::wire::UserId(bot_id),
-            crate::wire::ConversationId(message.conversation_id),
-            window,
-            ASSISTANT_CONTEXT,
-        )
-        .await;
-        let history = match context {
-            Ok((history, _)) => history,
-            Err(AppError::NotFound { .. }) => return Outcome::Moot,
-            Err(err) => return Outcome::Retry { after_ms: None, why: err.to_string() },
-        };
         let mut messages = vec![serde_json::json!({"role": "system", "content": settings.system_prompt})];
+        if let Some(instruction) = instruction {
+            messages.push(serde_json::json!({"role": "system", "content": instruction}));
+        }
         messages.extend(history.iter().filter(|m| !m.deleted && !m.message.is_empty()).map(|m| {
-            let role = if m.sender_id == bot_id { "assistant" } else { "user" };
+            let role = if m.sender_id == speaker { "assistant" } else { "user" };
             serde_json::json!({"role": role, "content": m.message})
         }));
         let body = serde_json::json!({"model": settings.model, "messages": messages});
@@ -454,11 +552,11 @@ impl Hooks {
         delivery: &Leased,
         token: i64,
         outcome: Outcome,
-        assistant: bool,
+        bot: Option<&bot::Model>,
     ) -> AppResult<()> {
         let failed = match &outcome {
             Outcome::Delivered(Some(text)) => {
-                if let Err(err) = self.reply(delivery, text).await {
+                if let Err(err) = self.reply(delivery, bot, text).await {
                     if matches!(err, AppError::Unavailable { .. }) {
                         // The database is away: the lease runs out and all of this repeats.
                         return Err(err);
@@ -478,8 +576,10 @@ impl Hooks {
         };
         if let (Some(why), None) = (&failed, retry_at) {
             tracing::warn!(bot = delivery.bot_id, event_id = delivery.event_id, %why, "webhooks: delivery given up");
-            if assistant && let Err(err) = self.reply(delivery, ASSISTANT_FAILED).await {
-                tracing::info!(error = %err, event_id = delivery.event_id, "webhooks: the assistant's apology was refused");
+            if let Some(bot) = bot
+                && let Err(err) = self.give_up(delivery, bot).await
+            {
+                tracing::info!(error = %err, event_id = delivery.event_id, "webhooks: the fallback reply was refused");
             }
         }
         let (id, bot_id) = (delivery.id, delivery.bot_id);
@@ -540,12 +640,35 @@ impl Hooks {
         Ok(())
     }
 
-    /// Posts the hook's reply as the bot, quoting the message; the `client_id` makes a
-    /// repeat of the same delivery answer with the stored reply instead of a second one.
-    async fn reply(&self, delivery: &Leased, text: &str) -> AppResult<()> {
+    /// What is posted when a delivery is given up: an assistant's apology, in its own name;
+    /// for an away request, the owner's fixed text if they set one (never an apology as
+    /// their words).
+    async fn give_up(&self, delivery: &Leased, bot: &bot::Model) -> AppResult<()> {
+        if delivery.kind != AWAY_REQUEST {
+            if bot.kind == "assistant" {
+                return self.reply(delivery, Some(bot), ASSISTANT_FAILED).await;
+            }
+            return Ok(());
+        }
+        let Some(text) = away::fixed_text(&self.db, bot.owner_id).await? else { return Ok(()) };
         let Some(row) = message::Entity::find_by_id(delivery.message_id).one(&self.db.read).await? else {
             return Ok(());
         };
+        away::reply(&self.writer, bot.owner_id, &row, delivery.away_period, &text, None).await
+    }
+
+    /// Posts the hook's reply as the bot, quoting the message; the `client_id` makes a
+    /// repeat of the same delivery answer with the stored reply instead of a second one.
+    /// An away request's reply is the owner's, marked, once per away period.
+    async fn reply(&self, delivery: &Leased, bot: Option<&bot::Model>, text: &str) -> AppResult<()> {
+        let Some(row) = message::Entity::find_by_id(delivery.message_id).one(&self.db.read).await? else {
+            return Ok(());
+        };
+        if delivery.kind == AWAY_REQUEST {
+            let Some(bot) = bot else { return Ok(()) };
+            let marker = Some(bot.user_id);
+            return away::reply(&self.writer, bot.owner_id, &row, delivery.away_period, text, marker).await;
+        }
         let text: String = text.chars().take(MAX_REPLY_CHARS).collect();
         let client_id = format!("hook-{}-{}", delivery.kind, delivery.event_id);
         let input = NewMessage::new(Target::Conversation(row.conversation_id), &text, Some(client_id), None)?

@@ -19,7 +19,7 @@ use crate::domain::safety;
 use crate::error::{AppError, AppResult, ErrorCode};
 use crate::realtime::{Frame, UserFrame};
 use crate::time;
-use crate::wire::views::{ConversationKind, MessageView, optional_id};
+use crate::wire::views::{AutoReply, ConversationKind, MessageView, optional_id};
 use crate::wire::{ConversationId, EventId, MessageId, UserId};
 
 pub const MAX_MESSAGE_CHARS: usize = 2000;
@@ -40,6 +40,7 @@ pub struct NewMessage {
     pub client_id: Option<String>,
     pub attachment: Option<StoredFile>,
     pub reply_to_id: Option<i64>,
+    pub auto_reply: Option<AutoReply>,
 }
 
 impl Target {
@@ -74,12 +75,17 @@ impl NewMessage {
         if let Some(client_id) = &client_id {
             validate_client_id(client_id)?;
         }
-        Ok(Self { target, body, client_id, attachment, reply_to_id: None })
+        Ok(Self { target, body, client_id, attachment, reply_to_id: None, auto_reply: None })
     }
 
     /// Quotes `reply_to_id`, a message of the same conversation (checked when it is stored).
     pub fn replying_to(self, reply_to_id: Option<i64>) -> Self {
         Self { reply_to_id, ..self }
+    }
+
+    /// Marks the message as posted by the sender's away setting.
+    pub fn auto_reply(self, marker: AutoReply) -> Self {
+        Self { auto_reply: Some(marker), ..self }
     }
 }
 
@@ -124,14 +130,15 @@ fn validate_client_id(client_id: &str) -> AppResult<()> {
 /// returns the stored message and changes nothing. Every check that needs the database
 /// runs in the writer's batch (`send::store`), so a send costs no query of its own.
 pub async fn send(writer: &Writer, sender_id: i64, input: NewMessage) -> AppResult<Sent> {
-    let NewMessage { target, body, client_id, attachment, reply_to_id } = input;
+    let NewMessage { target, body, client_id, attachment, reply_to_id, auto_reply } = input;
     if let Target::User(recipient_id) = target
         && recipient_id == sender_id
     {
         return Err(AppError::validation("recipient_id", "you cannot send a message to yourself"));
     }
-    let sent =
-        writer.send(PendingMessage { sender_id, target, body, client_id, attachment, reply_to_id }).await?;
+    let sent = writer
+        .send(PendingMessage { sender_id, target, body, client_id, attachment, reply_to_id, auto_reply })
+        .await?;
     if let Sent::Created(_) = &sent {
         crate::metrics::record(|m| m.messages.inc());
     }

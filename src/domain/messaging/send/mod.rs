@@ -30,7 +30,7 @@ use crate::domain::safety;
 use crate::error::AppResult;
 use crate::realtime::UserFrame;
 use crate::time::Timestamp;
-use crate::wire::views::ReplyView;
+use crate::wire::views::{AutoReply, ReplyView};
 
 /// A send that passed the checks that need no database.
 pub struct PendingMessage {
@@ -41,6 +41,8 @@ pub struct PendingMessage {
     pub attachment: Option<StoredFile>,
     /// A message of the same conversation this one quotes (checked in the batch).
     pub reply_to_id: Option<i64>,
+    /// Posted by the sender's away setting.
+    pub auto_reply: Option<AutoReply>,
 }
 
 /// What a batch of sends left: one result per send, in order, and the frames to publish

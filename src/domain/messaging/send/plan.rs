@@ -269,6 +269,7 @@ mod tests {
             client_id: client_id.map(str::to_owned),
             attachment: None,
             reply_to_id: None,
+            auto_reply: None,
         }
     }
 

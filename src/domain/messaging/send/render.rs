@@ -177,6 +177,7 @@ mod tests {
             mentions: vec![2],
             reactions: Vec::new(),
             pinned: false,
+            auto_reply: None,
         };
         let conversation = ConversationView {
             id: 3,

@@ -117,6 +117,7 @@ pub(super) async fn messages(
                 mentions: sent.mentions.clone(),
                 reactions: Vec::new(),
                 pinned: false,
+                auto_reply: job.auto_reply,
             }
         })
         .collect();
@@ -133,6 +134,8 @@ pub(super) async fn messages(
             deleted_at: Set(None),
             reply_to_id: Set(view.reply_to.as_ref().map(|quoted| quoted.id)),
             pinned_at: Set(None),
+            auto_reply: Set(view.auto_reply.is_some()),
+            auto_reply_bot_id: Set(view.auto_reply.and_then(|marker| marker.bot_id)),
             ..Default::default()
         });
         ids.extend(db::insert_ids(txn, message::Entity::insert_many(rows), chunk.len()).await?);
