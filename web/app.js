@@ -182,6 +182,8 @@ function startSession(token, user) {
   $('auth-view').hidden = true;
   $('app-view').hidden = false;
   $('logout').hidden = false;
+  $('user-menu-toggle').hidden = false;
+  api('GET', '/api/users/me/away').then(showAway, () => {});
   $('me-avatar').replaceChildren(avatar(user.display_name, user.id, 'small'));
   $('me').textContent = user.display_name;
   connect();
@@ -1449,8 +1451,59 @@ function renderMuteMenu(conv) {
   $('mute-state').textContent = muteText(conv);
 }
 
+// ---------------------------------------------------------------- away replies (user menu)
+
+let userMenuOpen = false;
+
+function setUserMenu(open) {
+  userMenuOpen = open;
+  $('user-menu').hidden = !open;
+  $('user-menu-toggle').setAttribute('aria-expanded', String(open));
+  if (open) loadAway();
+}
+
+$('user-menu-toggle').addEventListener('click', () => setUserMenu(!userMenuOpen));
+
+/** The away setting and the bots that may write it, read afresh each time the menu opens. */
+async function loadAway() {
+  $('away-error').textContent = '';
+  $('away-status').textContent = '';
+  try {
+    const [away, { bots }] = await Promise.all([api('GET', '/api/users/me/away'), api('GET', '/api/bots')]);
+    $('away-bot').replaceChildren(el('option', { value: '' }, 'The message below'),
+      ...bots.map((b) => el('option', { value: b.user.id }, `${b.user.display_name} (@${b.user.username})`)));
+    $('away-enabled').checked = away.enabled;
+    $('away-bot').value = away.assistant_bot_id === null ? '' : String(away.assistant_bot_id);
+    $('away-message').value = away.message || '';
+    showAway(away);
+  } catch (err) {
+    $('away-error').textContent = err.message;
+  }
+}
+
+function showAway(away) {
+  $('away-flag').hidden = !away.enabled;
+}
+
+$('away-form').addEventListener('submit', async (event) => {
+  event.preventDefault();
+  const bot = $('away-bot').value;
+  const message = $('away-message').value.trim();
+  const body = { enabled: $('away-enabled').checked, assistant_bot_id: bot ? Number(bot) : null, message: message || null };
+  $('away-error').textContent = '';
+  $('away-status').textContent = '';
+  try {
+    const away = await api('PUT', '/api/users/me/away', body);
+    showAway(away);
+    $('away-status').textContent = away.enabled ? 'Away replies are on.' : 'Away replies are off.';
+  } catch (err) {
+    $('away-error').textContent = err.message;
+  }
+});
+
 // Menus and the emoji picker close on a click elsewhere and on Escape.
 document.addEventListener('click', (event) => {
+  if (userMenuOpen && !event.target.closest('.user-menu-wrap')) setUserMenu(false);
   if (state.muteOpen && !event.target.closest('.menu-wrap')) {
     state.muteOpen = false;
     scheduleRender();
@@ -1461,6 +1514,11 @@ document.addEventListener('click', (event) => {
   }
 });
 document.addEventListener('keydown', (event) => {
+  if (event.key === 'Escape' && userMenuOpen) {
+    setUserMenu(false);
+    $('user-menu-toggle').focus();
+    return;
+  }
   if (event.key !== 'Escape' || (!state.muteOpen && state.picker === null)) return;
   if (state.muteOpen) $('mute-toggle').focus();
   Object.assign(state, { muteOpen: false, picker: null });
@@ -2157,7 +2215,7 @@ function messageView(m, conv, direct, first) {
     quoted: m.reply_to ? (m.reply_to.sender_id === state.me.id ? 'You' : userName(m.reply_to.sender_id)) : null,
     mentioned: (m.mentions || []).map((id) => state.users.get(id)?.username || null) };
   view.signature = [m.message, m.edited_at, m.deleted, view.tick, view.editable, highlighted && state.flashSeq, view.selected,
-    view.sender, first, m.reactions, m.pinned, m.reply_to, view.quoted, view.mentioned, view.pinnable, view.picker];
+    view.sender, first, m.reactions, m.pinned, m.reply_to, m.auto_reply, view.quoted, view.mentioned, view.pinnable, view.picker];
   return view;
 }
 
@@ -2180,6 +2238,8 @@ const TICKS = { read: ['✓✓', 'Read'], delivered: ['✓✓', 'Delivered'], se
 function messageItem(m, view) {
   const time = new Date(m.created_at);
   const meta = el('span', { class: 'meta' },
+    m.auto_reply && !m.deleted ? el('span', { class: 'auto-reply', testid: 'auto-reply', title: m.auto_reply.bot_id
+      ? `Written by ${userName(m.auto_reply.bot_id)} while ${userName(m.sender_id)} is away` : 'Sent automatically while away' }, 'auto-reply ') : null,
     m.edited_at && !m.deleted ? el('span', { class: 'edited', testid: 'edited' }, 'edited ') : null,
     el('time', { datetime: m.created_at, title: time.toLocaleString() }, clock(time)));
   if (view.tick) {

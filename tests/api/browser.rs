@@ -16,13 +16,13 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::helpers::{Backend, PASSWORD, TestApp, TestUser, spawn_app};
+use crate::helpers::{Backend, PASSWORD, TestApp, TestUser, spawn_app, spawn_app_with};
 use crate::on_both_databases;
 
 on_both_databases!(
     two_users_chat_in_headless_chromium,
     reactions_replies_mentions_pins_in_headless_chromium,
-    web_push_opt_in_service_worker_logout_and_bot_badge_in_headless_chromium,
+    web_push_opt_in_service_worker_logout_bot_badge_and_away_replies_in_headless_chromium,
 );
 
 /// One browser test at a time: four Chromium processes beside the rest of the suite on two
@@ -1266,9 +1266,11 @@ const STUB_PUSH_MANAGER: &str = "
 /// the server's VAPID key and stores the subscription, a push event shows a notification
 /// naming the sender with the preview, `#conversation=N` (what a click opens) opens that
 /// chat, and logging out deletes the subscription on the server.
-async fn web_push_opt_in_service_worker_logout_and_bot_badge_in_headless_chromium(backend: Backend) {
+async fn web_push_opt_in_service_worker_logout_bot_badge_and_away_replies_in_headless_chromium(
+    backend: Backend,
+) {
     let _turn = ONE_AT_A_TIME.lock().await;
-    let app = spawn_app(backend).await;
+    let app = spawn_app_with(backend, |settings| settings.away.delay_seconds = 1).await;
     let alice = app.register("alice").await;
     let driver = Chromedriver::start();
     let browser = driver.browser().await;
@@ -1377,12 +1379,62 @@ async fn web_push_opt_in_service_worker_logout_and_bot_badge_in_headless_chromiu
         .unwrap();
     assert_eq!(person, Value::Null, "a person has no badge");
 
+    // Away replies, from the user menu: the owner's bots are offered, the text is kept.
+    click(&browser, &testid("user-menu-toggle")).await;
+    wait_js(
+        &browser,
+        "the away form",
+        "return !document.getElementById('user-menu').hidden
+        && document.querySelectorAll('[data-testid=away-bot] option').length === 1;",
+    )
+    .await;
+    click(&browser, &testid("away-enabled")).await;
+    type_into(&browser, &testid("away-message"), "Out until Monday.").await;
+    click(&browser, &testid("away-save")).await;
+    wait_js(
+        &browser,
+        "saved",
+        "return document.querySelector('[data-testid=away-status]').textContent === 'Away replies are on.'
+        && !document.querySelector('[data-testid=away-flag]').hidden;",
+    )
+    .await;
+    let away = app.get(Some(&bob.token), "/api/users/me/away").await.body;
+    assert_eq!(away, json!({"enabled": true, "assistant_bot_id": null, "message": "Out until Monday."}));
+    browser
+        .execute(
+            "document.dispatchEvent(new KeyboardEvent('keydown', {key: 'Escape'})); return true;",
+            vec![],
+        )
+        .await
+        .unwrap();
+    wait_js(&browser, "the menu closed", "return document.getElementById('user-menu').hidden;").await;
+
     // Logging out takes the subscription off the server.
     wait_js(&browser, "push still on", "return document.getElementById('push-toggle').dataset.state === 'on' && !document.getElementById('push-toggle').disabled;").await;
     click(&browser, &testid("logout")).await;
     wait_js(&browser, "the login form", "return !document.getElementById('auth-view').hidden;").await;
     let stored = app.get(Some(&bob.token), "/api/push/subscriptions").await.body;
     assert_eq!(stored, json!({"subscriptions": []}), "logout unsubscribes");
+
+    // Bob is away now: alice's message gets his away reply, marked as one in her client.
+    let deadline = Instant::now() + WAIT;
+    while app.presence(&alice, &bob).await["status"] != "offline" && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    app.dm(&alice, &bob, "Still there?").await;
+    type_into(&browser, &testid("login-username"), "alice").await;
+    type_into(&browser, &testid("login-password"), PASSWORD).await;
+    click(&browser, &testid("login-submit")).await;
+    connected(&browser, "alice").await;
+    click(&browser, "[data-testid=conv-item][data-name=\"Bob\"]").await;
+    let marked = wait_js(
+        &browser,
+        "bob's away reply",
+        "const m = [...document.querySelectorAll('[data-testid=message]')].find((m) => m.querySelector('[data-testid=auto-reply]'));
+         return m && { text: m.querySelector('[data-testid=message-text]').textContent, own: m.dataset.own };",
+    )
+    .await;
+    assert_eq!(marked, json!({"text": "Out until Monday.", "own": "false"}));
     let errors = console_errors(&driver, &browser).await;
     assert!(errors.is_empty(), "{errors:#?}");
 }

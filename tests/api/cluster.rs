@@ -660,3 +660,59 @@ async fn webhook_deliveries_survive_a_killed_instance_in_order_with_each_reply_o
     );
     receiver.assert_all_verified();
 }
+
+/// Away replies with two instances planning: still one per sender and period; a socket on the
+/// other instance counts as online; its close there starts a new period seen from here.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn away_replies_are_once_per_period_across_instances() {
+    let redis = RedisServer::start().await;
+    let database_url = fresh_postgres_database().await;
+    let away = [("SWITCHBOARD__AWAY__DELAY_SECONDS", "1")];
+    let a = Instance::start_with("a", &database_url, &redis.url(), &away).await;
+    let b = Instance::start_with("b", &database_url, &redis.url(), &away).await;
+    let (on_a, on_b) = (a.app(), b.app());
+    let alice = on_a.user("alice").await;
+    let bob = on_a.user("bob").await;
+    let set = on_a
+        .send_json(
+            reqwest::Method::PUT,
+            Some(&bob.token),
+            "/api/users/me/away",
+            &json!({"enabled": true, "message": "On leave."}),
+        )
+        .await;
+    assert_eq!(set.status, 200, "{}", set.body);
+    let auto_replies = async |app: &TestApp, conversation: i64| -> usize {
+        let messages = app.all_messages(&alice, conversation).await;
+        messages.iter().filter(|m| !m["auto_reply"].is_null()).count()
+    };
+
+    let first = on_a.dm(&alice, &bob, "one").await;
+    let conversation = conversation_of(&first);
+    on_b.dm(&alice, &bob, "two").await;
+    on_a.dm(&alice, &bob, "three").await;
+    eventually(Duration::from_secs(10), "an away reply", async || {
+        auto_replies(&on_b, conversation).await >= 1
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(auto_replies(&on_a, conversation).await, 1, "once, whichever instance planned");
+
+    let mut socket = on_b.ws(&bob).await;
+    on_a.dm(&alice, &bob, "online on b").await;
+    socket.next_of("new_message").await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(auto_replies(&on_a, conversation).await, 1, "a socket on the other instance is online");
+    drop(socket);
+    eventually(Duration::from_secs(10), "bob offline", async || {
+        on_a.presence(&alice, &bob).await["status"] == "offline"
+    })
+    .await;
+    on_a.dm(&alice, &bob, "left again").await;
+    eventually(Duration::from_secs(10), "a second away reply", async || {
+        auto_replies(&on_a, conversation).await >= 2
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(auto_replies(&on_b, conversation).await, 2, "one per period");
+}
