@@ -427,6 +427,11 @@ impl Settings {
             "bots.max_consecutive_failures",
             "must be at least 1",
         )?;
+        require(
+            (1..=7 * 24 * 3600).contains(&self.away.delay_seconds),
+            "away.delay_seconds",
+            "must be 1 to 604800 (a week)",
+        )?;
         let assistant = &self.assistant;
         require(
             assistant.base_url.is_empty()

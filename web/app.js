@@ -1464,18 +1464,25 @@ function setUserMenu(open) {
 
 $('user-menu-toggle').addEventListener('click', () => setUserMenu(!userMenuOpen));
 
+let awayEdited = false; // typed into since the menu opened: a late load must not overwrite it
+$('away-form').addEventListener('input', () => { awayEdited = true; });
+
 /** The away setting and the bots that may write it, read afresh each time the menu opens. */
 async function loadAway() {
   $('away-error').textContent = '';
   $('away-status').textContent = '';
+  awayEdited = false;
   try {
-    const [away, { bots }] = await Promise.all([api('GET', '/api/users/me/away'), api('GET', '/api/bots')]);
+    // Without the bot list the form still works with the fixed text.
+    const [away, bots] = await Promise.all([api('GET', '/api/users/me/away'),
+      api('GET', '/api/bots').then((r) => r.bots, () => [])]);
+    showAway(away);
+    if (awayEdited) return;
     $('away-bot').replaceChildren(el('option', { value: '' }, 'The message below'),
       ...bots.map((b) => el('option', { value: b.user.id }, `${b.user.display_name} (@${b.user.username})`)));
     $('away-enabled').checked = away.enabled;
     $('away-bot').value = away.assistant_bot_id === null ? '' : String(away.assistant_bot_id);
     $('away-message').value = away.message || '';
-    showAway(away);
   } catch (err) {
     $('away-error').textContent = err.message;
   }

@@ -61,31 +61,31 @@ impl Presence {
         })
     }
 
-    /// Whether `user_id` has a session on any live instance.
+    /// Whether `user_id` has a session on any live instance (with Redis unreachable: on
+    /// this one).
     pub async fn is_online(&self, user_id: UserId) -> bool {
         if self.local.lock().await.get(&user_id).is_some_and(|n| *n > 0) {
             return true;
         }
         let Some(store) = &self.redis else { return false };
         let Some(mut conn) = store.connection().await else { return false };
-        let holders: HashMap<String, i64> = redis::cmd("HGETALL")
-            .arg(store.keys.presence(user_id.0))
-            .query_async(&mut conn)
-            .await
-            .unwrap_or_default();
-        for (instance, sessions) in holders {
-            if sessions > 0 {
-                let alive: bool = redis::cmd("EXISTS")
-                    .arg(store.keys.instance(&instance))
-                    .query_async(&mut conn)
-                    .await
-                    .unwrap_or(false);
-                if alive {
-                    return true;
-                }
-            }
+        online_elsewhere(store, &mut conn, user_id).await.unwrap_or(false)
+    }
+
+    /// Whether `user_id` is online, and when last seen if not, for decisions that must
+    /// not be taken blind: `None` while Redis is configured but does not answer.
+    pub async fn state(&self, user_id: UserId) -> Option<(bool, Option<Timestamp>)> {
+        if self.local.lock().await.get(&user_id).is_some_and(|n| *n > 0) {
+            return Some((true, None));
         }
-        false
+        let Some(store) = &self.redis else {
+            return Some((false, self.last_seen.lock().await.get(&user_id).copied()));
+        };
+        let mut conn = store.connection().await?;
+        if online_elsewhere(store, &mut conn, user_id).await.ok()? {
+            return Some((true, None));
+        }
+        Some((false, stored_last_seen(store, &mut conn, user_id).await.ok()?))
     }
 
     pub async fn view(&self, user_id: UserId) -> PresenceView {
@@ -94,13 +94,10 @@ impl Presence {
         PresenceView { user_id: user_id.0, status: if online { "online" } else { "offline" }, last_seen }
     }
 
-    /// When `user_id` last had no socket left on some instance; `None` if never seen.
-    pub async fn last_seen(&self, user_id: UserId) -> Option<Timestamp> {
+    async fn last_seen(&self, user_id: UserId) -> Option<Timestamp> {
         if let Some(store) = &self.redis {
             let mut conn = store.connection().await?;
-            let at: Option<String> =
-                redis::cmd("GET").arg(store.keys.last_seen(user_id.0)).query_async(&mut conn).await.ok()?;
-            return at.and_then(|at| chrono::DateTime::parse_from_rfc3339(&at).ok()).map(|at| at.to_utc());
+            return stored_last_seen(store, &mut conn, user_id).await.ok()?;
         }
         self.last_seen.lock().await.get(&user_id).copied()
     }
@@ -327,4 +324,34 @@ async fn announce(domain: &dyn Domain, relay: &Relay, presence: &Presence, user_
     let frame = ServerFrame::Presence { user_id: user_id.0, status, last_seen }.to_frame();
     let frames = peers.into_iter().map(|peer| UserFrame { user_id: peer, frame: frame.clone() }).collect();
     relay.publish(frames).await;
+}
+
+/// Whether an instance whose heartbeat key exists holds a session of `user_id`.
+async fn online_elsewhere(
+    store: &RedisStore,
+    conn: &mut deadpool_redis::Connection,
+    user_id: UserId,
+) -> redis::RedisResult<bool> {
+    let holders: HashMap<String, i64> =
+        redis::cmd("HGETALL").arg(store.keys.presence(user_id.0)).query_async(conn).await?;
+    for (instance, sessions) in holders {
+        if sessions > 0 {
+            let alive: bool =
+                redis::cmd("EXISTS").arg(store.keys.instance(&instance)).query_async(conn).await?;
+            if alive {
+                return Ok(true);
+            }
+        }
+    }
+    Ok(false)
+}
+
+/// The `last_seen` key, read.
+async fn stored_last_seen(
+    store: &RedisStore,
+    conn: &mut deadpool_redis::Connection,
+    user_id: UserId,
+) -> redis::RedisResult<Option<Timestamp>> {
+    let at: Option<String> = redis::cmd("GET").arg(store.keys.last_seen(user_id.0)).query_async(conn).await?;
+    Ok(at.and_then(|at| chrono::DateTime::parse_from_rfc3339(&at).ok()).map(|at| at.to_utc()))
 }

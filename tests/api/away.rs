@@ -17,6 +17,8 @@ on_both_databases!(
     a_fixed_text_answers_once_per_sender_and_period_and_never_while_online,
     a_webhook_assistant_gets_an_away_request_and_its_answer_is_posted_once_as_the_user,
     a_model_assistant_answers_for_the_user_and_the_fixed_text_covers_its_failure,
+    a_pending_request_is_dropped_when_the_setting_changes_and_an_empty_answer_falls_back,
+    two_away_users_writing_to_each_other_get_one_reply_each,
 );
 
 /// Longer than the delay (1 s) plus a planning tick, with room for a loaded machine.
@@ -88,6 +90,8 @@ async fn the_away_setting_is_validated_and_read_back(backend: Backend) {
     );
 
     let (mine, _) = create_bot(&app, &bob, "bobs_bot", None).await;
+    let by_bot = set_away(&app, &mine, &json!({"enabled": true, "message": "a bot is never away"})).await;
+    assert_error(&by_bot, 403, "not_allowed", "a bot setting away replies");
     let body = json!({"enabled": true, "assistant_bot_id": mine.id, "message": "  Back on Monday. "});
     let set = set_away(&app, &bob, &body).await;
     assert_eq!(set.status, 200, "{}", set.body);
@@ -208,7 +212,8 @@ async fn a_webhook_assistant_gets_an_away_request_and_its_answer_is_posted_once_
     assert_eq!(body["conversation"]["other_user"]["id"], alice.id, "as bob sees it");
     let texts: Vec<&str> =
         body["messages"].as_array().expect("messages").iter().filter_map(|m| m["message"].as_str()).collect();
-    assert_eq!(texts, vec!["send me the report", "here it is, thoughts?"]);
+    // The conversation as it is when the request is made: "ping" came during the retry.
+    assert_eq!(texts, vec!["send me the report", "here it is, thoughts?", "ping"]);
 
     let replies = wait_for_auto_replies(&app, &alice, conversation, 1).await;
     assert_eq!(replies.len(), 1, "{replies:#?}");
@@ -269,4 +274,66 @@ async fn a_model_assistant_answers_for_the_user_and_the_fixed_text_covers_its_fa
     assert_eq!(replies[0]["message"], "Away; back soon.");
     assert_eq!(replies[0]["auto_reply"], json!({"bot_id": null}));
     assert_eq!(model.requests.lock().unwrap().len(), 2);
+}
+
+/// The user turns away replies off while the request waits for its retry: the hook is not
+/// called again and nothing is posted. On again, a hook answering 2xx without a reply gets
+/// the fixed text out instead.
+async fn a_pending_request_is_dropped_when_the_setting_changes_and_an_empty_answer_falls_back(
+    backend: Backend,
+) {
+    let app = fast_app(backend).await;
+    let receiver = Receiver::start().await;
+    let alice = app.user("alice").await;
+    let carol = app.user("carol").await;
+    let bob = app.user("bob").await;
+    let (helper, secret) = create_bot(&app, &bob, "bobs_helper", Some(&receiver.url("helper"))).await;
+    receiver.trust("helper", &secret);
+    receiver.script("helper", vec![status(503)]);
+    let on = json!({"enabled": true, "assistant_bot_id": helper.id, "message": "Back soon."});
+    assert_eq!(set_away(&app, &bob, &on).await.status, 200);
+
+    let first = app.dm(&alice, &bob, "one").await;
+    receiver.wait_for("helper", 1, Duration::from_secs(10)).await;
+    let off = json!({"enabled": false, "assistant_bot_id": helper.id, "message": "Back soon."});
+    assert_eq!(set_away(&app, &bob, &off).await.status, 200);
+    // The retry falls due about 2 s after the 503.
+    tokio::time::sleep(SETTLE + Duration::from_secs(2)).await;
+    assert_eq!(receiver.calls("helper").len(), 1, "the dropped request is not made again");
+    assert!(auto_replies(&app, &alice, conversation_of(&first)).await.is_empty());
+
+    assert_eq!(set_away(&app, &bob, &on).await.status, 200);
+    let from_carol = app.dm(&carol, &bob, "two").await;
+    let replies = wait_for_auto_replies(&app, &carol, conversation_of(&from_carol), 1).await;
+    assert_eq!(replies.len(), 1, "{replies:#?}");
+    assert_eq!(replies[0]["message"], "Back soon.");
+    assert_eq!(replies[0]["auto_reply"], json!({"bot_id": null}));
+    assert_eq!(receiver.calls("helper").len(), 2);
+    receiver.assert_all_verified();
+}
+
+/// Both away, each with an unread message from the other: each answers once, and neither
+/// away reply starts another.
+async fn two_away_users_writing_to_each_other_get_one_reply_each(backend: Backend) {
+    let app = fast_app(backend).await;
+    let alice = app.user("alice").await;
+    let bob = app.user("bob").await;
+    set_away(&app, &alice, &json!({"enabled": true, "message": "Alice is out."})).await;
+    set_away(&app, &bob, &json!({"enabled": true, "message": "Bob is out."})).await;
+    // Sent together: often one commit, planned in one pass (the unit test of
+    // `first_per_recipient` covers that case for certain).
+    let (to_bob, to_alice) = tokio::join!(app.dm(&alice, &bob, "for bob"), app.dm(&bob, &alice, "for alice"));
+    let conversation = conversation_of(&to_bob);
+    let replies = wait_for_auto_replies(&app, &alice, conversation, 2).await;
+    tokio::time::sleep(SETTLE).await;
+    let replies_now = auto_replies(&app, &alice, conversation).await;
+    assert_eq!(replies_now.len(), 2, "{replies:#?}");
+    let mut pairs: Vec<(i64, i64)> = replies_now
+        .iter()
+        .map(|m| (m["sender_id"].as_i64().unwrap(), m["reply_to"]["id"].as_i64().unwrap()))
+        .collect();
+    pairs.sort_unstable();
+    let mut expected = vec![(bob.id, id_of(&to_bob)), (alice.id, id_of(&to_alice))];
+    expected.sort_unstable();
+    assert_eq!(pairs, expected);
 }

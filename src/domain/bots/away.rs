@@ -13,7 +13,7 @@
 //!   An assistant bot gets an `away_request` row in the webhook queue, in the transaction
 //!   that moves the cursor, unless this period already has its reply or its request.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use entity::{away_setting, bot, message, webhook_delivery};
@@ -27,7 +27,7 @@ use crate::db::{self, Db};
 use crate::domain::events::queue;
 use crate::domain::events::writer::Writer;
 use crate::domain::messaging::messages::{self, NewMessage, Target, validate_body};
-use crate::error::{AppError, AppResult};
+use crate::error::{AppError, AppResult, ErrorCode};
 use crate::realtime::UserId;
 use crate::realtime::presence::Presence;
 use crate::time::{self, Timestamp};
@@ -62,8 +62,12 @@ pub async fn get(db: &Db, user_id: i64) -> AppResult<AwayView> {
 }
 
 /// Replaces the caller's away setting. 422 for a bot the caller does not own, a message
-/// that is no valid message text, or turning it on with neither.
+/// that is no valid message text, or turning it on with neither; 403 for a bot (its
+/// answers are its own, and its owner is not asked).
 pub async fn put(db: &Db, user_id: i64, input: AwayView) -> AppResult<AwayView> {
+    if bot::Entity::find_by_id(user_id).one(&db.read).await?.is_some() {
+        return Err(AppError::forbidden(ErrorCode::NotAllowed, "bots have no away replies"));
+    }
     let message = input.message.as_deref().map(validate_body).transpose()?;
     if let Some(bot_id) = input.assistant_bot_id {
         let owned = bot::Entity::find_by_id(bot_id)
@@ -107,9 +111,31 @@ pub async fn put(db: &Db, user_id: i64, input: AwayView) -> AppResult<AwayView> 
     get(db, user_id).await
 }
 
-/// The away period `user_id` is in: their last disconnect in unix ms, 0 if never seen.
-pub async fn period(presence: &Presence, user_id: i64) -> i64 {
-    presence.last_seen(UserId(user_id)).await.map_or(0, time::unix_ms)
+/// Whether `user_id` is away now, and in which period: named by their last disconnect in
+/// unix ms, 0 if never seen. `None` when they are online; an error while presence is
+/// unknown (Redis not answering), so nothing is decided blind.
+pub async fn period(presence: &Presence, user_id: i64) -> AppResult<Option<i64>> {
+    match presence.state(UserId(user_id)).await {
+        Some((true, _)) => Ok(None),
+        Some((false, last_seen)) => Ok(Some(last_seen.map_or(0, time::unix_ms))),
+        None => {
+            Err(AppError::Unavailable { message: "presence is unknown while Redis does not answer".into() })
+        }
+    }
+}
+
+/// Whether an away reply for `period` is still wanted: away replies still on (and, for a
+/// bot's answer, still by `bot_id`), and the user still away in that same period.
+pub async fn still_wanted(
+    db: &Db,
+    presence: &Presence,
+    user_id: i64,
+    bot_id: Option<i64>,
+    period: i64,
+) -> AppResult<bool> {
+    let setting = away_setting::Entity::find_by_id(user_id).one(&db.read).await?;
+    let on = setting.is_some_and(|s| s.enabled && bot_id.is_none_or(|bot| s.assistant_bot_id == Some(bot)));
+    Ok(on && self::period(presence, user_id).await? == Some(period))
 }
 
 /// The `client_id` of the one away reply of a conversation and period.
@@ -136,10 +162,23 @@ pub async fn reply(
     Ok(())
 }
 
-/// The fixed text `user_id` set, if away replies are still on.
-pub async fn fixed_text(db: &Db, user_id: i64) -> AppResult<Option<String>> {
+/// The fixed text, as `user_id`'s away reply to `message_id`, if it is still wanted: the
+/// fallback when their bot could not answer.
+pub async fn fall_back(
+    db: &Db,
+    writer: &Writer,
+    presence: &Presence,
+    user_id: i64,
+    message_id: i64,
+    period: i64,
+) -> AppResult<()> {
+    if !still_wanted(db, presence, user_id, None, period).await? {
+        return Ok(());
+    }
     let row = away_setting::Entity::find_by_id(user_id).one(&db.read).await?;
-    Ok(row.filter(|row| row.enabled).and_then(|row| row.message))
+    let Some(text) = row.and_then(|row| row.message) else { return Ok(()) };
+    let Some(row) = message::Entity::find_by_id(message_id).one(&db.read).await? else { return Ok(()) };
+    reply(writer, user_id, &row, period, &text, None).await
 }
 
 /// A direct message to a user with away replies on, unread, not itself an away reply.
@@ -195,44 +234,35 @@ impl Planner {
                    LEFT JOIN messages m ON m.id = e.message_id AND e.kind = 'message_created' \
                    WHERE e.id > $1 ORDER BY e.id LIMIT $2";
         let values = vec![cursor.into(), (PLAN_BATCH as i64).into()];
-        let pending: Vec<(i64, Option<Timestamp>)> = self
+        let pending = self
             .db
             .read
             .query_all_raw(db::statement(self.db.backend, sql, values))
             .await?
             .iter()
-            .filter_map(|row| Some((row.try_get_by_index(0).ok()?, row.try_get_by_index(1).ok()?)))
-            .collect();
+            .map(|row| Ok((row.try_get_by_index::<i64>(0)?, row.try_get_by_index::<Option<Timestamp>>(1)?)))
+            .collect::<Result<Vec<_>, DbErr>>()?;
         let cutoff = time::now() - self.delay;
         let due = pending.iter().take_while(|(_, at)| at.is_none_or(|at| at <= cutoff)).count();
         let next_due = pending.get(due).and_then(|(_, at)| *at).map(|at| at + self.delay);
         let Some(upto) = due.checked_sub(1).map(|last| pending[last].0) else {
             return Ok(Planned { events: 0, next_due });
         };
-        let mut seen = HashSet::new();
-        // The first unread message of each conversation answers for the rest.
-        let candidates: Vec<Candidate> = self
-            .candidates(cursor, upto)
-            .await?
-            .into_iter()
-            .filter(|c| seen.insert(c.conversation_id))
-            .collect();
-        let users: Vec<i64> =
-            candidates.iter().map(|c| c.user_id).collect::<HashSet<_>>().into_iter().collect();
-        let states = join_all(users.iter().map(|&user| async move {
-            let online = self.presence.is_online(UserId(user)).await;
-            (user, online, period(&self.presence, user).await)
-        }))
-        .await;
+        let candidates = first_per_recipient(self.candidates(cursor, upto).await?);
+        let users: HashSet<i64> = candidates.iter().map(|c| c.user_id).collect();
+        // Presence unknown: the cursor stays, and the next pass decides.
+        let periods: HashMap<i64, Option<i64>> = join_all(
+            users
+                .into_iter()
+                .map(|user| async move { period(&self.presence, user).await.map(|period| (user, period)) }),
+        )
+        .await
+        .into_iter()
+        .collect::<AppResult<_>>()?;
         let mut rows = Vec::new();
         for candidate in candidates {
-            let Some(&(_, online, period)) = states.iter().find(|(user, ..)| *user == candidate.user_id)
-            else {
-                continue;
-            };
-            if online {
-                continue;
-            }
+            // Online: no reply.
+            let Some(Some(period)) = periods.get(&candidate.user_id).copied() else { continue };
             match (candidate.bot_id, &candidate.text) {
                 (Some(bot_id), _) => rows.push((candidate, bot_id, period)),
                 (None, Some(text)) => self.post_text(&candidate, period, text).await?,
@@ -313,6 +343,13 @@ impl Planner {
     }
 }
 
+/// The first unread message to each user of a conversation answers for the rest (in a
+/// direct conversation both users may be away, each with messages from the other).
+fn first_per_recipient(candidates: Vec<Candidate>) -> Vec<Candidate> {
+    let mut seen = HashSet::new();
+    candidates.into_iter().filter(|c| seen.insert((c.conversation_id, c.user_id))).collect()
+}
+
 /// Whether this period of the conversation already has its reply, or a request for one.
 async fn answered(
     txn: &sea_orm::DatabaseTransaction,
@@ -331,10 +368,30 @@ async fn answered(
     let sql = "SELECT COUNT(*) FROM webhook_deliveries d JOIN messages m ON m.id = d.message_id \
                WHERE d.kind = $1 AND d.bot_id = $2 AND d.away_period = $3 AND m.conversation_id = $4";
     let values = vec![AWAY_REQUEST.into(), bot_id.into(), period.into(), candidate.conversation_id.into()];
-    let requested = txn
-        .query_one_raw(db::statement(txn.get_database_backend(), sql, values))
-        .await?
-        .and_then(|row| row.try_get_by_index::<i64>(0).ok())
-        .unwrap_or(0);
+    let requested = match txn.query_one_raw(db::statement(txn.get_database_backend(), sql, values)).await? {
+        Some(row) => row.try_get_by_index::<i64>(0)?,
+        None => 0,
+    };
     Ok(requested > 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn candidate(message_id: i64, conversation_id: i64, user_id: i64) -> Candidate {
+        Candidate { event_id: message_id, message_id, conversation_id, user_id, text: None, bot_id: None }
+    }
+
+    #[test]
+    fn each_recipient_of_a_conversation_is_answered_for_their_first_message() {
+        let planned = first_per_recipient(vec![
+            candidate(1, 7, 10),
+            candidate(2, 7, 20),
+            candidate(3, 7, 10),
+            candidate(4, 8, 10),
+        ]);
+        let ids: Vec<i64> = planned.iter().map(|c| c.message_id).collect();
+        assert_eq!(ids, vec![1, 2, 4]);
+    }
 }

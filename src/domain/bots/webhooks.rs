@@ -373,7 +373,8 @@ impl Hooks {
             Err(err) => return Outcome::Retry { after_ms: None, why: err.to_string() },
         };
         if bot.kind == "assistant" {
-            return match self.recent(bot.user_id, &message).await {
+            let upto = conversations::Window::Before(message.id.saturating_add(1));
+            return match self.recent(bot.user_id, message.conversation_id, upto).await {
                 Ok(history) => self.ask_model(bot.user_id, &history, None).await,
                 Err(outcome) => outcome,
             };
@@ -390,12 +391,14 @@ impl Hooks {
         self.post(url, &bot.webhook_secret, delivery.event_id, body).await
     }
 
-    /// Asks the owner's assistant bot for an away reply, unless the owner is back, has read
-    /// the message meanwhile, or the period has its reply.
+    /// Asks the owner's assistant bot for an away reply, unless it is no longer wanted (the
+    /// owner came back, or changed their setting) or the owner read the message meanwhile.
     async fn away_request(&self, delivery: &Leased, bot: &bot::Model, row: message::Model) -> Outcome {
         let owner = bot.owner_id;
-        if self.away.presence.is_online(UserId(owner)).await {
-            return Outcome::Moot;
+        match self.wanted(delivery, bot).await {
+            Ok(true) => {}
+            Ok(false) => return Outcome::Moot,
+            Err(err) => return Outcome::Retry { after_ms: None, why: err.to_string() },
         }
         let (message, conversation) = match self.views(owner, row).await {
             Ok(Some(views)) => views,
@@ -405,7 +408,8 @@ impl Hooks {
         if conversation.last_read_message_id.is_some_and(|read| read >= message.id) {
             return Outcome::Moot;
         }
-        let history = match self.recent(owner, &message).await {
+        // The conversation as it is now: what came after the message counts too.
+        let history = match self.recent(owner, message.conversation_id, conversations::Window::Latest).await {
             Ok(history) => history,
             Err(outcome) => return outcome,
         };
@@ -426,10 +430,20 @@ impl Hooks {
         self.post(url, &bot.webhook_secret, delivery.event_id, body).await
     }
 
-    /// The conversation's last messages up to `message` as `viewer` sees them, oldest first.
-    async fn recent(&self, viewer: i64, message: &MessageView) -> Result<Vec<MessageView>, Outcome> {
-        let window = conversations::Window::Before(message.id.saturating_add(1));
-        let conversation = crate::wire::ConversationId(message.conversation_id);
+    /// The away request's owner still wants this bot's answer in this period.
+    async fn wanted(&self, delivery: &Leased, bot: &bot::Model) -> AppResult<bool> {
+        let presence = &self.away.presence;
+        away::still_wanted(&self.db, presence, bot.owner_id, Some(bot.user_id), delivery.away_period).await
+    }
+
+    /// The conversation's last messages in `window` as `viewer` sees them, oldest first.
+    async fn recent(
+        &self,
+        viewer: i64,
+        conversation: i64,
+        window: conversations::Window,
+    ) -> Result<Vec<MessageView>, Outcome> {
+        let conversation = crate::wire::ConversationId(conversation);
         match conversations::history(&self.db, UserId(viewer), conversation, window, ASSISTANT_CONTEXT).await
         {
             Ok((history, _)) => Ok(history),
@@ -565,6 +579,10 @@ impl Hooks {
                 }
                 None
             }
+            // An away request answered without a reply: the fixed text stands in.
+            Outcome::Delivered(None) if delivery.kind == AWAY_REQUEST => {
+                Some("no reply in the answer".into())
+            }
             Outcome::Delivered(None) | Outcome::Moot => None,
             Outcome::Retry { why, .. } | Outcome::Refused(why) => Some(why.clone()),
         };
@@ -584,6 +602,8 @@ impl Hooks {
         }
         let (id, bot_id) = (delivery.id, delivery.bot_id);
         let counts = !matches!(outcome, Outcome::Moot);
+        // A 2xx without a reply is the hook working, even where it leaves a gap to fill.
+        let hook_failed = matches!(outcome, Outcome::Retry { .. } | Outcome::Refused(_));
         let max = i32::try_from(self.bots.max_consecutive_failures).unwrap_or(i32::MAX);
         let disabled = self
             .writer
@@ -608,7 +628,7 @@ impl Hooks {
                     if !counts {
                         return Ok((None, Vec::new()));
                     }
-                    if failed.is_none() {
+                    if !hook_failed {
                         // The usual case, one statement and no read: a success ends a run of failures.
                         bot::Entity::update_many()
                             .col_expr(bot::Column::Failures, Expr::value(0))
@@ -650,11 +670,9 @@ impl Hooks {
             }
             return Ok(());
         }
-        let Some(text) = away::fixed_text(&self.db, bot.owner_id).await? else { return Ok(()) };
-        let Some(row) = message::Entity::find_by_id(delivery.message_id).one(&self.db.read).await? else {
-            return Ok(());
-        };
-        away::reply(&self.writer, bot.owner_id, &row, delivery.away_period, &text, None).await
+        let (db, presence) = (&self.db, &self.away.presence);
+        away::fall_back(db, &self.writer, presence, bot.owner_id, delivery.message_id, delivery.away_period)
+            .await
     }
 
     /// Posts the hook's reply as the bot, quoting the message; the `client_id` makes a
@@ -665,7 +683,11 @@ impl Hooks {
             return Ok(());
         };
         if delivery.kind == AWAY_REQUEST {
+            // The answer took a while: the owner may be back, or have changed their setting.
             let Some(bot) = bot else { return Ok(()) };
+            if !self.wanted(delivery, bot).await? {
+                return Ok(());
+            }
             let marker = Some(bot.user_id);
             return away::reply(&self.writer, bot.owner_id, &row, delivery.away_period, text, marker).await;
         }
