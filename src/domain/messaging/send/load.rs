@@ -133,14 +133,17 @@ pub(super) async fn conversations(
     if keys.is_empty() && ids.is_empty() {
         return Ok(loaded);
     }
-    let found = conversation::Entity::find()
-        .filter(
-            Condition::any()
-                .add(conversation::Column::DirectKey.is_in(db::padded(keys)))
-                .add(conversation::Column::Id.is_in(db::padded(ids))),
-        )
-        .all(txn)
-        .await?;
+    // Only the lists that have entries: an empty `IN ()` renders as `? = ?`, which the
+    // planner cannot see is false, so `key IN … OR ? = ?` scanned the whole table (4.7 of a
+    // batch's 8.1 ms with 57,000 conversations).
+    let mut wanted = Condition::any();
+    if !keys.is_empty() {
+        wanted = wanted.add(conversation::Column::DirectKey.is_in(db::padded(keys)));
+    }
+    if !ids.is_empty() {
+        wanted = wanted.add(conversation::Column::Id.is_in(db::padded(ids)));
+    }
+    let found = conversation::Entity::find().filter(wanted).all(txn).await?;
     for row in found {
         if let Some(key) = &row.direct_key {
             loaded.by_key.insert(key.clone(), row.clone());
