@@ -77,7 +77,8 @@ pub(super) async fn open_directs(
         opened.insert(key.clone(), (model.clone(), Some(event_id)));
     }
     for chunk in rows.chunks(db::MAX_ROWS_PER_STATEMENT) {
-        member::Entity::insert_many(chunk.iter().cloned()).exec(txn).await?;
+        // No `RETURNING`: from SQLite, sqlx hands each returned row over on its own.
+        member::Entity::insert_many(chunk.iter().cloned()).exec_without_returning(txn).await?;
     }
     Ok(opened)
 }
