@@ -43,6 +43,9 @@ use crate::wire::views::{ConversationView, MessageView};
 
 const CURSOR: &str = "webhook_cursor";
 const TICK: Duration = Duration::from_millis(100);
+/// The shortest wait for away replies falling due: those due meanwhile are planned together
+/// (see the push sender's `MIN_WAIT`).
+const MIN_WAIT: Duration = Duration::from_millis(50);
 const PLAN_BATCH: u64 = 512;
 /// Bots called at once per instance (each bot one at a time).
 const IN_FLIGHT: usize = 64;
@@ -197,7 +200,7 @@ impl Hooks {
         loop {
             // An away reply falls due at a known time: wake then, not a tick later.
             let wait = next_due.map_or(TICK, |at: time::Timestamp| {
-                (at - time::now()).to_std().unwrap_or(Duration::ZERO).min(TICK)
+                (at - time::now()).to_std().unwrap_or(Duration::ZERO).clamp(MIN_WAIT, TICK)
             });
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}

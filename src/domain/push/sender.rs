@@ -44,6 +44,10 @@ use crate::wire::UserId;
 const CURSOR: &str = "push_cursor";
 /// How often an idle sender looks for new messages and due retries.
 const TICK: Duration = Duration::from_millis(200);
+/// The shortest wait between passes: messages falling due meanwhile are planned together.
+/// Waking for each one as it fell due (every 2 ms at 500 messages/s) cost 0.37 cores of
+/// reads and cursor writes with no subscription anywhere.
+const MIN_WAIT: Duration = Duration::from_millis(50);
 /// Messages planned per transaction.
 const PLAN_BATCH: u64 = 512;
 /// Requests in flight per instance: enough that a few push services answering slowly do not
@@ -161,8 +165,7 @@ impl PushSender {
         loop {
             // The next message falls due at a known time: wake then, not a tick later.
             let wait = next_due.map_or(TICK, |at: Timestamp| {
-                // Already past: no wait at all.
-                (at - time::now()).to_std().unwrap_or(Duration::ZERO).min(TICK)
+                (at - time::now()).to_std().unwrap_or(Duration::ZERO).clamp(MIN_WAIT, TICK)
             });
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
