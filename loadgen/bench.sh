@@ -92,8 +92,13 @@ for backend in $(backends); do
         done
     fi
     if want dm-max; then
+        # Steady-state chat (fixed pairs), then first contact (random pairs over 1,000
+        # receivers with a socket each: most messages open a conversation).
         start 8080 "$(fresh_url "$backend" dmmax)"
         run dm-max --senders 64 --duration 10 --pid "$PID" --csv "$CSV" --label "$backend"
+        stop
+        start 8080 "$(fresh_url "$backend" dmmaxrandom)"
+        run dm-max --senders 64 --receivers 1000 --pairs random --duration 10 --pid "$PID" --csv "$CSV" --label "$backend"
         stop
     fi
     if want fanout; then

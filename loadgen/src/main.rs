@@ -64,12 +64,19 @@ enum Scenario {
         #[command(flatten)]
         open: OpenLoop,
     },
-    /// Closed loop: `senders` concurrent senders, each to its own receiver.
+    /// Closed loop: `senders` concurrent senders, each to its own receiver (`--pairs
+    /// fixed`), or each message to a random one of `receivers` (`--pairs random`: most
+    /// messages open a conversation, as in `../shared/bench`). One socket per receiver.
     DmMax {
         #[command(flatten)]
         common: Common,
         #[arg(long, default_value_t = 64)]
         senders: usize,
+        /// Receivers with random pairs (fixed pairs: one per sender).
+        #[arg(long, default_value_t = 1000)]
+        receivers: usize,
+        #[arg(long, value_enum, default_value_t = Pairs::Fixed)]
+        pairs: Pairs,
     },
     /// Seeds `messages` direct messages from `senders` senders, then times `queries` searches
     /// by one user.
@@ -245,6 +252,15 @@ enum To {
     Group(i64),
 }
 
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Pairs {
+    /// Each sender writes to one receiver: steady-state chat.
+    Fixed,
+    /// Each message goes to a random receiver: first contact, the common case on a
+    /// marketplace.
+    Random,
+}
+
 #[tokio::main]
 async fn main() -> Result<(), String> {
     let cli = Cli::parse();
@@ -291,7 +307,15 @@ async fn main() -> Result<(), String> {
             }
             ("cross", common, open.users, format!("users={} rate={}", open.users, open.rate))
         }
-        Scenario::DmMax { common, senders } => ("dm-max", common, senders * 2, format!("senders={senders}")),
+        Scenario::DmMax { common, senders, receivers, pairs } => match pairs {
+            Pairs::Fixed => ("dm-max", common, senders * 2, format!("senders={senders} pairs=fixed")),
+            Pairs::Random => (
+                "dm-max",
+                common,
+                senders + receivers,
+                format!("senders={senders} receivers={receivers} pairs=random"),
+            ),
+        },
         Scenario::Fanout { common, members, rate } => {
             if *members < 2 {
                 return Err("fanout needs at least 2 members".into());
@@ -315,8 +339,12 @@ async fn main() -> Result<(), String> {
     let (senders, receivers): (Vec<&Account>, Vec<&Account>) = match &cli.scenario {
         // The first member sends; every other member receives.
         Scenario::Fanout { .. } => (vec![&accounts[0]], accounts[1..].iter().collect()),
+        Scenario::DmMax { senders, pairs: Pairs::Random, .. } => {
+            (accounts[..*senders].iter().collect(), accounts[*senders..].iter().collect())
+        }
         _ => accounts.chunks(2).map(|pair| (&pair[0], &pair[1])).unzip(),
     };
+    let receiver_ids: Arc<Vec<i64>> = Arc::new(receivers.iter().map(|account| account.id).collect());
     let group = match &cli.scenario {
         Scenario::Fanout { .. } => {
             let ids: Vec<i64> = receivers.iter().map(|account| account.id).collect();
@@ -383,14 +411,21 @@ async fn main() -> Result<(), String> {
         | Scenario::Idle { .. }
         | Scenario::IdleWorker { .. }
         | Scenario::Plot { .. } => {}
-        Scenario::DmMax { .. } => {
+        Scenario::DmMax { pairs: mode, .. } => {
+            let random = *mode == Pairs::Random;
             // Closed loop: each sender waits for its POST before the next.
-            for (index, (recipient, token)) in pairs.iter().cloned().enumerate() {
+            for (index, (fixed, token)) in pairs.iter().cloned().enumerate() {
                 let (http, url, sent, errors) =
                     (http.clone(), common.url.clone(), sent.clone(), errors.clone());
+                let receiver_ids = receiver_ids.clone();
                 tasks.push(tokio::spawn(async move {
                     let mut n = 0usize;
                     while Instant::now() < deadline {
+                        let recipient = if random {
+                            To::User(receiver_ids[rand::random_range(0..receiver_ids.len())])
+                        } else {
+                            fixed
+                        };
                         let client_id = format!("lg{run_id:x}-{index}-{n}");
                         send(
                             http.clone(),
