@@ -10,13 +10,65 @@ use http_body_util::{BodyExt, Empty};
 use hyper::body::{Bytes, Incoming};
 use hyper::{HeaderMap, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, Semaphore};
 
 /// Each message id's first arrival, and how many times it came.
 pub type Arrivals = Arc<Mutex<HashMap<i64, (Instant, usize)>>>;
 
 pub async fn record(arrivals: &Arrivals, message_id: i64, at: Instant) {
     arrivals.lock().await.entry(message_id).and_modify(|entry| entry.1 += 1).or_insert((at, 1));
+}
+
+/// One direct message to send: the sender's token, the recipient, the text.
+pub struct Outgoing {
+    pub token: String,
+    pub recipient_id: i64,
+    pub text: String,
+}
+
+/// POSTs `sends` at `rate` a second (0: all at once), 64 in flight; returns when each stored
+/// message was committed (its 201).
+pub async fn send_paced(
+    http: &reqwest::Client,
+    url: &str,
+    rate: u32,
+    sends: Vec<Outgoing>,
+) -> Result<HashMap<i64, Instant>, String> {
+    let committed: Arc<Mutex<HashMap<i64, Instant>>> = Arc::default();
+    let in_flight = Arc::new(Semaphore::new(64));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for (n, send) in sends.into_iter().enumerate() {
+        if rate > 0 {
+            let due = started + Duration::from_secs_f64(n as f64 / f64::from(rate));
+            tokio::time::sleep_until(due.into()).await;
+        }
+        let permit = in_flight.clone().acquire_owned().await.map_err(|e| e.to_string())?;
+        let (http, url, committed) = (http.clone(), url.to_owned(), committed.clone());
+        tasks.push(tokio::spawn(async move {
+            let body = serde_json::json!({"recipient_id": send.recipient_id, "message": send.text});
+            let response =
+                http.post(format!("{url}/api/messages")).bearer_auth(send.token).json(&body).send().await;
+            let at = Instant::now();
+            drop(permit);
+            let message: serde_json::Value = match response {
+                Ok(response) if response.status().is_success() => response.json().await.unwrap_or_default(),
+                _ => return false,
+            };
+            let Some(id) = message["id"].as_i64() else { return false };
+            committed.lock().await.insert(id, at);
+            true
+        }));
+    }
+    let mut failed = 0;
+    for task in tasks {
+        if !task.await.unwrap_or(false) {
+            failed += 1;
+        }
+    }
+    let committed = std::mem::take(&mut *committed.lock().await);
+    eprintln!("{} sent ({failed} failed) in {:.2} s", committed.len(), started.elapsed().as_secs_f64());
+    Ok(committed)
 }
 
 /// Waits for `expected` arrivals, or 30 s without a new one.

@@ -7,11 +7,8 @@
 //! loopback). The receiver answers 200 without a reply and does not check signatures (the
 //! integration tests do).
 
-use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
-
-use tokio::sync::{Mutex, Semaphore};
+use std::time::Duration;
 
 use crate::arrivals::{self, Arrivals};
 use crate::{percentile, register};
@@ -51,46 +48,17 @@ pub async fn run(url: &str, plan: Plan) -> Result<(), String> {
     }
 
     eprintln!("sending {} messages to {} bots…", plan.messages, plan.bots);
-    let committed: Arc<Mutex<HashMap<i64, Instant>>> = Arc::default();
-    let in_flight = Arc::new(Semaphore::new(64));
-    let started = Instant::now();
-    let mut tasks = Vec::new();
-    for n in 0..plan.messages {
-        if plan.rate > 0 {
-            let due = started + Duration::from_secs_f64(n as f64 / f64::from(plan.rate));
-            tokio::time::sleep_until(due.into()).await;
-        }
-        let permit = in_flight.clone().acquire_owned().await.map_err(|e| e.to_string())?;
-        let (http, url, committed) = (http.clone(), url.to_owned(), committed.clone());
-        let body = serde_json::json!({"recipient_id": bots[n % bots.len()], "message": format!("hook {n}")});
-        let token = owners[n % owners.len()].token.clone();
-        tasks.push(tokio::spawn(async move {
-            let response =
-                http.post(format!("{url}/api/messages")).bearer_auth(token).json(&body).send().await;
-            let at = Instant::now();
-            drop(permit);
-            let message: serde_json::Value = match response {
-                Ok(response) if response.status().is_success() => response.json().await.unwrap_or_default(),
-                _ => return false,
-            };
-            let Some(id) = message["id"].as_i64() else { return false };
-            committed.lock().await.insert(id, at);
-            true
-        }));
-    }
-    let mut failed = 0;
-    for task in tasks {
-        if !task.await.unwrap_or(false) {
-            failed += 1;
-        }
-    }
-    let sent = committed.lock().await.len();
-    eprintln!(
-        "{sent} sent ({failed} failed) in {:.2} s; waiting for the deliveries…",
-        started.elapsed().as_secs_f64()
-    );
+    let sends = (0..plan.messages)
+        .map(|n| arrivals::Outgoing {
+            token: owners[n % owners.len()].token.clone(),
+            recipient_id: bots[n % bots.len()],
+            text: format!("hook {n}"),
+        })
+        .collect();
+    let committed = arrivals::send_paced(&http, url, plan.rate, sends).await?;
+    let sent = committed.len();
+    eprintln!("waiting for the deliveries…");
     arrivals::wait_all(&arrivals, sent).await;
-    let committed = committed.lock().await;
     let summary = arrivals::summarize(&arrivals, &committed, Duration::ZERO).await;
     println!(
         "hooks bots={} messages={} rate={}: {} sent, {} delivered, {} missing, {} duplicates; \

@@ -8,11 +8,8 @@
 //! service is plain HTTP on loopback). The push service answers 201 without decrypting: the
 //! integration tests check the encryption; here its cost would only be the receiver's.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-use tokio::sync::{Mutex, Semaphore};
 
 use crate::arrivals::{self, Arrivals};
 use crate::{percentile, register};
@@ -56,56 +53,25 @@ pub async fn run(url: &str, plan: Plan) -> Result<(), String> {
     }
 
     eprintln!("sending {} messages…", plan.users);
-    let committed: Arc<Mutex<HashMap<i64, Instant>>> = Arc::default();
-    let in_flight = Arc::new(Semaphore::new(64));
+    let sends = senders
+        .iter()
+        .zip(recipients)
+        .enumerate()
+        .map(|(n, (sender, recipient))| arrivals::Outgoing {
+            token: sender.token.clone(),
+            recipient_id: recipient.id,
+            text: format!("push {n}: are you there?"),
+        })
+        .collect();
     let cpu_before = plan.pid.and_then(crate::cpu_ticks);
     let started = Instant::now();
-    let mut tasks = Vec::new();
-    for (n, (sender, recipient)) in senders.iter().zip(recipients).enumerate() {
-        if plan.rate > 0 {
-            let due = started + Duration::from_secs_f64(n as f64 / f64::from(plan.rate));
-            tokio::time::sleep_until(due.into()).await;
-        }
-        let permit = in_flight.clone().acquire_owned().await.map_err(|e| e.to_string())?;
-        let (http, url, committed) = (http.clone(), url.to_owned(), committed.clone());
-        let body =
-            serde_json::json!({"recipient_id": recipient.id, "message": format!("push {n}: are you there?")});
-        let token = sender.token.clone();
-        tasks.push(tokio::spawn(async move {
-            let response =
-                http.post(format!("{url}/api/messages")).bearer_auth(token).json(&body).send().await;
-            let at = Instant::now();
-            drop(permit);
-            let message: serde_json::Value = match response {
-                Ok(response) if response.status().is_success() => response.json().await.unwrap_or_default(),
-                _ => return false,
-            };
-            match message["id"].as_i64() {
-                Some(id) => {
-                    committed.lock().await.insert(id, at);
-                    true
-                }
-                None => false,
-            }
-        }));
-    }
-    let mut failed = 0;
-    for task in tasks {
-        if !task.await.unwrap_or(false) {
-            failed += 1;
-        }
-    }
-    let sent = committed.lock().await.len();
-    eprintln!(
-        "{sent} sent ({failed} failed) in {:.2} s; waiting for the pushes…",
-        started.elapsed().as_secs_f64()
-    );
-
+    let committed = arrivals::send_paced(&http, url, plan.rate, sends).await?;
+    let sent = committed.len();
+    eprintln!("waiting for the pushes…");
     arrivals::wait_all(&arrivals, sent).await;
     let cpu = plan.pid.and_then(crate::cpu_ticks).zip(cpu_before).map(|(after, before)| after - before);
     let wall = started.elapsed().as_secs_f64();
 
-    let committed = committed.lock().await;
     let summary = arrivals::summarize(&arrivals, &committed, Duration::from_secs(plan.delay)).await;
     let late = &summary.waits;
     println!(

@@ -124,18 +124,22 @@ pub async fn period(presence: &Presence, user_id: i64) -> AppResult<Option<i64>>
     }
 }
 
-/// Whether an away reply for `period` is still wanted: away replies still on (and, for a
-/// bot's answer, still by `bot_id`), and the user still away in that same period.
+/// The user's setting, if an away reply for `period` is still wanted: away replies still
+/// on (and, for a bot's answer, still by `bot_id`), and the user still away in that same
+/// period.
 pub async fn still_wanted(
     db: &Db,
     presence: &Presence,
     user_id: i64,
     bot_id: Option<i64>,
     period: i64,
-) -> AppResult<bool> {
+) -> AppResult<Option<away_setting::Model>> {
     let setting = away_setting::Entity::find_by_id(user_id).one(&db.read).await?;
-    let on = setting.is_some_and(|s| s.enabled && bot_id.is_none_or(|bot| s.assistant_bot_id == Some(bot)));
-    Ok(on && self::period(presence, user_id).await? == Some(period))
+    let on = setting.filter(|s| s.enabled && bot_id.is_none_or(|bot| s.assistant_bot_id == Some(bot)));
+    match on {
+        Some(setting) if self::period(presence, user_id).await? == Some(period) => Ok(Some(setting)),
+        _ => Ok(None),
+    }
 }
 
 /// The `client_id` of the one away reply of a conversation and period.
@@ -172,11 +176,8 @@ pub async fn fall_back(
     message_id: i64,
     period: i64,
 ) -> AppResult<()> {
-    if !still_wanted(db, presence, user_id, None, period).await? {
-        return Ok(());
-    }
-    let row = away_setting::Entity::find_by_id(user_id).one(&db.read).await?;
-    let Some(text) = row.and_then(|row| row.message) else { return Ok(()) };
+    let setting = still_wanted(db, presence, user_id, None, period).await?;
+    let Some(text) = setting.and_then(|setting| setting.message) else { return Ok(()) };
     let Some(row) = message::Entity::find_by_id(message_id).one(&db.read).await? else { return Ok(()) };
     reply(writer, user_id, &row, period, &text, None).await
 }

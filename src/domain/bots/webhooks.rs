@@ -436,7 +436,10 @@ impl Hooks {
     /// The away request's owner still wants this bot's answer in this period.
     async fn wanted(&self, delivery: &Leased, bot: &bot::Model) -> AppResult<bool> {
         let presence = &self.away.presence;
-        away::still_wanted(&self.db, presence, bot.owner_id, Some(bot.user_id), delivery.away_period).await
+        let setting =
+            away::still_wanted(&self.db, presence, bot.owner_id, Some(bot.user_id), delivery.away_period)
+                .await?;
+        Ok(setting.is_some())
     }
 
     /// The conversation's last messages in `window` as `viewer` sees them, oldest first.
@@ -496,14 +499,8 @@ impl Hooks {
             Ok(answer) => answer,
             Err(err) => return Outcome::Retry { after_ms: None, why: without_url(err) },
         };
-        let status = answer.status().as_u16();
-        match status {
-            200..=299 => {}
-            429 | 500..=599 => {
-                let after = outbound::retry_after_ms(&answer);
-                return Outcome::Retry { after_ms: after, why: format!("model: HTTP {status}") };
-            }
-            _ => return Outcome::Refused(format!("model: HTTP {status}")),
+        if let Some(failed) = unanswered(&answer, "model: ") {
+            return failed;
         }
         match answer.json::<serde_json::Value>().await {
             Ok(completion) => match completion["choices"][0]["message"]["content"].as_str().map(str::trim) {
@@ -536,14 +533,8 @@ impl Hooks {
             Ok(answer) => answer,
             Err(err) => return Outcome::Retry { after_ms: None, why: without_url(err) },
         };
-        let status = answer.status().as_u16();
-        match status {
-            200..=299 => {}
-            429 | 500..=599 => {
-                let after = outbound::retry_after_ms(&answer);
-                return Outcome::Retry { after_ms: after, why: format!("HTTP {status}") };
-            }
-            _ => return Outcome::Refused(format!("HTTP {status}")),
+        if let Some(failed) = unanswered(&answer, "") {
+            return failed;
         }
         let mut bytes = Vec::new();
         loop {
@@ -759,6 +750,20 @@ pub fn sign(secret: &str, timestamp: i64, body: &[u8]) -> String {
     mac.update(format!("v1:{timestamp}:").as_bytes());
     mac.update(body);
     hex::encode(mac.finalize().into_bytes())
+}
+
+/// What a non-2xx answer means: 429 and 5xx are retried (after `Retry-After` if given),
+/// other statuses refused; `None` for a 2xx.
+fn unanswered(answer: &reqwest::Response, what: &str) -> Option<Outcome> {
+    let status = answer.status().as_u16();
+    match status {
+        200..=299 => None,
+        429 | 500..=599 => {
+            let after_ms = outbound::retry_after_ms(answer);
+            Some(Outcome::Retry { after_ms, why: format!("{what}HTTP {status}") })
+        }
+        _ => Some(Outcome::Refused(format!("{what}HTTP {status}"))),
+    }
 }
 
 /// reqwest's error without the URL (it may carry a secret in its query).
