@@ -121,9 +121,13 @@ for backend in $(backends); do
     fi
     if want idle; then
         # Memory against sockets: one worker process per 1,000 sockets, each from its own
-        # loopback address.
+        # loopback address; first 18,000 sockets over 100 users (what an extra socket costs).
         start 8080 "$(fresh_url "$backend" idle)"
         run idle --pid "$PID" --sockets 18000 --step 1000 --csv "$CSV" --label "$backend"
+        stop
+        # One socket per user, as people connect: what a user costs, not only a socket.
+        start 8080 "$(fresh_url "$backend" idleusers)"
+        run idle --pid "$PID" --sockets 10000 --users 10000 --step 1000 --csv "$CSV" --label "$backend one socket per user"
         stop
     fi
 done

@@ -14,13 +14,19 @@ use tokio_tungstenite::tungstenite::Message as WsMessage;
 
 use crate::{append_csv, register, rss_kb};
 
-/// Opens `count` sockets from `source` with the given tokens (round robin), waits for each
-/// `hello`, prints `ready`, then holds them until stdin closes.
-pub async fn worker(url: &str, source: Ipv4Addr, count: usize, tokens: Vec<String>) -> Result<(), String> {
+/// Reads one token a line from stdin up to an empty line (thousands of tokens are more than
+/// one command-line argument may hold), opens `count` sockets from `source` with them (round
+/// robin), waits for each `hello`, prints `ready`, then holds them until stdin closes.
+pub async fn worker(url: &str, source: Ipv4Addr, count: usize) -> Result<(), String> {
     let host: SocketAddr = url
         .trim_start_matches("http://")
         .parse()
         .map_err(|err| format!("--url must be http://IP:PORT for idle: {err}"))?;
+    let tokens: Vec<String> =
+        std::io::stdin().lock().lines().map_while(Result::ok).take_while(|line| !line.is_empty()).collect();
+    if tokens.is_empty() {
+        return Err("no tokens on stdin".into());
+    }
     let mut held = Vec::with_capacity(count);
     for n in 0..count {
         let token = &tokens[n % tokens.len()];
@@ -61,7 +67,6 @@ pub async fn run(
     let http = reqwest::Client::new();
     eprintln!("registering {users} users…");
     let tokens: Vec<String> = register(&http, url, users).await?.into_iter().map(|a| a.token).collect();
-    let tokens_arg = tokens.join(",");
     let baseline = rss_kb(pid).ok_or("cannot read the server's RSS (--pid)")?;
     println!("sockets,rss_kb,kb_per_socket_since_0");
     println!("0,{baseline},");
@@ -74,10 +79,21 @@ pub async fn run(
         k += 1;
         let mut child = Command::new(&exe)
             .args(["idle-worker", "--url", url, "--source", &format!("127.0.0.{}", k + 1)])
-            .args(["--count", &count.to_string(), "--tokens", &tokens_arg])
+            .args(["--count", &count.to_string()])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
+            .map_err(|e| e.to_string())?;
+        // This worker's sockets continue the round robin over users where the last one
+        // stopped, so `--users` equal to `--sockets` is one socket per user.
+        let mut handoff: String =
+            (open..open + count).map(|n| format!("{}\n", tokens[n % tokens.len()])).collect();
+        handoff.push('\n');
+        child
+            .stdin
+            .as_mut()
+            .ok_or("worker stdin")?
+            .write_all(handoff.as_bytes())
             .map_err(|e| e.to_string())?;
         let stdout = child.stdout.take().ok_or("worker stdout")?;
         let line = tokio::task::spawn_blocking(move || {

@@ -114,6 +114,9 @@ enum Scenario {
     Plot {
         #[arg(long)]
         csv: PathBuf,
+        /// The shared bench's results.tsv: also draws the plots against the Socket.IO peer.
+        #[arg(long)]
+        versus: Option<PathBuf>,
         #[arg(long, default_value = "docs/plots")]
         out: PathBuf,
     },
@@ -126,8 +129,6 @@ enum Scenario {
         source: std::net::Ipv4Addr,
         #[arg(long)]
         count: usize,
-        #[arg(long, value_delimiter = ',')]
-        tokens: Vec<String>,
     },
     /// Uploads a file of `megabytes` MB `count` times.
     Upload {
@@ -281,7 +282,7 @@ async fn main() -> Result<(), String> {
             let csv = csv.as_deref().map(|path| (path, label.as_str()));
             return idle::run(url, *pid, *sockets, (*step).max(1), (*users).max(1), csv).await;
         }
-        Scenario::Plot { csv, out } => return plot::run(csv, out),
+        Scenario::Plot { csv, versus, out } => return plot::run(csv, versus.as_deref(), out),
         Scenario::Reconnect { url, users, groups, history, clients, duration } => {
             let plan = reconnect::Plan {
                 users: *users,
@@ -292,8 +293,8 @@ async fn main() -> Result<(), String> {
             };
             return reconnect::run(url, plan).await;
         }
-        Scenario::IdleWorker { url, source, count, tokens } => {
-            return idle::worker(url, *source, *count, tokens.clone()).await;
+        Scenario::IdleWorker { url, source, count } => {
+            return idle::worker(url, *source, *count).await;
         }
         _ => {}
     }

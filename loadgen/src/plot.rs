@@ -4,6 +4,10 @@
 //! - `memory-vs-sockets.svg`: `idle` server RSS per socket against open sockets.
 //! - `fanout-vs-members.svg`: `fanout` p99 per recipient and until the last recipient,
 //!   against the group size.
+//!
+//! With `--versus`, the shared bench's `results.tsv` (`../shared/bench/run.sh`: one generator
+//! against Switchboard and the Socket.IO peer in one sitting) also gives
+//! `versus-latency-vs-rate.svg` and `versus-fanout-vs-members.svg`, a line per server.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -19,10 +23,14 @@ struct Line {
     points: Vec<(f64, f64)>,
 }
 
-pub fn run(csv: &Path, out: &Path) -> Result<(), String> {
+pub fn run(csv: &Path, versus: Option<&Path>, out: &Path) -> Result<(), String> {
     let text = std::fs::read_to_string(csv).map_err(|err| format!("{}: {err}", csv.display()))?;
     let rows = parse(&text);
     std::fs::create_dir_all(out).map_err(|err| format!("{}: {err}", out.display()))?;
+    if let Some(tsv) = versus {
+        let text = std::fs::read_to_string(tsv).map_err(|err| format!("{}: {err}", tsv.display()))?;
+        draw_versus(&parse_bench_tsv(&text), out)?;
+    }
 
     let mut latency = Vec::new();
     for (label, rows) in by_label(&rows, "dm") {
@@ -101,6 +109,72 @@ fn parse(text: &str) -> Vec<Row> {
         .collect()
 }
 
+/// The shared bench's rows (`date target scenario params figures`, the last two `key=value`
+/// lists) in this module's names, one label per server; two-instance runs are left out.
+fn parse_bench_tsv(text: &str) -> Vec<Row> {
+    let renames =
+        [("lat_p50", "p50_ms"), ("p99", "p99_ms"), ("complete_p99", "all_p99_ms"), ("group_size", "members")];
+    text.lines()
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split('\t').collect();
+            let [_, target, scenario, params, figures] = fields[..] else { return None };
+            let label = match target {
+                "ours" => "Switchboard",
+                "socketio" => "Socket.IO peer",
+                _ => return None,
+            };
+            let mut row = Row::new();
+            row.insert("scenario".into(), scenario.to_string());
+            row.insert("label".into(), label.to_string());
+            for pair in params.split_whitespace().chain(figures.split_whitespace()) {
+                if let Some((key, value)) = pair.split_once('=') {
+                    let key = renames.iter().find(|(from, _)| *from == key).map_or(key, |(_, to)| to);
+                    row.insert(key.to_string(), value.to_string());
+                }
+            }
+            (row.get("instances").is_none_or(|n| n == "1")).then_some(row)
+        })
+        .collect()
+}
+
+fn draw_versus(rows: &[Row], out: &Path) -> Result<(), String> {
+    let mut latency = Vec::new();
+    for (label, rows) in by_label(rows, "dm") {
+        latency.push(line(&format!("{label} p50"), &rows, "rate", "p50_ms"));
+        latency.push(line(&format!("{label} p99"), &rows, "rate", "p99_ms"));
+    }
+    let mut fanout = Vec::new();
+    for (label, rows) in by_label(rows, "fanout") {
+        fanout.push(line(&format!("{label} p99 per recipient"), &rows, "members", "p99_ms"));
+        fanout.push(line(&format!("{label} p99 until the last"), &rows, "members", "all_p99_ms"));
+    }
+    let charts = [
+        (
+            "versus-latency-vs-rate.svg",
+            "dm, against the Socket.IO peer: POST→frame latency",
+            "messages/s",
+            latency,
+        ),
+        (
+            "versus-fanout-vs-members.svg",
+            "fanout at 20 msgs/s, against the Socket.IO peer",
+            "group members",
+            fanout,
+        ),
+    ];
+    for (file, title, x, lines) in charts {
+        let lines: Vec<Line> = lines.into_iter().filter(|line| !line.points.is_empty()).collect();
+        if lines.is_empty() {
+            continue;
+        }
+        let path = out.join(file);
+        draw(&path, title, (x, "ms (log)"), true, &lines)
+            .map_err(|err| format!("{}: {err}", path.display()))?;
+        println!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
 fn by_label<'a>(rows: &'a [Row], scenario: &str) -> BTreeMap<String, Vec<&'a Row>> {
     let mut labels: BTreeMap<String, Vec<&Row>> = BTreeMap::new();
     for row in rows.iter().filter(|row| row.get("scenario").is_some_and(|s| s == scenario)) {
@@ -119,7 +193,18 @@ fn line(name: &str, rows: &[&Row], x: &str, y: &str) -> Line {
         .filter(|(_, y)| y.is_finite())
         .collect();
     points.sort_by(|a, b| a.0.total_cmp(&b.0));
-    Line { name: name.to_string(), points }
+    // Repeated runs at one x (a sitting runs each twice) are drawn as their mean.
+    let mut merged: Vec<(f64, f64, f64)> = Vec::new();
+    for (x, y) in points {
+        match merged.last_mut() {
+            Some((last_x, sum, n)) if *last_x == x => {
+                *sum += y;
+                *n += 1.0;
+            }
+            _ => merged.push((x, y, 1.0)),
+        }
+    }
+    Line { name: name.to_string(), points: merged.into_iter().map(|(x, sum, n)| (x, sum / n)).collect() }
 }
 
 fn draw(path: &Path, title: &str, axes: (&str, &str), log: bool, lines: &[Line]) -> Result<(), String> {

@@ -1,33 +1,30 @@
 //! `UserRoom`: all the sessions (devices) of one user on this process. It exists while the
 //! user has at least one session here and stops after the last one leaves.
 
-use std::collections::HashMap;
-use std::time::Duration;
-
 use actix::prelude::*;
 
 use super::server::{ChatServer, Disconnect};
 use super::session::{self, CatchUp, Overflowed, WsSession};
 use super::{Frame, SessionId, SharedQueue, UserId};
 
-/// How often a room looks for sessions whose actor died without saying so.
-const PRUNE_INTERVAL: Duration = Duration::from_secs(30);
-
 struct Device {
     addr: Addr<WsSession>,
     queue: SharedQueue,
 }
 
+/// A room per connected user is most of what a user costs beyond their socket, so it is kept
+/// small: devices in a `Vec` (a user has a few), no timer of its own (`ChatServer` sends
+/// `Prune`).
 pub struct UserRoom {
     user_id: UserId,
-    devices: HashMap<SessionId, Device>,
+    devices: Vec<(SessionId, Device)>,
     queue_limit: usize,
     server: Addr<ChatServer>,
 }
 
 impl UserRoom {
     pub fn new(user_id: UserId, queue_limit: usize, server: Addr<ChatServer>) -> Self {
-        Self { user_id, devices: HashMap::new(), queue_limit, server }
+        Self { user_id, devices: Vec::new(), queue_limit, server }
     }
 
     /// Sessions are removed when they stop; this catches any whose actor vanished without
@@ -35,7 +32,7 @@ impl UserRoom {
     fn prune(&mut self) {
         let user_id = self.user_id;
         let server = &self.server;
-        self.devices.retain(|session_id, device| {
+        self.devices.retain(|(session_id, device)| {
             let alive = device.addr.connected();
             if !alive {
                 server.do_send(Disconnect { user_id, session_id: *session_id });
@@ -47,9 +44,18 @@ impl UserRoom {
 
 impl Actor for UserRoom {
     type Context = Context<Self>;
+}
 
-    fn started(&mut self, ctx: &mut Context<Self>) {
-        ctx.run_interval(PRUNE_INTERVAL, |room, _| room.prune());
+/// Look for sessions whose actor died without leaving.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Prune;
+
+impl Handler<Prune> for UserRoom {
+    type Result = ();
+
+    fn handle(&mut self, _: Prune, _: &mut Context<Self>) {
+        self.prune();
     }
 }
 
@@ -73,7 +79,8 @@ impl Handler<Join> for UserRoom {
     type Result = ();
 
     fn handle(&mut self, msg: Join, _: &mut Context<Self>) {
-        self.devices.insert(msg.session_id, Device { addr: msg.session, queue: msg.queue });
+        self.devices.retain(|(session_id, _)| *session_id != msg.session_id);
+        self.devices.push((msg.session_id, Device { addr: msg.session, queue: msg.queue }));
     }
 }
 
@@ -81,7 +88,7 @@ impl Handler<Leave> for UserRoom {
     type Result = ();
 
     fn handle(&mut self, msg: Leave, ctx: &mut Context<Self>) {
-        self.devices.remove(&msg.session_id);
+        self.devices.retain(|(session_id, _)| *session_id != msg.session_id);
         if msg.last {
             ctx.stop();
         }
@@ -95,7 +102,7 @@ impl Handler<Frame> for UserRoom {
     /// gets nothing more.
     fn handle(&mut self, frame: Frame, _: &mut Context<Self>) {
         let mut dead = false;
-        for device in self.devices.values() {
+        for (_, device) in &self.devices {
             if device.queue.overflowed() {
                 continue;
             }
@@ -124,7 +131,7 @@ impl Handler<CatchUpAll> for UserRoom {
     type Result = ();
 
     fn handle(&mut self, _: CatchUpAll, _: &mut Context<Self>) {
-        for device in self.devices.values() {
+        for (_, device) in &self.devices {
             device.addr.do_send(CatchUp);
         }
     }
@@ -141,7 +148,7 @@ impl Handler<Polling> for UserRoom {
     type Result = ();
 
     fn handle(&mut self, msg: Polling, _: &mut Context<Self>) {
-        for device in self.devices.values() {
+        for (_, device) in &self.devices {
             device.addr.do_send(session::Polling { on: msg.on });
         }
     }
@@ -156,7 +163,7 @@ impl Handler<CloseAll> for UserRoom {
     type Result = ();
 
     fn handle(&mut self, _: CloseAll, _: &mut Context<Self>) {
-        for device in self.devices.values() {
+        for (_, device) in &self.devices {
             device.addr.do_send(session::Restart);
         }
     }

@@ -7,7 +7,7 @@
 //! `do_send`, because dropping one would leak a session or lose a live frame, and none may
 //! make an HTTP handler wait on a slow socket.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::time::Duration;
 
 use actix::prelude::*;
@@ -15,17 +15,20 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::presence::SessionCount;
 use super::relay::SubscriberCommand;
-use super::room::{Join, Leave, UserRoom};
+use super::room::{Join, Leave, Prune, UserRoom};
 use super::session::WsSession;
 use super::{SessionId, SharedQueue, UserFrame, UserId};
 
 /// A socket waits at most this long for its user's channel subscription before it falls back
 /// to polling.
 const SUBSCRIBE_WAIT: Duration = Duration::from_secs(2);
+/// How often rooms look for sessions whose actor died without saying so.
+const PRUNE_INTERVAL: Duration = Duration::from_secs(30);
 
 struct RoomEntry {
     addr: Addr<UserRoom>,
-    sessions: HashSet<SessionId>,
+    /// A user has a few sockets: a `Vec` costs less than a set.
+    sessions: Vec<SessionId>,
 }
 
 pub struct ChatServer {
@@ -58,6 +61,15 @@ impl ChatServer {
 
 impl Actor for ChatServer {
     type Context = Context<Self>;
+
+    /// One timer for every room, rather than one per room.
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.run_interval(PRUNE_INTERVAL, |server, _| {
+            for entry in server.rooms.values() {
+                entry.addr.do_send(Prune);
+            }
+        });
+    }
 }
 
 /// A socket opened: add it to its user's room, starting the room if it is the first.
@@ -119,9 +131,11 @@ impl Handler<Connect> for ChatServer {
         let queue_limit = self.queue_limit;
         let entry = self.rooms.entry(msg.user_id).or_insert_with(|| RoomEntry {
             addr: UserRoom::new(msg.user_id, queue_limit, ctx.address()).start(),
-            sessions: HashSet::new(),
+            sessions: Vec::new(),
         });
-        entry.sessions.insert(msg.session_id);
+        if !entry.sessions.contains(&msg.session_id) {
+            entry.sessions.push(msg.session_id);
+        }
         entry.addr.do_send(Join { session_id: msg.session_id, session: msg.session, queue: msg.queue });
         self.report(msg.user_id);
 
@@ -144,9 +158,8 @@ impl Handler<Disconnect> for ChatServer {
 
     fn handle(&mut self, msg: Disconnect, _: &mut Context<Self>) {
         let Some(entry) = self.rooms.get_mut(&msg.user_id) else { return };
-        if !entry.sessions.remove(&msg.session_id) {
-            return;
-        }
+        let Some(at) = entry.sessions.iter().position(|id| *id == msg.session_id) else { return };
+        entry.sessions.swap_remove(at);
         if entry.sessions.is_empty() {
             // The room stops itself after its last `Leave`; nothing else can reach it now.
             if let Some(entry) = self.rooms.remove(&msg.user_id) {
