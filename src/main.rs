@@ -5,6 +5,10 @@ use clap::{Parser, Subcommand};
 use switchboard::config::Settings;
 use switchboard::startup::Application;
 
+/// jemalloc rather than glibc's malloc: see the note on the dependency in Cargo.toml.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// Switchboard: a realtime chat server.
 #[derive(Parser)]
 #[command(version, about)]

@@ -23,67 +23,99 @@ struct Line {
     points: Vec<(f64, f64)>,
 }
 
+/// One SVG file.
+struct Chart {
+    file: &'static str,
+    title: &'static str,
+    axes: (&'static str, &'static str),
+    log: bool,
+    lines: Vec<Line>,
+}
+
 pub fn run(csv: &Path, versus: Option<&Path>, out: &Path) -> Result<(), String> {
     let text = std::fs::read_to_string(csv).map_err(|err| format!("{}: {err}", csv.display()))?;
     let rows = parse(&text);
     std::fs::create_dir_all(out).map_err(|err| format!("{}: {err}", out.display()))?;
+    // Latencies span three orders of magnitude between the databases: a log scale shows both.
+    let mut charts = vec![
+        Chart {
+            file: "latency-vs-rate.svg",
+            title: "dm: POST→frame latency against send rate",
+            axes: ("messages/s", "ms (log)"),
+            log: true,
+            lines: latency_lines(&rows),
+        },
+        Chart {
+            file: "memory-vs-sockets.svg",
+            title: "idle: server RSS per open socket",
+            axes: ("open sockets", "KB per socket"),
+            log: false,
+            lines: lines_per_label(&rows, "idle", "sockets", &[("KB per socket", "kb_per_socket")]),
+        },
+        Chart {
+            file: "fanout-vs-members.svg",
+            title: "fanout at 20 msgs/s against group size",
+            axes: ("group members", "ms (log)"),
+            log: true,
+            lines: fanout_lines(&rows),
+        },
+    ];
     if let Some(tsv) = versus {
         let text = std::fs::read_to_string(tsv).map_err(|err| format!("{}: {err}", tsv.display()))?;
-        draw_versus(&parse_bench_tsv(&text), out)?;
+        let rows = parse_bench_tsv(&text);
+        charts.push(Chart {
+            file: "versus-latency-vs-rate.svg",
+            title: "dm, against the Socket.IO peer: POST→frame latency",
+            axes: ("messages/s", "ms (log)"),
+            log: true,
+            lines: latency_lines(&rows),
+        });
+        charts.push(Chart {
+            file: "versus-fanout-vs-members.svg",
+            title: "fanout at 20 msgs/s, against the Socket.IO peer",
+            axes: ("group members", "ms (log)"),
+            log: true,
+            lines: fanout_lines(&rows),
+        });
     }
-
-    let mut latency = Vec::new();
-    for (label, rows) in by_label(&rows, "dm") {
-        latency.push(line(&format!("{label} p50"), &rows, "rate", "p50_ms"));
-        latency.push(line(&format!("{label} p99"), &rows, "rate", "p99_ms"));
-    }
-    let mut memory = Vec::new();
-    for (label, rows) in by_label(&rows, "idle") {
-        memory.push(line(&format!("{label} KB per socket"), &rows, "sockets", "kb_per_socket"));
-    }
-    let mut fanout = Vec::new();
-    for (label, rows) in by_label(&rows, "fanout") {
-        fanout.push(line(&format!("{label} p99 per recipient"), &rows, "members", "p99_ms"));
-        fanout.push(line(&format!("{label} p99 until the last"), &rows, "members", "all_p99_ms"));
-    }
-    // Latencies span three orders of magnitude between the databases: a log scale shows both.
-    let charts = [
-        (
-            "latency-vs-rate.svg",
-            "dm: POST→frame latency against send rate",
-            "messages/s",
-            "ms (log)",
-            true,
-            latency,
-        ),
-        (
-            "memory-vs-sockets.svg",
-            "idle: server RSS per open socket",
-            "open sockets",
-            "KB per socket",
-            false,
-            memory,
-        ),
-        (
-            "fanout-vs-members.svg",
-            "fanout at 20 msgs/s against group size",
-            "group members",
-            "ms (log)",
-            true,
-            fanout,
-        ),
-    ];
-    for (file, title, x, y, log, lines) in charts {
-        let lines: Vec<Line> = lines.into_iter().filter(|line| !line.points.is_empty()).collect();
+    for chart in charts {
+        let lines: Vec<Line> = chart.lines.into_iter().filter(|line| !line.points.is_empty()).collect();
         if lines.is_empty() {
-            eprintln!("{file}: no rows for it in {}", csv.display());
+            eprintln!("{}: no rows for it", chart.file);
             continue;
         }
-        let path = out.join(file);
-        draw(&path, title, (x, y), log, &lines).map_err(|err| format!("{}: {err}", path.display()))?;
+        let path = out.join(chart.file);
+        draw(&path, chart.title, chart.axes, chart.log, &lines)
+            .map_err(|err| format!("{}: {err}", path.display()))?;
         println!("wrote {}", path.display());
     }
     Ok(())
+}
+
+/// `dm` p50 and p99 against the send rate, per label.
+fn latency_lines(rows: &[Row]) -> Vec<Line> {
+    lines_per_label(rows, "dm", "rate", &[("p50", "p50_ms"), ("p99", "p99_ms")])
+}
+
+/// `fanout` p99 per recipient and until the last one against the group size, per label.
+fn fanout_lines(rows: &[Row]) -> Vec<Line> {
+    lines_per_label(
+        rows,
+        "fanout",
+        "members",
+        &[("p99 per recipient", "p99_ms"), ("p99 until the last", "all_p99_ms")],
+    )
+}
+
+/// For each label of `scenario`, one line per `(name, y column)` against `x`.
+fn lines_per_label(rows: &[Row], scenario: &str, x: &str, ys: &[(&str, &str)]) -> Vec<Line> {
+    let mut lines = Vec::new();
+    for (label, rows) in by_label(rows, scenario) {
+        for (name, y) in ys {
+            lines.push(line(&format!("{label} {name}"), &rows, x, y));
+        }
+    }
+    lines
 }
 
 fn parse(text: &str) -> Vec<Row> {
@@ -135,44 +167,6 @@ fn parse_bench_tsv(text: &str) -> Vec<Row> {
             (row.get("instances").is_none_or(|n| n == "1")).then_some(row)
         })
         .collect()
-}
-
-fn draw_versus(rows: &[Row], out: &Path) -> Result<(), String> {
-    let mut latency = Vec::new();
-    for (label, rows) in by_label(rows, "dm") {
-        latency.push(line(&format!("{label} p50"), &rows, "rate", "p50_ms"));
-        latency.push(line(&format!("{label} p99"), &rows, "rate", "p99_ms"));
-    }
-    let mut fanout = Vec::new();
-    for (label, rows) in by_label(rows, "fanout") {
-        fanout.push(line(&format!("{label} p99 per recipient"), &rows, "members", "p99_ms"));
-        fanout.push(line(&format!("{label} p99 until the last"), &rows, "members", "all_p99_ms"));
-    }
-    let charts = [
-        (
-            "versus-latency-vs-rate.svg",
-            "dm, against the Socket.IO peer: POST→frame latency",
-            "messages/s",
-            latency,
-        ),
-        (
-            "versus-fanout-vs-members.svg",
-            "fanout at 20 msgs/s, against the Socket.IO peer",
-            "group members",
-            fanout,
-        ),
-    ];
-    for (file, title, x, lines) in charts {
-        let lines: Vec<Line> = lines.into_iter().filter(|line| !line.points.is_empty()).collect();
-        if lines.is_empty() {
-            continue;
-        }
-        let path = out.join(file);
-        draw(&path, title, (x, "ms (log)"), true, &lines)
-            .map_err(|err| format!("{}: {err}", path.display()))?;
-        println!("wrote {}", path.display());
-    }
-    Ok(())
 }
 
 fn by_label<'a>(rows: &'a [Row], scenario: &str) -> BTreeMap<String, Vec<&'a Row>> {
