@@ -1025,6 +1025,9 @@ const loadNewer = (id) => page(id, async (s, get) => {
 $('load-older').addEventListener('click', () => state.openId && loadOlder(state.openId));
 // Scrolling to either end of the window loads the next page there.
 $('scroller').addEventListener('scroll', () => {
+  // A scroll event dispatched before a pending intent is drawn comes from the previous
+  // layout (say, the last chat's rows cleared to the top), not from the reader.
+  if (state.scrollTo) return;
   const s = state.openId && state.msgs.get(state.openId);
   const scroller = $('scroller');
   const fromBottom = scroller.scrollHeight - scroller.scrollTop - scroller.clientHeight;
