@@ -243,11 +243,14 @@ pub struct PresenceSettings {
     /// An instance's heartbeat key lives this long; its users read offline within 2× this
     /// after it dies.
     pub ttl_seconds: u64,
+    /// `presence` frames reach the members of groups up to this size; members of larger
+    /// groups read each other's presence from the members list.
+    pub max_group_members: u64,
 }
 
 impl Default for PresenceSettings {
     fn default() -> Self {
-        Self { ttl_seconds: 30 }
+        Self { ttl_seconds: 30, max_group_members: 100 }
     }
 }
 

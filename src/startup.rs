@@ -219,7 +219,8 @@ fn start_live(
     let relay = Arc::new(relay);
     let presence = Presence::new(instance_id.clone(), settings.presence.ttl_seconds, store);
     let writer = Writer::start(db.clone(), relay.clone(), settings.messaging.clone());
-    let domain: Arc<dyn Domain> = Arc::new(LiveDomain::new(db.clone(), writer.clone(), limits));
+    let domain: Arc<dyn Domain> =
+        Arc::new(LiveDomain::new(db.clone(), writer.clone(), limits, settings.presence.max_group_members));
     presence.clone().start(count_receiver, domain.clone(), relay.clone());
     let live = Live { domain, chat, relay, settings: settings.websocket.clone(), instance_id };
     Ok((Arc::new(live), writer, presence))

@@ -1073,7 +1073,14 @@ document.addEventListener('visibilitychange', () => scheduleRender());
 async function loadMembers(id) {
   try {
     const { members } = await api('GET', `/api/groups/${id}/members`);
-    members.forEach((m) => rememberUser(m.user));
+    members.forEach((m) => {
+      rememberUser(m.user);
+      // Large groups carry no presence frames (presence.max_group_members): this read is
+      // how their members' dots are known, refreshed whenever the group opens.
+      if (m.presence && m.user.id !== state.me.id) {
+        state.presence.set(m.user.id, { status: m.presence.status, last_seen: m.presence.last_seen });
+      }
+    });
     state.members.set(id, members);
   } catch (err) {
     if (err.status !== 404) $('info-error').textContent = err.message;

@@ -44,6 +44,7 @@ pub trait Domain: Send + Sync + 'static {
     /// `user` is not one or types too often.
     fn typing_targets(&self, user: UserId, conversation_id: i64) -> Answer<Vec<UserId>>;
 
-    /// Users who share at least one conversation with `user` (current members only).
+    /// Who hears `user`'s presence: users who share with them a direct conversation or a
+    /// group small enough for presence (current members only).
     fn peers(&self, user: UserId) -> Answer<Vec<UserId>>;
 }

@@ -94,6 +94,45 @@ impl Presence {
         PresenceView { user_id: user_id.0, status: if online { "online" } else { "offline" }, last_seen }
     }
 
+    /// `view` for many users in three Redis round trips at most, for the members list of a
+    /// group too large for presence frames. Users whose presence cannot be read (Redis not
+    /// answering) read offline, as `view` has them.
+    pub async fn views(&self, users: &[UserId]) -> Vec<PresenceView> {
+        if users.is_empty() {
+            return Vec::new();
+        }
+        let now = time::now();
+        let local: Vec<bool> = {
+            let local = self.local.lock().await;
+            users.iter().map(|user| local.get(user).is_some_and(|n| *n > 0)).collect()
+        };
+        let (online, last_seen) = match &self.redis {
+            Some(store) => match store.connection().await {
+                Some(mut conn) => {
+                    redis_views(store, &mut conn, users, local.clone()).await.unwrap_or((local, Vec::new()))
+                }
+                None => (local, Vec::new()),
+            },
+            None => {
+                let seen = self.last_seen.lock().await;
+                let last_seen = users.iter().map(|user| seen.get(user).copied()).collect();
+                (local, last_seen)
+            }
+        };
+        users
+            .iter()
+            .enumerate()
+            .map(|(i, user)| {
+                let online = online.get(i).copied().unwrap_or(false);
+                PresenceView {
+                    user_id: user.0,
+                    status: if online { "online" } else { "offline" },
+                    last_seen: if online { Some(now) } else { last_seen.get(i).copied().flatten() },
+                }
+            })
+            .collect()
+    }
+
     async fn last_seen(&self, user_id: UserId) -> Option<Timestamp> {
         if let Some(store) = &self.redis {
             let mut conn = store.connection().await?;
@@ -344,6 +383,51 @@ async fn online_elsewhere(
         }
     }
     Ok(false)
+}
+
+/// Who of `users` is online on a live instance (`local`: here), and when each was last
+/// seen: pipelined `presence` hashes, then the heartbeats of the instances they name, then
+/// `last_seen` keys.
+async fn redis_views(
+    store: &RedisStore,
+    conn: &mut deadpool_redis::Connection,
+    users: &[UserId],
+    mut online: Vec<bool>,
+) -> redis::RedisResult<(Vec<bool>, Vec<Option<Timestamp>>)> {
+    let mut pipe = redis::pipe();
+    for user in users {
+        pipe.cmd("HGETALL").arg(store.keys.presence(user.0));
+    }
+    let holders: Vec<HashMap<String, i64>> = pipe.query_async(conn).await?;
+    let mut instances: Vec<&str> = holders
+        .iter()
+        .flat_map(|held| {
+            held.iter().filter(|(_, sessions)| **sessions > 0).map(|(instance, _)| instance.as_str())
+        })
+        .collect();
+    instances.sort_unstable();
+    instances.dedup();
+    let mut pipe = redis::pipe();
+    for instance in &instances {
+        pipe.cmd("EXISTS").arg(store.keys.instance(instance));
+    }
+    let alive: Vec<bool> = if instances.is_empty() { Vec::new() } else { pipe.query_async(conn).await? };
+    let alive: std::collections::HashSet<&str> =
+        instances.iter().zip(alive).filter(|(_, alive)| *alive).map(|(instance, _)| *instance).collect();
+    for (online, held) in online.iter_mut().zip(&holders) {
+        *online = *online
+            || held.iter().any(|(instance, sessions)| *sessions > 0 && alive.contains(instance.as_str()));
+    }
+    let mut pipe = redis::pipe();
+    for user in users {
+        pipe.cmd("GET").arg(store.keys.last_seen(user.0));
+    }
+    let seen: Vec<Option<String>> = pipe.query_async(conn).await?;
+    let last_seen = seen
+        .into_iter()
+        .map(|at| at.and_then(|at| chrono::DateTime::parse_from_rfc3339(&at).ok()).map(|at| at.to_utc()))
+        .collect();
+    Ok((online, last_seen))
 }
 
 /// The `last_seen` key, read.

@@ -7,6 +7,7 @@ use crate::domain::conversations::groups::{self, MemberView, Role};
 use crate::error::AppResult;
 use crate::error::ErrorBody;
 use crate::extract::{Id, JsonBody};
+use crate::realtime::presence::PresenceView;
 use crate::startup::AppState;
 use crate::wire::views::ConversationView;
 use crate::wire::{ConversationId, UserId};
@@ -47,7 +48,16 @@ pub async fn create(
 
 #[derive(Serialize, ToSchema)]
 struct MemberList {
-    members: Vec<MemberView>,
+    members: Vec<ListedMember>,
+}
+
+/// A member with their presence: in groups larger than `presence.max_group_members` no
+/// `presence` frames flow, so this is where members read each other's.
+#[derive(Serialize, ToSchema)]
+struct ListedMember {
+    #[serde(flatten)]
+    member: MemberView,
+    presence: PresenceView,
 }
 
 /// # GET /api/groups/{id}/members
@@ -67,6 +77,13 @@ pub async fn members(
     path: web::Path<Id>,
 ) -> AppResult<HttpResponse> {
     let members = groups::members(&state.db, caller.user(), ConversationId(path.into_inner().0)).await?;
+    let ids: Vec<UserId> = members.iter().map(|member| UserId(member.user.id)).collect();
+    let presence = state.presence.views(&ids).await;
+    let members = members
+        .into_iter()
+        .zip(presence)
+        .map(|(member, presence)| ListedMember { member, presence })
+        .collect();
     Ok(HttpResponse::Ok().json(MemberList { members }))
 }
 

@@ -386,7 +386,17 @@ async fn presence_is_pushed_and_a_killed_instance_s_users_go_offline_in_time() {
     let alice = a.user("alice").await;
     let bob = a.user("bob").await;
     a.dm(&alice, &bob, "we share a conversation").await;
+    let dave = a.user("dave").await;
+    let group = a.create_group(&alice, "g", &[&bob, &dave]).await;
     let mut alice_socket = a.ws(&alice).await;
+    // The members list reads presence from Redis too: everyone's, across instances.
+    let listed = async |who: &TestUser| {
+        let reply = a.get(Some(&alice.token), &format!("/api/groups/{group}/members")).await;
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        let members = reply.body["members"].as_array().expect("members").clone();
+        let entry = members.into_iter().find(|entry| entry["user"]["id"] == who.id).expect("listed");
+        entry["presence"]["status"].as_str().expect("status").to_owned()
+    };
 
     let bob_socket = b.ws(&bob).await;
     let online = alice_socket.next_of("presence").await;
@@ -404,6 +414,10 @@ async fn presence_is_pushed_and_a_killed_instance_s_users_go_offline_in_time() {
     // SIGKILL: no cleanup runs on b, yet Bob reads offline within two TTLs.
     let _bob_socket = b.ws(&bob).await;
     assert_eq!(alice_socket.next_of("presence").await["status"], "online");
+    assert_eq!(
+        (listed(&bob).await, listed(&alice).await, listed(&dave).await),
+        ("online".into(), "online".into(), "offline".into())
+    );
     cluster.instances[1].kill();
     let killed = Instant::now();
     eventually(Duration::from_secs(2 * PRESENCE_TTL), "bob reads offline", async || {
@@ -411,6 +425,7 @@ async fn presence_is_pushed_and_a_killed_instance_s_users_go_offline_in_time() {
     })
     .await;
     let offline_after = killed.elapsed();
+    assert_eq!(listed(&bob).await, "offline", "a dead instance's user, in the members list");
     // The janitor on a tells Bob's contacts.
     let frame = alice_socket.next_of("presence").await;
     assert_eq!((frame["user_id"].clone(), frame["status"].clone()), (json!(bob.id), json!("offline")));

@@ -34,6 +34,7 @@ on_both_databases!(
     group_read_receipts_reach_every_member_and_show_in_the_members_list,
     typing_in_a_group_reaches_the_other_members_but_not_a_removed_one,
     concurrent_sends_from_several_members_leave_each_their_own_unread_count,
+    presence_frames_skip_groups_over_the_limit_whose_members_list_shows_presence,
 );
 
 /// The user as the API shows them (`GET /api/users/me`).
@@ -1068,6 +1069,66 @@ async fn group_read_receipts_reach_every_member_and_show_in_the_members_list(bac
     assert_eq!(reply.body["last_read_message_id"], second["id"]);
     alice_socket.expect_none_of("message_read", QUIET).await;
     assert_eq!(entry_of(&app, &bob, group, &carol).await["last_read_message_id"], second["id"]);
+}
+
+/// Above `presence.max_group_members` a group carries no presence frames (n members
+/// connecting would cost n² of them); its members list says who is online instead.
+async fn presence_frames_skip_groups_over_the_limit_whose_members_list_shows_presence(backend: Backend) {
+    let app = spawn_app_with(backend, |settings| settings.presence.max_group_members = 3).await;
+    let (alice, bob, carol, dave) =
+        (app.user("alice").await, app.user("bob").await, app.user("carol").await, app.user("dave").await);
+    let erin = app.user("erin").await;
+    let small = app.create_group(&alice, "small", &[&bob]).await;
+    let large = app.create_group(&alice, "large", &[&carol, &dave, &erin]).await;
+    let mut alice_socket = app.ws(&alice).await;
+
+    // Carol shares only the large group with Alice: her connecting is not announced. Bob's,
+    // through the small group, is, and it is the first presence frame Alice gets.
+    let carol_socket = app.ws(&carol).await;
+    let _bob_socket = app.ws(&bob).await;
+    let frame = alice_socket.next_of("presence").await;
+    assert_eq!(
+        (frame["user_id"].as_i64(), frame["status"].as_str()),
+        (Some(bob.id), Some("online")),
+        "{frame}"
+    );
+    alice_socket.expect_none_of("presence", Duration::from_millis(300)).await;
+
+    // The members list has everyone's presence: Carol online, Dave never seen.
+    let presence_of = async |user: &TestUser| {
+        members(&app, &alice, large)
+            .await
+            .into_iter()
+            .find(|entry| entry["user"]["id"] == user.id)
+            .map(|entry| entry["presence"].clone())
+            .unwrap_or_else(|| panic!("{} is not listed", user.username))
+    };
+    let carol_seen = presence_of(&carol).await;
+    assert_eq!(
+        (carol_seen["user_id"].as_i64(), carol_seen["status"].as_str()),
+        (Some(carol.id), Some("online"))
+    );
+    assert_eq!(presence_of(&dave).await, json!({"user_id": dave.id, "status": "offline", "last_seen": null}));
+    assert_eq!(presence_of(&alice).await["status"], "online", "the caller, connected");
+
+    // Carol leaves: still no frame to Alice, and the list says when she was last seen.
+    drop(carol_socket);
+    alice_socket.expect_none_of("presence", Duration::from_millis(300)).await;
+    let mut gone = presence_of(&carol).await;
+    for _ in 0..50 {
+        if gone["status"] == "offline" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        gone = presence_of(&carol).await;
+    }
+    assert_eq!(gone["status"], "offline", "{gone}");
+    assert_contract_time(&gone["last_seen"]);
+
+    // The small group's members list carries presence too.
+    let listed = members(&app, &bob, small).await;
+    let alice_entry = listed.iter().find(|entry| entry["user"]["id"] == alice.id).expect("alice listed");
+    assert_eq!(alice_entry["presence"]["status"], "online");
 }
 
 async fn typing_in_a_group_reaches_the_other_members_but_not_a_removed_one(backend: Backend) {

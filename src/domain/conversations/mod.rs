@@ -280,13 +280,24 @@ pub async fn share_a_conversation(db: &Db, a: i64, b: i64) -> Result<bool, DbErr
     Ok(shared > 0)
 }
 
-/// Users who share at least one conversation with `user_id` (current members only).
-pub async fn peers_of(db: &Db, user_id: i64) -> Result<Vec<i64>, DbErr> {
+/// Users who share with `user_id` a conversation of at most `max_members` current members
+/// (direct conversations always have two). Presence goes to them: in a group of n members
+/// every connect would otherwise cost n - 1 frames, n² for a morning's connects.
+pub async fn peers_of(db: &Db, user_id: i64, max_members: u64) -> Result<Vec<i64>, DbErr> {
+    use sea_orm::sea_query::{Expr, Func, Query};
+    let small = Query::select()
+        .column(member::Column::ConversationId)
+        .from(member::Entity)
+        .and_where(member::Column::ConversationId.in_subquery(conversations_of(user_id)))
+        .and_where(member::Column::LeftEventId.is_null())
+        .group_by_col(member::Column::ConversationId)
+        .and_having(Expr::expr(Func::count(Expr::col(member::Column::UserId))).lte(max_members))
+        .to_owned();
     member::Entity::find()
         .select_only()
         .column(member::Column::UserId)
         .distinct()
-        .filter(member::Column::ConversationId.in_subquery(conversations_of(user_id)))
+        .filter(member::Column::ConversationId.in_subquery(small))
         .filter(member::Column::UserId.ne(user_id))
         .filter(member::Column::LeftEventId.is_null())
         .into_tuple()

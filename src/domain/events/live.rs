@@ -17,11 +17,13 @@ pub struct LiveDomain {
     db: Db,
     writer: Writer,
     limits: Arc<Limits>,
+    /// `presence.max_group_members`: larger groups carry no presence frames.
+    presence_group_limit: u64,
 }
 
 impl LiveDomain {
-    pub fn new(db: Db, writer: Writer, limits: Arc<Limits>) -> Self {
-        Self { db, writer, limits }
+    pub fn new(db: Db, writer: Writer, limits: Arc<Limits>, presence_group_limit: u64) -> Self {
+        Self { db, writer, limits, presence_group_limit }
     }
 }
 
@@ -61,9 +63,9 @@ impl Domain for LiveDomain {
     }
 
     fn peers(&self, user: UserId) -> Answer<Vec<UserId>> {
-        let db = self.db.clone();
+        let (db, limit) = (self.db.clone(), self.presence_group_limit);
         async move {
-            let peers = conversations::peers_of(&db, user.0).await.map_err(unavailable)?;
+            let peers = conversations::peers_of(&db, user.0, limit).await.map_err(unavailable)?;
             Ok(peers.into_iter().map(UserId).collect())
         }
         .boxed()
