@@ -70,8 +70,8 @@ struct Accepted {
     job: usize,
     conversation: conversation::Model,
     body: String,
-    /// The direct conversation this send opened, with its `conversation_created` event.
-    opened: Option<i64>,
+    /// Whether this send opened its (direct) conversation and announces it.
+    opened: bool,
     /// Each recipient's read state just after this message reached them.
     recipients: Vec<(i64, ReadState)>,
     /// The message this one quotes, as it is now.

@@ -169,20 +169,20 @@ pub(super) fn admit(
 pub(super) fn accept(
     jobs: &[PendingMessage],
     admitted: Vec<Admitted>,
-    mut opened: HashMap<String, (conversation::Model, Option<i64>)>,
+    mut opened: HashMap<String, (conversation::Model, bool)>,
     loaded: &mut Loaded,
 ) -> Result<Vec<Accepted>, DbErr> {
     let mut accepted = Vec::with_capacity(admitted.len());
     for Admitted { job: i, conversation, other, body } in admitted {
         let job = &jobs[i];
         let (conversation, opened_by_this) = match conversation {
-            Some(conversation) => (conversation, None),
+            Some(conversation) => (conversation, false),
             None => {
                 let key = direct_key(job.sender_id, other.unwrap_or_default());
-                let Some((conversation, event_id)) = opened.get_mut(&key) else {
+                let Some((conversation, unannounced)) = opened.get_mut(&key) else {
                     return Err(DbErr::Custom("a direct conversation was not opened".into()));
                 };
-                (conversation.clone(), event_id.take())
+                (conversation.clone(), std::mem::take(unannounced))
             }
         };
         let reply_to = job.reply_to_id.and_then(|id| loaded.quoted.get(&id)).map(ReplyView::from);
@@ -343,14 +343,14 @@ mod tests {
 
         let (mut model, _) = group(20, &[1, 2]);
         model.kind = ConversationKind::Direct;
-        let opened = HashMap::from([(direct_key(1, 2), (model, Some(30)))]);
+        let opened = HashMap::from([(direct_key(1, 2), (model, true))]);
         let fresh = ReadState::default();
         let mut loaded = Loaded::default();
         loaded.members.insert(20, vec![(1, fresh), (2, fresh)]);
         let Ok(accepted) = accept(&jobs, plan.admitted, opened, &mut loaded) else { panic!("not accepted") };
         assert_eq!(
             accepted.iter().map(|sent| sent.opened).collect::<Vec<_>>(),
-            [Some(30), None],
+            [true, false],
             "the first announces it"
         );
         let one = ReadState { unread_count: 1, ..fresh };

@@ -20,9 +20,9 @@ pub(super) fn frames(
     users: &UserCache,
 ) -> Vec<UserFrame> {
     let mut frames = Vec::new();
-    for (sent, view) in accepted.iter().zip(&written.views) {
-        if let Some(created) = sent.opened {
-            conversation_created(&mut frames, created, jobs[sent.job].sender_id, sent, view, users);
+    for ((sent, view), created) in accepted.iter().zip(&written.views).zip(&written.created) {
+        if let Some(created) = created {
+            conversation_created(&mut frames, *created, jobs[sent.job].sender_id, sent, view, users);
         }
     }
     for ((sent, view), event_id) in accepted.iter().zip(&written.views).zip(&written.event_ids) {

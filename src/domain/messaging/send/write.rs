@@ -18,16 +18,17 @@ use crate::time;
 use crate::wire::views::{ConversationKind, MessageView};
 use crate::wire::{ConversationId, EventId, MessageId, UserId};
 
-/// Opens a direct conversation for each `(key, first sender, recipient)`, with its
-/// `conversation_created` event and both members, in three statements however many there
-/// are (five per conversation held a batch of first messages for 100 ms and more). The row
-/// keeps `last_activity_id` 0 until `messages` stores the sends that opened it; the
-/// returned models already point at the creation event. The new members join `members`.
+/// Opens a direct conversation for each `(key, first sender, recipient)`: one multi-row
+/// insert however many there are. Their `conversation_created` events and members are
+/// written by `messages`, in the statements that store the sends' own events and counters
+/// (a first message used to cost two more statements than a reply). The row keeps
+/// `last_activity_id` 0 until then. The new members join `members`; each model comes with
+/// `true`: its first send is still to announce it.
 pub(super) async fn open_directs(
     txn: &DatabaseTransaction,
     pairs: &[(String, i64, i64)],
     members: &mut HashMap<i64, Vec<(i64, ReadState)>>,
-) -> Result<HashMap<String, (conversation::Model, Option<i64>)>, DbErr> {
+) -> Result<HashMap<String, (conversation::Model, bool)>, DbErr> {
     if pairs.is_empty() {
         return Ok(HashMap::new());
     }
@@ -53,45 +54,28 @@ pub(super) async fn open_directs(
         });
         ids.extend(db::insert_ids(txn, conversation::Entity::insert_many(rows), chunk.len()).await?);
     }
-    let created: Vec<(i64, StoredEvent)> =
-        ids.iter().map(|id| (*id, StoredEvent::ConversationCreated {})).collect();
-    let event_ids = events::append_many(txn, &created).await?;
-    let mut rows = Vec::with_capacity(pairs.len() * 2);
     let mut opened = HashMap::with_capacity(pairs.len());
-    for (((model, (key, sender_id, recipient_id)), id), event_id) in
-        models.iter_mut().zip(pairs).zip(ids).zip(event_ids)
-    {
+    for ((model, (key, sender_id, recipient_id)), id) in models.iter_mut().zip(pairs).zip(ids) {
         model.id = id;
-        model.last_activity_id = event_id;
-        for user_id in [*sender_id, *recipient_id] {
-            rows.push(new_member(
-                ConversationId(id),
-                UserId(user_id),
-                Role::Member,
-                EventId(event_id),
-                MessageId(0),
-            ));
-        }
         let fresh = ReadState::default();
         members.insert(id, vec![(*sender_id, fresh), (*recipient_id, fresh)]);
-        opened.insert(key.clone(), (model.clone(), Some(event_id)));
-    }
-    for chunk in rows.chunks(db::MAX_ROWS_PER_STATEMENT) {
-        // No `RETURNING`: from SQLite, sqlx hands each returned row over on its own.
-        member::Entity::insert_many(chunk.iter().cloned()).exec_without_returning(txn).await?;
+        opened.insert(key.clone(), (model.clone(), true));
     }
     Ok(opened)
 }
 
-/// The stored messages, as the API shows them, and their `message_created` event ids.
+/// The stored messages, as the API shows them, their `message_created` event ids and, for
+/// the sends that opened their conversation, its `conversation_created` event id.
 pub(super) struct Written {
     pub views: Vec<MessageView>,
     pub event_ids: Vec<i64>,
+    pub created: Vec<Option<i64>>,
 }
 
 /// Stores the accepted sends: messages (one multi-row insert; rows get ascending ids in the
-/// order listed), their attachments, their events, the unread counters and each
-/// conversation's latest message.
+/// order listed), their attachments, their events (after the `conversation_created` events
+/// of the conversations they open, in one insert), the members of those conversations, the
+/// unread counters and each conversation's latest message.
 pub(super) async fn messages(
     txn: &DatabaseTransaction,
     jobs: &[PendingMessage],
@@ -147,11 +131,24 @@ pub(super) async fn messages(
             view.attachments.push(attachments::link(txn, MessageId(id), UserId(view.sender_id), file).await?);
         }
     }
-    let stored: Vec<(i64, StoredEvent)> = views
+    // Opened conversations first: every reader's log announces a conversation before its
+    // first message.
+    let openers: Vec<&Accepted> = accepted.iter().filter(|sent| sent.opened).collect();
+    let stored: Vec<(i64, StoredEvent)> = openers
         .iter()
-        .map(|view| (view.conversation_id, StoredEvent::MessageCreated { message: view.clone() }))
+        .map(|sent| (sent.conversation.id, StoredEvent::ConversationCreated {}))
+        .chain(
+            views
+                .iter()
+                .map(|view| (view.conversation_id, StoredEvent::MessageCreated { message: view.clone() })),
+        )
         .collect();
-    let event_ids = events::append_many(txn, &stored).await?;
+    let mut event_ids = events::append_many(txn, &stored).await?;
+    let message_event_ids = event_ids.split_off(openers.len());
+    new_members(txn, jobs, &openers, &event_ids).await?;
+    let mut created_ids = event_ids.into_iter();
+    let created = accepted.iter().map(|sent| if sent.opened { created_ids.next() } else { None }).collect();
+    let event_ids = message_event_ids;
     counters(txn, jobs, accepted).await?;
     mentioned(txn, &views).await?;
     let latest: HashMap<i64, (i64, i64)> = views
@@ -160,7 +157,37 @@ pub(super) async fn messages(
         .map(|(view, event_id)| (view.conversation_id, (view.id, *event_id)))
         .collect();
     latest_messages(txn, &latest).await?;
-    Ok(Written { views, event_ids })
+    Ok(Written { views, event_ids, created })
+}
+
+/// The two members of each conversation a send opened, joined at its `conversation_created`
+/// event (`created`, in `openers`' order), before the counters move.
+async fn new_members(
+    txn: &DatabaseTransaction,
+    jobs: &[PendingMessage],
+    openers: &[&Accepted],
+    created: &[i64],
+) -> Result<(), DbErr> {
+    let mut rows = Vec::with_capacity(openers.len() * 2);
+    for (sent, event_id) in openers.iter().zip(created) {
+        let Some((recipient, _)) = sent.recipients.first() else {
+            return Err(DbErr::Custom("an opened conversation without its recipient".into()));
+        };
+        for user_id in [jobs[sent.job].sender_id, *recipient] {
+            rows.push(new_member(
+                ConversationId(sent.conversation.id),
+                UserId(user_id),
+                Role::Member,
+                EventId(*event_id),
+                MessageId(0),
+            ));
+        }
+    }
+    for chunk in rows.chunks(db::MAX_ROWS_PER_STATEMENT) {
+        // No `RETURNING`: from SQLite, sqlx hands each returned row over on its own.
+        member::Entity::insert_many(chunk.iter().cloned()).exec_without_returning(txn).await?;
+    }
+    Ok(())
 }
 
 /// Adds each recipient's new messages to their unread counter. A group's members who sent
