@@ -19,11 +19,11 @@ use crate::wire::views::{ConversationKind, MessageView};
 use crate::wire::{ConversationId, EventId, MessageId, UserId};
 
 /// Opens a direct conversation for each `(key, first sender, recipient)`: one multi-row
-/// insert however many there are. Their `conversation_created` events and members are
-/// written by `messages`, in the statements that store the sends' own events and counters
-/// (a first message used to cost two more statements than a reply). The row keeps
-/// `last_activity_id` 0 until then. The new members join `members`; each model comes with
-/// `true`: its first send is still to announce it.
+/// insert however many there are. Their `conversation_created` events go into the insert of
+/// the sends' own events and their members follow it, in `messages`: a batch that opens
+/// conversations runs two statements more than one that does not, where it ran three. The
+/// row keeps `last_activity_id` 0 until then. The new members join `members`; each model
+/// comes with `true`: its first send is still to announce it.
 pub(super) async fn open_directs(
     txn: &DatabaseTransaction,
     pairs: &[(String, i64, i64)],
