@@ -89,14 +89,13 @@ impl Presence {
     }
 
     pub async fn view(&self, user_id: UserId) -> PresenceView {
-        let online = self.is_online(user_id).await;
-        let last_seen = if online { Some(time::now()) } else { self.last_seen(user_id).await };
-        PresenceView { user_id: user_id.0, status: if online { "online" } else { "offline" }, last_seen }
+        let unknown = PresenceView { user_id: user_id.0, status: "offline", last_seen: None };
+        self.views(&[user_id]).await.pop().unwrap_or(unknown)
     }
 
-    /// `view` for many users in three Redis round trips at most, for the members list of a
-    /// group too large for presence frames. Users whose presence cannot be read (Redis not
-    /// answering) read offline, as `view` has them.
+    /// Each user's presence, in three Redis round trips at most however many they are (a
+    /// group's members list). Online users were last seen now; users whose presence cannot
+    /// be read (Redis not answering) read as this instance knows them.
     pub async fn views(&self, users: &[UserId]) -> Vec<PresenceView> {
         if users.is_empty() {
             return Vec::new();
@@ -423,11 +422,7 @@ async fn redis_views(
         pipe.cmd("GET").arg(store.keys.last_seen(user.0));
     }
     let seen: Vec<Option<String>> = pipe.query_async(conn).await?;
-    let last_seen = seen
-        .into_iter()
-        .map(|at| at.and_then(|at| chrono::DateTime::parse_from_rfc3339(&at).ok()).map(|at| at.to_utc()))
-        .collect();
-    Ok((online, last_seen))
+    Ok((online, seen.into_iter().map(parse_last_seen).collect()))
 }
 
 /// The `last_seen` key, read.
@@ -437,5 +432,10 @@ async fn stored_last_seen(
     user_id: UserId,
 ) -> redis::RedisResult<Option<Timestamp>> {
     let at: Option<String> = redis::cmd("GET").arg(store.keys.last_seen(user_id.0)).query_async(conn).await?;
-    Ok(at.and_then(|at| chrono::DateTime::parse_from_rfc3339(&at).ok()).map(|at| at.to_utc()))
+    Ok(parse_last_seen(at))
+}
+
+/// A `last_seen` key's value (RFC 3339); anything else reads as never seen.
+fn parse_last_seen(at: Option<String>) -> Option<Timestamp> {
+    at.and_then(|at| chrono::DateTime::parse_from_rfc3339(&at).ok()).map(|at| at.to_utc())
 }

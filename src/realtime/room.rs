@@ -27,6 +27,17 @@ impl UserRoom {
         Self { user_id, devices: Vec::new(), queue_limit, server }
     }
 
+    /// Tells every device's session the same thing.
+    fn tell_all<M>(&self, msg: M)
+    where
+        M: Message<Result = ()> + Clone + Send + 'static,
+        WsSession: Handler<M>,
+    {
+        for (_, device) in &self.devices {
+            device.addr.do_send(msg.clone());
+        }
+    }
+
     /// Sessions are removed when they stop; this catches any whose actor vanished without
     /// running its `stopping` hook, so a room can never leak.
     fn prune(&mut self) {
@@ -131,9 +142,7 @@ impl Handler<CatchUpAll> for UserRoom {
     type Result = ();
 
     fn handle(&mut self, _: CatchUpAll, _: &mut Context<Self>) {
-        for (_, device) in &self.devices {
-            device.addr.do_send(CatchUp);
-        }
+        self.tell_all(CatchUp);
     }
 }
 
@@ -148,9 +157,7 @@ impl Handler<Polling> for UserRoom {
     type Result = ();
 
     fn handle(&mut self, msg: Polling, _: &mut Context<Self>) {
-        for (_, device) in &self.devices {
-            device.addr.do_send(session::Polling { on: msg.on });
-        }
+        self.tell_all(session::Polling { on: msg.on });
     }
 }
 
@@ -163,8 +170,6 @@ impl Handler<CloseAll> for UserRoom {
     type Result = ();
 
     fn handle(&mut self, _: CloseAll, _: &mut Context<Self>) {
-        for (_, device) in &self.devices {
-            device.addr.do_send(session::Restart);
-        }
+        self.tell_all(session::Restart);
     }
 }

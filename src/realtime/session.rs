@@ -335,7 +335,7 @@ impl Handler<Overflowed> for WsSession {
 
 /// The instance is draining: close with 1012 so the client reconnects (with `since`) to
 /// another instance.
-#[derive(Message)]
+#[derive(Message, Clone, Copy)]
 #[rtype(result = "()")]
 pub struct Restart;
 
@@ -348,7 +348,7 @@ impl Handler<Restart> for WsSession {
 }
 
 /// Re-read the log from where this session is (after a relay gap or a failed publish).
-#[derive(Message)]
+#[derive(Message, Clone, Copy)]
 #[rtype(result = "()")]
 pub struct CatchUp;
 
@@ -361,7 +361,7 @@ impl Handler<CatchUp> for WsSession {
 }
 
 /// Live relay is down (poll the log) or back (catch up once, then live).
-#[derive(Message)]
+#[derive(Message, Clone, Copy)]
 #[rtype(result = "()")]
 pub struct Polling {
     pub on: bool,

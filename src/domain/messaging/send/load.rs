@@ -174,15 +174,15 @@ async fn current_members(
     let backend = txn.get_database_backend();
     let conversations = db::padded(conversations);
     let list = db::placeholders(1, conversations.len());
-    // The last element: whether the member changed their notification settings.
+    // The last element is 1 if the member changed their notification settings.
     let members = match backend {
         DatabaseBackend::Postgres => {
             "json_agg(json_build_array(user_id, unread_count, unread_mentions, last_read_message_id, \
-             notify <> 'all' OR muted_until IS NOT NULL))::text"
+             (notify <> 'all' OR muted_until IS NOT NULL)::int))::text"
         }
         _ => {
             "json_group_array(json_array(user_id, unread_count, unread_mentions, last_read_message_id, \
-             json(CASE WHEN notify <> 'all' OR muted_until IS NOT NULL THEN 'true' ELSE 'false' END)))"
+             notify <> 'all' OR muted_until IS NOT NULL))"
         }
     };
     let sql = format!(
@@ -193,13 +193,13 @@ async fn current_members(
     let rows = Members::find_by_statement(db::statement(backend, &sql, values)).all(txn).await?;
     let mut lists = Vec::with_capacity(rows.len());
     for row in rows {
-        let list: Vec<(i64, i64, i64, i64, bool)> = serde_json::from_str(&row.members)
+        let list: Vec<(i64, i64, i64, i64, i64)> = serde_json::from_str(&row.members)
             .map_err(|err| DbErr::Custom(format!("conversation members as JSON: {err}")))?;
         lists.push((row.conversation_id, list));
     }
     let changed: Vec<i64> = lists
         .iter()
-        .filter(|(_, list)| list.iter().any(|member| member.4))
+        .filter(|(_, list)| list.iter().any(|member| member.4 != 0))
         .map(|(conversation_id, _)| *conversation_id)
         .collect();
     let mut settings: HashMap<(i64, i64), member::Model> = HashMap::new();

@@ -144,11 +144,10 @@ pub(super) async fn messages(
         )
         .collect();
     let mut event_ids = events::append_many(txn, &stored).await?;
-    let message_event_ids = event_ids.split_off(openers.len());
-    new_members(txn, jobs, &openers, &event_ids).await?;
-    let mut created_ids = event_ids.into_iter();
+    let created_ids: Vec<i64> = event_ids.drain(..openers.len()).collect();
+    new_members(txn, jobs, &openers, &created_ids).await?;
+    let mut created_ids = created_ids.into_iter();
     let created = accepted.iter().map(|sent| if sent.opened { created_ids.next() } else { None }).collect();
-    let event_ids = message_event_ids;
     counters(txn, jobs, accepted).await?;
     mentioned(txn, &views).await?;
     let latest: HashMap<i64, (i64, i64)> = views
